@@ -1,0 +1,39 @@
+# affectube: raw face videos -> faces -> HDF5 clip stores -> SSL pretraining -> per-subject CV -> report.
+# Stage logic lives in the `affectube` package (workflow/affectube); rules are thin CLI calls.
+# Inside a Snakefile `workflow` is Snakemake's own object, so the package is imported as `affectube`.
+import os
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+PKG_DIR = str(Path(workflow.basedir) / "workflow")
+sys.path.insert(0, PKG_DIR)
+
+from affectube import dag  # noqa: E402
+
+# Jobs (local, SLURM or conda) find the package without installing it.
+shell.prefix(f"export PYTHONPATH={PKG_DIR}${{PYTHONPATH:+:$PYTHONPATH}}; ")
+
+configfile: "params.yaml"
+
+
+validate(config, "workflow/affectube/schemas/params.schema.yaml")
+D = dag.Dag(config)
+
+
+include: "rules/ingest.smk"
+include: "rules/faces.smk"
+include: "rules/clips.smk"
+include: "rules/pretrain.smk"
+include: "rules/finetune.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        D.all_targets(),

@@ -1,0 +1,42 @@
+# Faces: decode each video and detect + track its face (cached per video);
+# cropping reads these tracks, so crop params never re-run detection.
+
+
+rule faces:
+    input:
+        video=D.video_path,
+    output:
+        tracks="results/faces/{dataset}/tracks/{video}.npz",
+    params:
+        cfg=D.cfg("decode", "faces"),
+    log:
+        "results/logs/faces/{dataset}/{video}.log",
+    benchmark:
+        "results/benchmarks/faces/{dataset}/{video}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/video.yaml"
+    shell:
+        "python -m affectube faces --cfg {params.cfg:q} --video {input.video:q}"
+        " --dataset {wildcards.dataset} --video-id {wildcards.video} --out {output.tracks} > {log} 2>&1"
+
+
+rule faces_qc:
+    input:
+        manifest="results/manifests/{dataset}.csv",
+        tracks=lambda w: D.tracks(w.dataset),
+    output:
+        table="results/faces/{dataset}/qc.csv",
+        figure=report("results/faces/{dataset}/qc.png", caption="../workflow/report/faces_qc.rst", category="Preprocessing"),
+    params:
+        cfg=D.cfg("figures"),
+    log:
+        "results/logs/faces_qc/{dataset}.log",
+    conda:
+        "../envs/video.yaml"
+    shell:
+        "python -m affectube faces-qc --cfg {params.cfg:q} --manifest {input.manifest}"
+        " --tracks-dir results/faces/{wildcards.dataset}/tracks --table {output.table} --figure {output.figure} > {log} 2>&1"

@@ -1,0 +1,46 @@
+# Finetune: subject-disjoint folds, one job per (experiment, fold).
+
+
+rule folds:
+    input:
+        manifest=f"results/manifests/{config['data']['finetune']}.csv",
+    output:
+        folds="results/folds/{exp}.json",
+    params:
+        cfg=lambda w: D.exp_cfg(w.exp, "finetune"),
+    log:
+        "results/logs/folds/{exp}.log",
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "python -m affectube folds --cfg {params.cfg:q} --manifest {input.manifest} --out {output.folds} > {log} 2>&1"
+
+
+rule finetune:
+    input:
+        folds="results/folds/{exp}.json",
+        stores=D.stores(config["data"]["finetune"]),
+        encoder=D.pretrained_encoder,
+    output:
+        predictions="results/finetune/{exp}/fold{fold}/predictions.csv",
+        metrics="results/finetune/{exp}/fold{fold}/metrics.json",
+        log_csv="results/finetune/{exp}/fold{fold}/log.csv",
+        model="results/finetune/{exp}/fold{fold}/model.safetensors",
+    params:
+        cfg=lambda w: D.exp_cfg(w.exp, "pretrain", "finetune"),
+        stores_dir=lambda w, input: os.path.dirname(input.stores[0]),
+    log:
+        "results/logs/finetune/{exp}/fold{fold}.log",
+    benchmark:
+        "results/benchmarks/finetune/{exp}/fold{fold}.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=1,
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 4 * 60 * attempt,
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "python -m affectube finetune --cfg {params.cfg:q} --folds {input.folds} --fold {wildcards.fold}"
+        " --stores-dir {params.stores_dir} --encoder '{input.encoder}'"
+        " --out-dir results/finetune/{wildcards.exp}/fold{wildcards.fold} > {log} 2>&1"

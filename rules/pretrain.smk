@@ -1,0 +1,27 @@
+# Pretrain: self-supervised masked video autoencoding (VideoMAE tube masking / SVFAP) on unlabelled clips.
+
+
+rule pretrain:
+    input:
+        stores=D.pretrain_stores,
+    output:
+        encoder="results/pretrain/encoder.safetensors",
+        log_csv="results/pretrain/log.csv",
+        summary="results/pretrain/summary.json",
+        recon=report("results/pretrain/reconstruction.png", caption="../workflow/report/reconstruction.rst", category="Pretraining"),
+    params:
+        cfg=D.cfg("data", "pretrain"),
+    log:
+        "results/logs/pretrain.log",
+    benchmark:
+        "results/benchmarks/pretrain.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=config["pretrain"]["gpus"],
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: 24 * 60 * attempt,
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "python -m affectube pretrain --cfg {params.cfg:q} --stores {input.stores}"
+        " --out-dir results/pretrain > {log} 2>&1"

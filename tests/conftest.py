@@ -1,0 +1,89 @@
+"""Shared fixtures: the repo root, the real test material, scratch copies of the workflow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow"))
+VENV_BIN = Path(sys.executable).parent
+REALDATA = Path(os.environ.get("AFFECTUBE_REALDATA", REPO.parent / "shared" / "realdata"))
+WORKFLOW_FILES = ["Snakefile", "rules", "workflow", "params.yaml", "envs", "slurm", "dvc.yaml"]
+
+
+def _need_realdata() -> Path:
+    if (REALDATA / "README.md").exists():
+        return REALDATA
+    msg = f"real test material not found at {REALDATA} (set AFFECTUBE_REALDATA)"
+    if os.environ.get("CI"):
+        pytest.fail(msg + " -- required under CI")
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """../shared/realdata; fails (never skips) under CI when it is missing."""
+    return _need_realdata()
+
+
+@pytest.fixture(scope="session")
+def insightface_model(realdata) -> Path:
+    path = realdata / "models" / "insightface" / "buffalo_sc" / "det_500m.onnx"
+    if not path.exists():
+        pytest.fail(f"{path} missing from the real test material")
+    return path
+
+
+def copy_workflow(dest: Path, params_overrides: dict | None = None) -> Path:
+    """Copy the workflow (not results/) into ``dest`` and deep-merge ``params_overrides``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    if params_overrides:
+        params = yaml.safe_load((dest / "params.yaml").read_text())
+        _deep_merge(params, params_overrides)
+        (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return dest
+
+
+def _deep_merge(base: dict, over: dict) -> None:
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and not _is_leaf_map(key):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _is_leaf_map(key: str) -> bool:
+    # maps that are replaced whole, not merged
+    return key in {"datasets", "experiments", "losses"}
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: int = 1800, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real snakemake CLI of this environment in ``workdir``."""
+    cmd = [str(VENV_BIN / "snakemake"), "--cores", "2", "--nolock", *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture
+def workflow_copy(tmp_path):
+    """Factory: ``workflow_copy(overrides)`` -> a scratch copy of the workflow with params overridden."""
+
+    def make(overrides: dict | None = None, name: str = "wf") -> Path:
+        return copy_workflow(tmp_path / name, overrides)
+
+    return make

@@ -1,0 +1,3 @@
+from affectube.cli import main
+
+raise SystemExit(main())

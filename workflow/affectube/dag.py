@@ -1,0 +1,114 @@
+"""What the Snakemake DAG needs at parse time: videos per dataset, folds, experiments.
+
+The Snakefile builds one :class:`Dag` from the validated config; rules ask it for
+file lists and for the params they pass on. Nothing here runs a stage.
+
+Convention (relied on by :mod:`affectube.dvcgen`): a rule passes configuration to
+its CLI only through ``params: cfg=D.cfg("section", ...)`` (a JSON object whose
+top-level keys are params.yaml sections), so the params each rule depends on can
+be read off the DAG.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import cached_property, lru_cache
+
+from affectube.errors import ConfigError
+
+RESULTS = "results"
+
+
+class Dag:
+    def __init__(self, config: dict):
+        self.config = config
+
+    # ---------------------------------------------------------------- params
+    def cfg(self, *sections: str) -> str:
+        """JSON of the named params.yaml sections, passed to a CLI as ``--cfg``."""
+        return json.dumps({s: self.config[s] for s in sections}, sort_keys=True)
+
+    def exp_cfg(self, exp: str, *sections: str) -> str:
+        """Like :meth:`cfg`, with experiment ``exp``'s overrides applied."""
+        resolved = self.experiment_config(exp)
+        out = {s: resolved[s] for s in sections}
+        out["experiment"] = {"name": exp, "overrides": self.config["experiments"][exp]}
+        return json.dumps(out, sort_keys=True)
+
+    def experiment_config(self, exp: str) -> dict:
+        from affectube.config import apply_override, validate
+
+        if exp not in self.config["experiments"]:
+            raise ConfigError(f"params.yaml: experiments: no experiment named {exp!r}")
+        cfg = copy.deepcopy(self.config)
+        for key, value in (self.config["experiments"][exp] or {}).items():
+            apply_override(cfg, f"{key}={json.dumps(value)}")
+        return validate(cfg, source=f"params.yaml (experiment {exp})")
+
+    @property
+    def experiments(self) -> list[str]:
+        return list(self.config["experiments"])
+
+    # ---------------------------------------------------------------- data
+    @cached_property
+    def datasets(self) -> list[str]:
+        data = self.config["data"]
+        names = list(dict.fromkeys([*data["pretrain"], data["finetune"]]))
+        return names
+
+    @lru_cache(maxsize=None)
+    def manifest(self, dataset: str):
+        from affectube.data.manifest import build_manifest
+
+        spec = self.config["data"]["datasets"].get(dataset)
+        if spec is None:
+            raise ConfigError(f"params.yaml: data.datasets: no dataset named {dataset!r}")
+        if spec["adapter"] == "demo":  # the demo's rows are planned from the `demo` section
+            spec = {**self.config.get("demo", {}), **spec}
+        return build_manifest(dataset, spec)
+
+    def video_ids(self, dataset: str) -> list[str]:
+        return list(self.manifest(dataset).table["video_id"])
+
+    def video_path(self, wildcards) -> str:
+        table = self.manifest(wildcards.dataset).table
+        row = table.loc[table["video_id"] == wildcards.video]
+        if row.empty:
+            raise ConfigError(f"dataset {wildcards.dataset}: no video {wildcards.video!r} in its manifest")
+        return str(row["path"].iloc[0])
+
+    def manifest_inputs(self, wildcards) -> list[str]:
+        """Video files a manifest rule depends on (generated datasets included)."""
+        return [str(p) for p in self.manifest(wildcards.dataset).table["path"]]
+
+    def tracks(self, dataset: str) -> list[str]:
+        return [f"{RESULTS}/faces/{dataset}/tracks/{v}.npz" for v in self.video_ids(dataset)]
+
+    def stores(self, dataset: str) -> list[str]:
+        return [f"{RESULTS}/clips/{dataset}/{v}.h5" for v in self.video_ids(dataset)]
+
+    def pretrain_stores(self, wildcards=None) -> list[str]:
+        return [s for d in self.config["data"]["pretrain"] for s in self.stores(d)]
+
+    # ---------------------------------------------------------------- folds
+    @cached_property
+    def fold_ids(self) -> list[str]:
+        from affectube.eval.folds import plan_folds
+
+        table = self.manifest(self.config["data"]["finetune"]).table
+        return [str(i) for i in range(len(plan_folds(table, self.config["finetune"])))]
+
+    def fold_predictions(self, wildcards) -> list[str]:
+        return [f"{RESULTS}/finetune/{wildcards.exp}/fold{k}/predictions.csv" for k in self.fold_ids]
+
+    def pretrained_encoder(self, wildcards) -> list[str]:
+        """The pretraining checkpoint when experiment ``exp`` starts from it, else nothing."""
+        cfg = self.experiment_config(wildcards.exp)
+        return [f"{RESULTS}/pretrain/encoder.safetensors"] if cfg["finetune"]["init"] == "pretrained" else []
+
+    # ---------------------------------------------------------------- targets
+    def all_targets(self) -> list[str]:
+        targets = [f"{RESULTS}/faces/{d}/qc.csv" for d in self.datasets]
+        targets += [f"{RESULTS}/report/report.html"]
+        return targets

@@ -1,0 +1,1 @@
+"""Datasets: manifests (one row per video) and adapters that build them from common layouts."""

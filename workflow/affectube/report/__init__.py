@@ -1,0 +1,1 @@
+"""affectube.report"""
