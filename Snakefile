@@ -15,7 +15,7 @@ sys.path.insert(0, PKG_DIR)
 from affectube import dag  # noqa: E402
 
 # Jobs (local, SLURM or conda) find the package without installing it.
-shell.prefix("export PYTHONPATH=" + PKG_DIR + "${{PYTHONPATH:+:$PYTHONPATH}}; ")
+shell.prefix(f"export PYTHONPATH={PKG_DIR}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 
 configfile: "params.yaml"
 
