@@ -12,6 +12,7 @@ min_version("9.0")
 PKG_DIR = str(Path(workflow.basedir) / "workflow")
 sys.path.insert(0, PKG_DIR)
 
+from affectube import config as affectube_config  # noqa: E402
 from affectube import dag  # noqa: E402
 
 # Jobs (local, SLURM or conda) find the package without installing it.
@@ -20,6 +21,10 @@ shell.prefix(f"export PYTHONPATH={PKG_DIR}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 configfile: "params.yaml"
 
 
+# One line naming the key and the allowed range on a bad value (also for --config/--configfile
+# overrides); then Snakemake's own validation fills in the schema defaults.
+_overridden = workflow.config_settings.overwrite_config or workflow.config_settings.configfiles
+affectube_config.validate(config, source="params.yaml" + (" (with command-line overrides)" if _overridden else ""))
 validate(config, "workflow/affectube/schemas/params.schema.yaml")
 D = dag.Dag(config)
 

@@ -1,4 +1,4 @@
-# Evaluate: per-fold predictions -> metrics per fold, per subject and pooled; comparisons across experiments.
+# Evaluate: per-fold predictions -> metrics per fold, per subject and pooled (from saved predictions alone).
 
 
 rule evaluate:

@@ -1,4 +1,9 @@
-# Finetune: subject-disjoint folds, one job per (experiment, fold).
+# Finetune: subject-disjoint folds, one job per (experiment, fold), so folds run in
+# parallel on a cluster and a failed fold re-runs alone.
+
+
+wildcard_constraints:
+    fold=r"\d+",
 
 
 rule folds:
@@ -23,11 +28,12 @@ rule finetune:
         encoder=D.pretrained_encoder,
     output:
         predictions="results/finetune/{exp}/fold{fold}/predictions.csv",
+        frames="results/finetune/{exp}/fold{fold}/predictions_frames.csv",
         metrics="results/finetune/{exp}/fold{fold}/metrics.json",
         log_csv="results/finetune/{exp}/fold{fold}/log.csv",
         model="results/finetune/{exp}/fold{fold}/model.safetensors",
     params:
-        cfg=lambda w: D.exp_cfg(w.exp, "pretrain", "finetune"),
+        cfg=lambda w: D.exp_cfg(w.exp, "pretrain", "finetune", "evaluate"),
         stores_dir=lambda w, input: os.path.dirname(input.stores[0]),
     log:
         "results/logs/finetune/{exp}/fold{fold}.log",
@@ -42,5 +48,5 @@ rule finetune:
         "../envs/torch.yaml"
     shell:
         "python -m affectube finetune --cfg {params.cfg:q} --folds {input.folds} --fold {wildcards.fold}"
-        " --stores-dir {params.stores_dir} --encoder '{input.encoder}'"
+        " --stores-dir {params.stores_dir} --encoder '{input.encoder}' --threads {threads}"
         " --out-dir results/finetune/{wildcards.exp}/fold{wildcards.fold} > {log} 2>&1"

@@ -3,15 +3,23 @@
 
 rule demo_data:
     output:
-        videos=[p for p in D.manifest("demo").table["path"]] if "demo" in config["data"]["datasets"] else [],
+        videos=D.demo_outputs("videos"),
+        annotations=D.demo_outputs("annotations"),
+        labels=D.demo_outputs("labels"),
     params:
         cfg=D.cfg("demo"),
+        root=lambda w, output: os.path.dirname(output.labels[0]),
     log:
         "results/logs/demo_data.log",
+    benchmark:
+        "results/benchmarks/demo_data.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=10,
     conda:
         "../envs/video.yaml"
     shell:
-        "python -m affectube demo-data --cfg {params.cfg:q} --out results/demo > {log} 2>&1"
+        "python -m affectube demo-data --cfg {params.cfg:q} --out {params.root:q} > {log} 2>&1"
 
 
 rule manifest:

@@ -70,10 +70,17 @@ def _is_leaf_map(key: str) -> bool:
     return key in {"datasets", "experiments", "losses"}
 
 
+def venv_env(**extra: str) -> dict:
+    """os.environ with this environment's bin/ first on PATH (jobs' `python`, DVC stages' `snakemake`)."""
+    env = dict(os.environ, **extra)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
 def run_snakemake(workdir: Path, *args: str, timeout: int = 1800, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real snakemake CLI of this environment in ``workdir``."""
     cmd = [str(VENV_BIN / "snakemake"), "--cores", "2", "--nolock", *args]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=venv_env())
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n{proc.stderr[-8000:]}")
     return proc

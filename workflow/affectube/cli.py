@@ -28,6 +28,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "report": ("affectube.report.html", "write the HTML/Markdown report"),
     "predict": ("affectube.predict", "run a trained model on new videos"),
     "dvc-yaml": ("affectube.dvcgen", "generate dvc.yaml from the Snakemake DAG"),
+    "launch": ("affectube.train.launch", "run a stage on this job's GPUs/nodes (torchrun, SLURM)"),
 }
 
 

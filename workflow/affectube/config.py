@@ -64,10 +64,33 @@ def validate(cfg: dict, source: str = "params.yaml", schema: dict | None = None)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
-        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        key, message = _describe(err)
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {key}: {err.message}{more}")
+        raise ConfigError(f"{source}: {key}: {message}{more}")
     return cfg
+
+
+def _describe(err) -> tuple[str, str]:
+    """(dotted key, one-line message) of a jsonschema error; unknown keys are named with a suggestion."""
+    import difflib
+
+    path = [str(p) for p in err.absolute_path]
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = list(err.schema.get("properties", {}))
+        unknown = [k for k in err.instance if k not in allowed]
+        if unknown and allowed:
+            name = str(unknown[0])
+            close = difflib.get_close_matches(name, allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            return ".".join([*path, name]), f"unknown key ({hint}allowed: {', '.join(allowed)})"
+    if err.validator == "required" and isinstance(err.instance, dict):
+        missing = [k for k in err.validator_value if k not in err.instance]
+        if missing:
+            return ".".join([*path, str(missing[0])]), "missing (this key is required)"
+    message = err.message.replace("\n", " ")
+    if len(message) > 300:
+        message = message[:300] + "..."
+    return ".".join(path) or "(top level)", message
 
 
 def _with_defaults(base):

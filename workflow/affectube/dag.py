@@ -68,6 +68,20 @@ class Dag:
             spec = {**self.config.get("demo", {}), **spec}
         return build_manifest(dataset, spec)
 
+    def demo_spec(self) -> dict | None:
+        """The ``demo`` params merged with the spec of the dataset named ``demo`` (None if there is none)."""
+        spec = self.config["data"]["datasets"].get("demo")
+        if spec is None or spec["adapter"] != "demo":
+            return None
+        return {**self.config.get("demo", {}), **spec}
+
+    def demo_outputs(self, kind: str) -> list[str]:
+        """Files rule demo_data writes: ``videos``, ``annotations`` or ``labels`` (none without a demo dataset)."""
+        from affectube.demo import outputs
+
+        spec = self.demo_spec()
+        return outputs(spec)[kind] if spec else []
+
     def video_ids(self, dataset: str) -> list[str]:
         return list(self.manifest(dataset).table["video_id"])
 
@@ -99,8 +113,18 @@ class Dag:
         table = self.manifest(self.config["data"]["finetune"]).table
         return [str(i) for i in range(len(plan_folds(table, self.config["finetune"])))]
 
+    def exp_fold_ids(self, exp: str) -> list[str]:
+        """Fold indices of experiment ``exp`` (its overrides may change the protocol)."""
+        from affectube.eval.folds import plan_folds
+
+        cache = self.__dict__.setdefault("_exp_folds", {})
+        if exp not in cache:
+            table = self.manifest(self.config["data"]["finetune"]).table
+            cache[exp] = [str(i) for i in range(len(plan_folds(table, self.experiment_config(exp)["finetune"])))]
+        return cache[exp]
+
     def fold_predictions(self, wildcards) -> list[str]:
-        return [f"{RESULTS}/finetune/{wildcards.exp}/fold{k}/predictions.csv" for k in self.fold_ids]
+        return [f"{RESULTS}/finetune/{wildcards.exp}/fold{k}/predictions.csv" for k in self.exp_fold_ids(wildcards.exp)]
 
     def pretrained_encoder(self, wildcards) -> list[str]:
         """The pretraining checkpoint when experiment ``exp`` starts from it, else nothing."""

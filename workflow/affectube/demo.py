@@ -2,29 +2,52 @@
 
 It is a smoke demo, not a benchmark. :func:`plan` lists the videos and their labels
 (deterministic from the ``demo`` params, so the DAG knows them before they exist);
-:func:`generate` (CLI ``affectube demo-data``) renders them.
+:func:`run` (CLI ``affectube demo-data``) renders them:
+
+- ``<root>/videos/<video_id>.mp4``: H.264, ``size`` x ``size`` px, ``fps``, ``seconds`` long; subject k
+  is the k-th photograph of :mod:`affectube.demo_sources` (astronaut, Grace Hopper, faces of a group
+  photo), animated with the class's expression warp (:mod:`affectube.demo_render`) and a small head sway;
+- ``<root>/annotations/<video_id>.csv``: per-frame targets ``time, valence, arousal`` sampled at
+  ``annotation_hz`` on their own time grid (not the video's frames): the clip's targets times the
+  expression envelope (0 before the onset, 1 at the apex);
+- ``<root>/labels.csv``: the plan's rows plus the photograph each subject comes from.
+
+The clip-level ``valence``/``arousal`` are the apex values. Everything is deterministic under ``seed``:
+each video's random stream depends only on (seed, subject, class, repetition).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 
 # Clip-level targets per class: (valence, arousal) in [-1, 1].
 AFFECT = {"happy": (0.7, 0.5), "sad": (-0.6, -0.4), "surprise": (0.2, 0.8), "neutral": (0.0, -0.2)}
 
+log = logging.getLogger(__name__)
+
+
+def intensity(rep: int, videos_per_class: int) -> float:
+    """Expression intensity of repetition ``rep``: varies so the continuous targets are not constant per class."""
+    return 0.6 + 0.4 * (rep + 1) / videos_per_class
+
 
 def plan(cfg: dict) -> list[dict]:
-    """One row per demo video: id, path, subject, emotion, valence, arousal."""
+    """One row per demo video: id, path, subject, session, emotion, valence, arousal, annotation."""
+    return [row for _, _, _, row in _items(cfg)]
+
+
+def _items(cfg: dict):
+    """(subject index, class, repetition, manifest row) for every planned video."""
     root = cfg.get("root", "results/demo")
-    rows = []
+    n_rep = cfg.get("videos_per_class", 2)
     for s in range(cfg.get("subjects", 4)):
         for cls in cfg.get("classes", ["happy", "sad"]):
-            for r in range(cfg.get("videos_per_class", 2)):
+            for r in range(n_rep):
                 vid = f"s{s + 1:02d}_{cls}_{r:02d}"
                 val, aro = AFFECT[cls]
-                # intensity varies with the repetition so the continuous targets are not constant per class
-                k = 0.6 + 0.4 * (r + 1) / cfg.get("videos_per_class", 2)
-                rows.append(
+                k = intensity(r, n_rep)
+                yield s, cls, r, (
                     {
                         "video_id": vid,
                         "path": f"{root}/videos/{vid}.mp4",
@@ -33,15 +56,94 @@ def plan(cfg: dict) -> list[dict]:
                         "emotion": cls,
                         "valence": round(val * k, 4),
                         "arousal": round(aro * k, 4),
+                        "annotation": f"{root}/annotations/{vid}.csv",
                     }
                 )
-    return rows
+
+
+def outputs(cfg: dict) -> dict[str, list[str]]:
+    """Every file :func:`run` writes (the rule's outputs)."""
+    rows = plan(cfg)
+    root = cfg.get("root", "results/demo")
+    return {
+        "videos": [r["path"] for r in rows],
+        "annotations": [r["annotation"] for r in rows],
+        "labels": [f"{root}/labels.csv"],
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cfg", required=True, help="JSON with the 'demo' section")
-    parser.add_argument("--out", required=True, help="output root (videos/ and labels.csv)")
+    parser.add_argument("--out", required=True, help="output root (videos/, annotations/ and labels.csv)")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("demo generation is implemented in the foundation work")
+    from affectube.config import parse_cfg
+
+    cfg = dict(parse_cfg(args.cfg).get("demo", {}))
+    cfg["root"] = args.out.rstrip("/")
+    generate(cfg)
+    return 0
+
+
+def generate(cfg: dict) -> list[dict]:
+    """Render every planned video, its annotation file and labels.csv under ``cfg['root']``."""
+    import numpy as np
+    import pandas as pd
+
+    from affectube.demo_render import FaceRenderer, render_video
+    from affectube.demo_sources import SOURCES, load_photo
+    from affectube.io import atomic_path
+
+    cfg = {**_defaults(), **cfg}
+    items = list(_items(cfg))
+    rows = [row for *_, row in items]
+    fps, size, seed = cfg["fps"], cfg["size"], cfg["seed"]
+    num_frames = max(2, round(cfg["seconds"] * fps))
+    classes = list(AFFECT)
+    renderers: dict[int, FaceRenderer] = {}
+    for i, (subj, cls, rep, row) in enumerate(items, 1):
+        if subj not in renderers:
+            renderers[subj] = FaceRenderer(load_photo(subj), np.asarray(SOURCES[subj].landmarks), size)
+        rng = np.random.default_rng([seed, subj, classes.index(cls), rep])
+        frames, env = render_video(renderers[subj], cls, intensity(rep, cfg["videos_per_class"]), num_frames, fps, rng)
+        encode_mp4(frames, fps, row["path"])
+        times = np.arange(0.0, num_frames / fps, 1.0 / cfg["annotation_hz"])
+        ann = pd.DataFrame({"time": np.round(times, 6), "valence": np.round(row["valence"] * env(times), 6),
+                            "arousal": np.round(row["arousal"] * env(times), 6)})
+        with atomic_path(row["annotation"]) as tmp:
+            ann.to_csv(tmp, index=False)
+        log.info("demo video %d/%d: %s (%s, %d frames)", i, len(rows), row["path"], SOURCES[subj].name, num_frames)
+    table = pd.DataFrame(rows)
+    table["source"] = [SOURCES[subj].origin for subj, *_ in items]
+    with atomic_path(f"{cfg['root']}/labels.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    return rows
+
+
+def encode_mp4(frames, fps: float, path: str, crf: int = 18) -> None:
+    """Write RGB uint8 frames [N,H,W,3] as H.264 mp4 (bit-exact flags: same frames -> same bytes)."""
+    import ffmpeg
+    import imageio_ffmpeg
+
+    from affectube.io import atomic_path
+
+    n, h, w, _ = frames.shape
+    with atomic_path(path) as tmp:
+        stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps).output(
+            str(tmp), format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset="medium", g=int(fps),
+            threads=1, map_metadata=-1, fflags="+bitexact", **{"flags:v": "+bitexact"},
+        )
+        try:
+            stream.overwrite_output().run(cmd=imageio_ffmpeg.get_ffmpeg_exe(), input=frames.tobytes(),
+                                          capture_stdout=True, capture_stderr=True)
+        except ffmpeg.Error as exc:
+            tail = exc.stderr.decode(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"{path}: ffmpeg could not encode the demo video: {' | '.join(tail)}") from None
+
+
+def _defaults() -> dict:
+    from affectube.config import load_schema
+
+    props = load_schema()["properties"]["demo"]["properties"]
+    return {k: v["default"] for k, v in props.items() if "default" in v}

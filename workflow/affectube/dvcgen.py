@@ -1,0 +1,246 @@
+"""Generate ``dvc.yaml`` from the Snakemake DAG (CLI ``affectube dvc-yaml``).
+
+Snakemake owns the DAG; DVC is a second front end to it. One DVC stage per rule:
+
+- ``deps``: the union of the input files of the rule's jobs;
+- ``params``: the params.yaml sections named by the top-level keys of the JSON the
+  rule passes as ``params.cfg`` (the convention of :mod:`affectube.dag`;
+  ``experiment`` stands for the ``experiments`` section);
+- ``outs`` / ``metrics`` / ``plots``: the union of the output files of its jobs, all with
+  ``cache: false`` and ``persist: true``: DVC never copies, checks out or deletes
+  results, so file mtimes stay what Snakemake wrote and Snakemake alone decides which
+  jobs of a stage to (re)run. ``dvc.lock`` still records every hash;
+- ``cmd``: ``snakemake --cores all --until <rule>``, i.e. Snakemake runs that rule's
+  jobs (and only upstream jobs it finds out of date, normally none because DVC runs
+  the stages in order). The command stays short whatever the number of videos.
+
+The jobs come from Snakemake's Python API (the same DAG ``snakemake -n`` prints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import fnmatch
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from affectube.errors import ConfigError, UserError
+
+HEADER = (
+    "# Generated from the Snakemake DAG by `python -m affectube dvc-yaml`: do not edit by hand.\n"
+    "# One stage per Snakemake rule; every stage runs Snakemake. Results are not cached by DVC\n"
+    "# (cache: false, persist: true), so `dvc repro` never rewrites or reorders what Snakemake wrote.\n"
+)
+
+# cfg JSON keys that are not params.yaml sections -> the section they stand for
+CFG_KEY_SECTIONS = {"experiment": "experiments"}
+
+# output path pattern -> how DVC declares it (first match wins; default: outs)
+OUTPUT_KINDS: list[tuple[str, str, dict]] = [
+    ("results/evaluate/*/metrics.json", "metrics", {}),
+    ("results/finetune/*/fold*/log.csv", "plots", {"x": "epoch"}),
+    ("results/pretrain/log.csv", "plots", {}),
+]
+
+
+@dataclass
+class Stage:
+    rule: str
+    deps: set[str] = field(default_factory=set)
+    outs: set[str] = field(default_factory=set)
+    params: set[str] = field(default_factory=set)
+    upstream: set[str] = field(default_factory=set)
+    order: int = 0
+
+
+def collect_stages(snakefile: str | Path = "Snakefile", workdir: str | Path = ".", targets: list[str] | None = None,
+                   config_args: list[str] | None = None) -> list[Stage]:
+    """Stages (one per rule that has outputs) in topological order, read off the Snakemake DAG."""
+    jobs, rule_names = _dag_jobs(Path(snakefile), Path(workdir), targets or [], config_args or [])
+    sections = _params_sections(Path(workdir))
+    stages: dict[str, Stage] = {}
+    producer: dict[str, str] = {}
+    for job in jobs:
+        if not list(job.output):
+            continue  # target-only rules such as `all`
+        st = stages.setdefault(job.rule.name, Stage(job.rule.name))
+        st.outs.update(str(f) for f in job.output)
+        st.deps.update(str(f) for f in job.input)
+        st.params.update(_cfg_sections(job, sections))
+        for f in job.output:
+            producer[str(f)] = job.rule.name
+    rule_order = {name: i for i, name in enumerate(rule_names)}
+    for st in stages.values():
+        st.deps -= st.outs
+        st.upstream = {producer[d] for d in st.deps if d in producer} - {st.rule}
+        st.order = rule_order[st.rule]
+    return _toposort(stages)
+
+
+def render(stages: list[Stage], targets: list[str] | None = None) -> str:
+    """dvc.yaml text for ``stages`` (deterministic: sorted paths, topological stage order)."""
+    doc: dict = {"stages": {}}
+    for st in stages:
+        cmd = f"snakemake --cores all --until {st.rule}"
+        if targets:
+            cmd += " " + " ".join(targets)
+        entry: dict = {"cmd": cmd}
+        if st.deps:
+            entry["deps"] = sorted(st.deps)
+        if st.params:
+            entry["params"] = _FlowList(sorted(st.params))
+        for kind, items in _classify(st.outs).items():
+            entry[kind] = items
+        doc["stages"][st.rule] = entry
+    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000)
+    return HEADER + body
+
+
+def generate(snakefile: str | Path = "Snakefile", workdir: str | Path = ".", targets: list[str] | None = None,
+             config_args: list[str] | None = None) -> str:
+    return render(collect_stages(snakefile, workdir, targets, config_args), targets)
+
+
+# ------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--snakefile", default="Snakefile", help="Snakefile (default: Snakefile)")
+    parser.add_argument("--workdir", default=".", help="workflow directory (default: .)")
+    parser.add_argument("--out", default="dvc.yaml", help="where to write (default: dvc.yaml; '-' = stdout)")
+    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if --out differs from the DAG")
+    parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="Snakemake --config overrides")
+    parser.add_argument("targets", nargs="*", help="Snakemake targets (default: the Snakefile's default target)")
+
+
+def run(args: argparse.Namespace) -> int:
+    text = generate(args.snakefile, args.workdir, args.targets, args.config)
+    out = Path(args.workdir) / args.out if args.out != "-" else None
+    if args.check:
+        if out is None:
+            raise UserError("--check needs a file (--out)")
+        current = out.read_text() if out.exists() else ""
+        if current == text:
+            print(f"{out}: up to date with the Snakemake DAG")
+            return 0
+        diff = "".join(difflib.unified_diff(current.splitlines(True), text.splitlines(True), str(out), "generated", n=1))
+        print(diff[:4000], end="")
+        print(f"{out}: differs from the Snakemake DAG; regenerate it with `python -m affectube dvc-yaml`")
+        return 1
+    if out is None:
+        print(text, end="")
+    else:
+        from affectube.io import write_text
+
+        write_text(out, text)
+        print(f"{out}: {text.count(chr(10))} lines")
+    return 0
+
+
+# ------------------------------------------------------------------- helpers
+def _dag_jobs(snakefile: Path, workdir: Path, targets: list[str], config_args: list[str]) -> tuple[list, list[str]]:
+    """All jobs of the DAG for ``targets`` (default target if empty), as if every output were missing,
+    and the rule names in definition order (Snakefile includes)."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.enums import Quietness
+    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+
+    if not (workdir / snakefile).exists() and not snakefile.exists():
+        raise UserError(f"{workdir / snakefile}: no such Snakefile")
+    cwd = os.getcwd()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+            wf = api.workflow(
+                resource_settings=ResourceSettings(cores=1),
+                config_settings=ConfigSettings(config=_parse_config_args(config_args)),
+                snakefile=(workdir / snakefile).resolve() if not snakefile.is_absolute() else snakefile,
+                workdir=workdir.resolve(),
+            )
+            wf.dag(DAGSettings(targets=set(targets), forceall=True))
+            workflow = wf._workflow  # the DAG object is not part of the public API
+            workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True)
+            workflow._build_dag()
+            return list(workflow.dag.jobs), [rule.name for rule in workflow.rules]
+    finally:
+        os.chdir(cwd)
+
+
+def _parse_config_args(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--config {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def _params_sections(workdir: Path) -> set[str]:
+    path = workdir / "params.yaml"
+    return set((yaml.safe_load(path.read_text()) or {}).keys()) if path.exists() else set()
+
+
+def _cfg_sections(job, sections: set[str]) -> set[str]:
+    """params.yaml sections named by the rule's ``params.cfg`` JSON."""
+    cfg = getattr(job.params, "cfg", None)
+    if cfg is None:
+        return set()
+    try:
+        keys = json.loads(cfg).keys()
+    except (json.JSONDecodeError, AttributeError):
+        raise ConfigError(f"rule {job.rule.name}: params.cfg is not a JSON object of params.yaml sections") from None
+    out = set()
+    for key in keys:
+        section = CFG_KEY_SECTIONS.get(key, key)
+        if section not in sections:
+            raise ConfigError(f"rule {job.rule.name}: params.cfg key {key!r} is not a params.yaml section")
+        out.add(section)
+    return out
+
+
+def _toposort(stages: dict[str, Stage]) -> list[Stage]:
+    done: list[Stage] = []
+    placed: set[str] = set()
+    pending = dict(stages)
+    while pending:
+        ready = sorted((s for s in pending.values() if s.upstream <= placed), key=lambda s: (s.order, s.rule))
+        if not ready:
+            raise UserError(f"cycle between rules {', '.join(sorted(pending))}")
+        first = ready[0]
+        done.append(first)
+        placed.add(first.rule)
+        del pending[first.rule]
+    return done
+
+
+def _classify(outs: set[str]) -> dict[str, list]:
+    groups: dict[str, list] = {"outs": [], "metrics": [], "plots": []}
+    for path in sorted(outs):
+        kind, extra = "outs", {}
+        for pattern, k, ex in OUTPUT_KINDS:
+            if fnmatch.fnmatch(path, pattern):
+                kind, extra = k, ex
+                break
+        groups[kind].append({path: _Flow({"cache": False, "persist": True, **extra})})
+    return {k: v for k, v in groups.items() if v}
+
+
+class _Flow(dict):
+    """An out's options, written on the out's line: ``- path: {cache: false, persist: true}``."""
+
+
+class _FlowList(list):
+    """A short list written on one line (params sections)."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Flow, lambda d, data: d.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True))
+_Dumper.add_representer(_FlowList, lambda d, data: d.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True))

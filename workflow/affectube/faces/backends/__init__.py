@@ -1,0 +1,1 @@
+"""Face detector backends (registered in :data:`affectube.faces.detect.BACKENDS`)."""

@@ -1,0 +1,120 @@
+"""Face detection: a registry of backends behind one interface, plus frame padding.
+
+A backend turns a batch of RGB frames into, per frame, boxes (x1, y1, x2, y2),
+scores and 5 landmarks (left eye, right eye, nose, left and right mouth corner, as
+seen in the image). Backends are chosen by ``faces.backend``; a backend that cannot
+load (missing model, missing package) is an error, never a silent switch to another.
+
+- ``insightface``: SCRFD with 5 keypoints from a local ``.onnx`` file, a model-pack
+  directory, or an insightface pack name (downloaded by insightface when online).
+- ``mtcnn``: facenet-pytorch's MTCNN, whose weights ship inside its wheel (offline).
+
+Faces that fill the whole frame (tight face crops such as MEAD) are missed by
+detectors trained on faces in context, so every frame is padded by ``faces.pad``
+(fraction of its width/height per side, black) before detection and the boxes are
+shifted back. ``faces.det_size`` may be a list of sizes: SCRFD then runs at each
+size and merges the boxes (multi-scale).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from affectube.errors import ConfigError
+
+# backend name -> "module:Class"
+BACKENDS: dict[str, str] = {
+    "insightface": "affectube.faces.backends.scrfd:ScrfdDetector",
+    "mtcnn": "affectube.faces.backends.mtcnn:MtcnnDetector",
+}
+
+
+@dataclass
+class Detections:
+    """Faces found in one frame, best score first."""
+
+    boxes: np.ndarray  # f4 [M, 4] x1, y1, x2, y2 (frame pixels)
+    scores: np.ndarray  # f4 [M]
+    landmarks: np.ndarray  # f4 [M, 5, 2]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32))
+
+    def keep(self, mask: np.ndarray) -> "Detections":
+        return Detections(self.boxes[mask], self.scores[mask], self.landmarks[mask])
+
+    def sorted(self) -> "Detections":
+        order = np.argsort(-self.scores, kind="stable")
+        return Detections(self.boxes[order], self.scores[order], self.landmarks[order])
+
+
+class Backend(Protocol):
+    name: str
+
+    def detect(self, frames: np.ndarray) -> list[Detections]:
+        """frames: uint8 [B, H, W, 3] RGB (already padded) -> one Detections per frame."""
+
+
+class Detector:
+    """A backend plus the frame padding and the score threshold from the ``faces`` params."""
+
+    def __init__(self, backend: Backend, pad: float = 0.25, min_score: float = 0.5):
+        self.backend = backend
+        self.pad = float(pad)
+        self.min_score = float(min_score)
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    def describe(self) -> dict:
+        return {"backend": self.backend.name, "pad": self.pad, "min_score": self.min_score, **getattr(self.backend, "details", {})}
+
+    def __call__(self, frames: np.ndarray) -> list[Detections]:
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if len(frames) == 0:
+            return []
+        h, w = frames.shape[1:3]
+        py, px = int(round(self.pad * h)), int(round(self.pad * w))
+        if py or px:
+            padded = np.zeros((len(frames), h + 2 * py, w + 2 * px, 3), dtype=np.uint8)
+            padded[:, py : py + h, px : px + w] = frames
+        else:
+            padded = frames
+        out = []
+        for det in self.backend.detect(padded):
+            det = det.keep(det.scores >= self.min_score)
+            det.boxes = (det.boxes - np.array([px, py, px, py], np.float32)).astype(np.float32)
+            det.landmarks = (det.landmarks - np.array([px, py], np.float32)).astype(np.float32)
+            # drop boxes whose centre lies in the padding (cannot be a face of this frame)
+            cx = (det.boxes[:, 0] + det.boxes[:, 2]) / 2
+            cy = (det.boxes[:, 1] + det.boxes[:, 3]) / 2
+            inside = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+            out.append(det.keep(inside).sorted())
+        return out
+
+
+def build_detector(faces_cfg: dict, threads: int = 1) -> Detector:
+    """The detector the ``faces`` params describe (raises ConfigError when it cannot be built)."""
+    name = faces_cfg.get("backend", "mtcnn")
+    if name not in BACKENDS:
+        raise ConfigError(f"faces.backend: unknown backend {name!r} (known: {', '.join(sorted(BACKENDS))})")
+    module, cls = BACKENDS[name].split(":")
+    backend = getattr(importlib.import_module(module), cls)(faces_cfg, threads=threads)
+    return Detector(backend, pad=faces_cfg.get("pad", 0.25), min_score=faces_cfg.get("min_score", 0.5))
+
+
+def det_sizes(faces_cfg: dict) -> list[int]:
+    size = faces_cfg.get("det_size", 320)
+    sizes = size if isinstance(size, (list, tuple)) else [size]
+    return [int(s) for s in sizes]

@@ -1,0 +1,191 @@
+"""Problems a reader must see before trusting a number: each check returns plain sentences.
+
+- failed or missing folds (named, with the tail of their log);
+- low face coverage (``results/faces/*/qc.csv``, below ``report.coverage_threshold``);
+- classes missing from a fold's training, validation or test side;
+- diverging losses: NaN/inf, or a loss that ends ``report.divergence_ratio`` times above its minimum;
+- saved evaluation metrics that no longer match the saved predictions;
+- too few subjects for a paired test.
+
+:data:`CHECKS` is the registry the report runs; a check never raises on odd input, it
+reports the file it could not read instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from affectube.errors import DataError
+from affectube.report.results import Experiment, read_csv
+
+
+@dataclass
+class Run:
+    """What the checks look at."""
+
+    cfg: dict
+    results: Path
+    experiments: list[Experiment]
+    main_metric: str
+    manifest: pd.DataFrame | None = None
+    tests: list | None = None  # PairedTest results
+
+
+def failed_folds(run: Run) -> list[str]:
+    out = []
+    for exp in run.experiments:
+        for f in exp.failed_folds:
+            who = f" (test subject {', '.join(f.test_subjects)})" if f.test_subjects else ""
+            out.append(f"{exp.name}: fold {f.index}{who} {f.status.upper()}: {f.reason}. Its results are left out of every table and figure.")
+        for p in exp.problems:
+            out.append(f"{exp.name}: {p}")
+    return out
+
+
+def coverage_column(table: pd.DataFrame) -> str | None:
+    for col in ("coverage", "face_coverage", "detected_fraction"):
+        if col in table.columns:
+            return col
+    return next((c for c in table.columns if "coverage" in c), None)
+
+
+def low_coverage(run: Run) -> list[str]:
+    threshold = float(run.cfg.get("report", {}).get("coverage_threshold", 0.8))
+    out = []
+    for qc in sorted((run.results / "faces").glob("*/qc.csv")):
+        try:
+            table = read_csv(qc)
+        except DataError as exc:
+            out.append(str(exc))
+            continue
+        col = coverage_column(table)
+        if col is None:
+            out.append(f"{qc}: no face-coverage column (have {', '.join(table.columns)}), coverage not checked")
+            continue
+        cov = pd.to_numeric(table[col], errors="coerce")
+        low = table.loc[cov < threshold]
+        if len(low):
+            vid = low["video_id"].astype(str) if "video_id" in low else low.index.astype(str)
+            shown = ", ".join(f"{v} ({c:.0%})" for v, c in zip(vid.head(8), cov[low.index].head(8)))
+            more = f" and {len(low) - 8} more" if len(low) > 8 else ""
+            out.append(f"{qc.parent.name}: {len(low)} of {len(table)} videos have a face in fewer than {threshold:.0%} of frames: {shown}{more}")
+    return out
+
+
+def missing_classes(run: Run) -> list[str]:
+    out = []
+    labels = None
+    if run.manifest is not None and {"video_id", "emotion"} <= set(run.manifest.columns):
+        labels = dict(zip(run.manifest["video_id"].astype(str), run.manifest["emotion"]))
+    for exp in run.experiments:
+        classes = exp.classes
+        if not classes:
+            continue
+        for f in exp.folds:
+            sides: dict[str, set] = {}
+            if labels is not None and f.fold is not None and "videos" in f.fold.extra:
+                for side in ("train", "val"):
+                    sides[side] = {str(labels[v]) for v in f.fold.videos(side) if v in labels and pd.notna(labels[v])}
+            if f.ok and "y_true" in f.predictions:
+                sides["test"] = set(f.predictions["y_true"].dropna().astype(str))
+            for side, present in sides.items():
+                absent = [c for c in classes if c not in present]
+                if not absent or (side == "val" and not present):
+                    continue
+                effect = {
+                    "train": "the model never saw them in training",
+                    "val": "model selection ignores them",
+                    "test": f"its {run.main_metric} averages over the {len(classes) - len(absent)} classes present",
+                }[side]
+                out.append(f"{exp.name}: fold {f.index}: no {side} videos of {', '.join(absent)} ({effect})")
+    return out
+
+
+def _diverges(values: pd.Series, ratio: float) -> str | None:
+    v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    if len(v) == 0:
+        return None
+    bad = ~np.isfinite(v)
+    if bad.any():
+        return f"not finite (NaN/inf) at row {int(np.argmax(bad)) + 1} of {len(v)}"
+    lo = float(v.min())
+    if len(v) >= 3 and v[-1] > ratio * lo and v[-1] - lo > 1e-6:
+        return f"ends at {v[-1]:.3g}, {v[-1] / lo if lo > 0 else math.inf:.1f}x its minimum {lo:.3g}"
+    return None
+
+
+def diverging_losses(run: Run) -> list[str]:
+    ratio = float(run.cfg.get("report", {}).get("divergence_ratio", 2.0))
+    out = []
+    for exp in run.experiments:
+        for f in exp.ok_folds:
+            if f.log is None:
+                continue
+            for col in [c for c in f.log.columns if c.endswith("loss")]:
+                why = _diverges(f.log[col], ratio)
+                if why:
+                    out.append(f"{exp.name}: fold {f.index}: {col} {why}")
+    pre = run.results / "pretrain" / "log.csv"
+    if pre.exists():
+        try:
+            lg = read_csv(pre)
+        except DataError as exc:
+            return out + [str(exc)]
+        for col in [c for c in lg.columns if "loss" in c]:
+            why = _diverges(lg[col], ratio)
+            if why:
+                out.append(f"pretraining: {col} {why}")
+    return out
+
+
+def stale_metrics(run: Run) -> list[str]:
+    """The evaluate stage's per_fold.csv must equal what the saved predictions give now."""
+    out = []
+    for exp in run.experiments:
+        saved = exp.per_fold_file
+        if saved is None or exp.failed_folds:
+            continue
+        _, now, _ = exp.recompute(run.main_metric)
+        merged = saved.merge(now, on="fold", suffixes=("_saved", "_now"))
+        if len(merged) != len(now) or len(saved) != len(now):
+            out.append(f"{exp.name}: results/evaluate/{exp.name}/per_fold.csv has folds {sorted(saved['fold'])}, predictions give {sorted(now['fold'])}")
+            continue
+        for col in [c for c in now.columns if c not in ("fold", "test_subjects") and c in saved.columns]:
+            a = pd.to_numeric(merged[f"{col}_saved"], errors="coerce").to_numpy(float)
+            b = pd.to_numeric(merged[f"{col}_now"], errors="coerce").to_numpy(float)
+            if not np.allclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True):
+                out.append(f"{exp.name}: {col} in results/evaluate/{exp.name}/per_fold.csv differs from the saved predictions (evaluation out of date?)")
+    return out
+
+
+def few_subjects(run: Run) -> list[str]:
+    return [f"{t.other} vs {t.baseline}: {t.note}" for t in (run.tests or []) if t.min_p > run.cfg.get("report", {}).get("alpha", 0.05)]
+
+
+def no_frames(run: Run) -> list[str]:
+    out = []
+    for exp in run.experiments:
+        if exp.targets and exp.ok_folds and exp.frames() is None:
+            out.append(f"{exp.name}: continuous targets but no predictions_frames.csv: no per-frame metrics or traces")
+    return out
+
+
+CHECKS: dict[str, Callable[[Run], list[str]]] = {
+    "failed folds": failed_folds,
+    "low face coverage": low_coverage,
+    "classes missing from a fold": missing_classes,
+    "diverging losses": diverging_losses,
+    "evaluation out of date": stale_metrics,
+    "per-frame predictions missing": no_frames,
+    "too few subjects for a test": few_subjects,
+}
+
+
+def run_checks(run: Run) -> dict[str, list[str]]:
+    return {name: found for name, check in CHECKS.items() if (found := check(run))}

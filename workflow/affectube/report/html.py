@@ -1,0 +1,350 @@
+"""Stage ``report``: one HTML and one Markdown report per run, from saved results alone.
+
+``python -m affectube report --cfg JSON --results results --out-dir results/report``
+
+It reads the folds, the per-fold predictions and logs, the evaluate stage's metrics,
+the face QC tables, the pretraining summary and the figures (``figures/index.json``),
+never a model. It recomputes every metric from the saved predictions with the
+evaluation's own code and says so when the saved metrics disagree. It states the data,
+the folds, the params and the code version (``git describe``), and lists problems
+first: failed folds, low face coverage, classes missing from a fold, diverging losses.
+
+A failed or missing fold does not stop it: the report is built from the folds that
+have predictions and names the ones that do not (run it by hand after
+``snakemake --keep-going`` left a fold failed).
+
+Outputs in ``--out-dir``: ``report.html`` (self-contained, figures embedded),
+``report.md`` (figures linked), ``comparison.csv`` (every metric of every experiment
+side by side) and ``summary.json`` (the main numbers, for ``dvc metrics``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from affectube.config import apply_override, parse_cfg
+from affectube.errors import DataError
+from affectube.io import atomic_path, read_json, write_json, write_text
+from affectube.report import compare as C
+from affectube.report import document as D
+from affectube.report.checks import Run, run_checks
+from affectube.report.figures import metric_label
+from affectube.report.results import Experiment, fmt, load_experiment, read_csv, summarise
+
+log = logging.getLogger(__name__)
+
+KEY_METRICS = ["uar", "war", "accuracy", "f1_macro", "f1_weighted", "ccc", "pearson", "rmse", "mae"]
+SHORT_METRICS = ["uar", "accuracy", "f1_macro", "ccc"]
+CAPTIONS = {
+    "confusion": "Confusion matrix over the test videos of all folds (left: counts; right: each row divided by its number of videos, i.e. recall; the diagonal's mean is the pooled UAR).",
+    "per_subject": "Main metric of each test subject (each fold's test subject(s)); dashed: mean over folds; dotted: the chance / majority-class level.",
+    "scatter": "Predicted vs true value per test video (clips averaged), all folds pooled; dashed: perfect prediction.",
+    "traces": "Annotated (solid) vs predicted (dashed) per-frame values over time for a few test videos.",
+    "learning_curves": "Fine-tuning loss (train solid, inner-validation dashed) and the inner-validation metric per epoch, one colour per fold.",
+    "pretrain_curve": "Self-supervised pretraining loss (masked-patch reconstruction) per logged step.",
+    "comparison": "Main metric per test subject in each experiment; lines join the same subject; black bars: mean over subjects present in every experiment.",
+}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def code_version(where: Path | None = None) -> str:
+    """``git describe --always --dirty --tags`` of the checkout, or a plain 'unknown'."""
+    try:
+        proc = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=where, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else "unknown (not a git checkout)"
+
+
+def resolved(cfg: dict, exp: str) -> dict:
+    out = copy.deepcopy(cfg)
+    for key, value in ((cfg.get("experiments") or {}).get(exp) or {}).items():
+        apply_override(out, f"{key}={json.dumps(value)}")
+    return out
+
+
+def key_columns(frame: pd.DataFrame, main: str, short: bool = False) -> list[str]:
+    """Metric columns in reading order (main metric first); ``short``: the few a fold table shows."""
+    cols = [main] if main in frame.columns else []
+    keep = SHORT_METRICS if short else KEY_METRICS
+    for m in keep:
+        cols += [c for c in frame.columns if (c == m or c.startswith(f"{m}_") or c == f"frame_{m}") and c not in cols]
+    return cols
+
+
+def _figure_blocks(index: dict, fig_dir: Path, exp: str | None, kinds: tuple[str, ...] | None = None) -> list:
+    """The figures of experiment ``exp`` (None: run-wide figures), optionally only some kinds."""
+    blocks = []
+    for entry in index.get("figures", []):
+        if entry["experiment"] != exp or (kinds and entry["kind"] not in kinds):
+            continue
+        files = [fig_dir / f for f in entry["files"]]
+        png = next((f for f in files if f.suffix == ".png"), None)
+        if png is None:
+            continue
+        blocks.append(D.Figure(png, CAPTIONS.get(entry["kind"], entry["name"]), [f for f in files if f != png]))
+    return blocks
+
+
+# ---------------------------------------------------------------- sections
+
+
+def overview(run: Run, experiments: list[Experiment], fold_text: str) -> list:
+    main = run.main_metric
+    rows = []
+    for exp in experiments:
+        summary = summarise(exp, main)
+        m = summary.loc[main] if main in summary.index else None
+        pooled = exp.recompute(main)[0].get("main", {}).get("pooled", math.nan)
+        rows.append({
+            "experiment": exp.name,
+            f"{main} mean ± sd over folds": f"{fmt(m['mean'])} ± {fmt(m['std'])}" if m is not None else "n/a",
+            f"{main} pooled": fmt(pooled),
+            "folds ok": len(exp.ok_folds),
+            "folds failed": ", ".join(str(f.index) for f in exp.failed_folds) or "none",
+        })
+    table = pd.DataFrame(rows).set_index("experiment")
+    return [
+        D.Heading("Summary"),
+        D.Text(f"{len(experiments)} experiment(s); {fold_text}. Main metric: {metric_label(main)}. "
+               "'mean ± sd over folds' treats each fold as one result (sd with ddof 0, as the evaluate stage); "
+               "'pooled' computes the metric once over all test videos of all folds."),
+        D.Table(table),
+    ]
+
+
+def problems_section(found: dict[str, list[str]]) -> list:
+    blocks: list = [D.Heading("Problems")]
+    if not found:
+        return blocks + [D.Text("No problem found by the checks (failed folds, face coverage, missing classes, diverging losses, stale metrics).", "note")]
+    for name, items in found.items():
+        blocks += [D.Heading(name, 3), D.Bullets(items, "warn")]
+    return blocks
+
+
+def experiment_section(run: Run, exp: Experiment, index: dict, fig_dir: Path) -> list:
+    main = run.main_metric
+    metrics, per_fold, per_subject = exp.recompute(main)
+    blocks: list = [D.Heading(f"Experiment {exp.name}")]
+    overrides = (run.cfg.get("experiments") or {}).get(exp.name) or {}
+    blocks.append(D.Text("Overrides: " + (", ".join(f"{k} = {v}" for k, v in overrides.items()) or "none (the params as they are)") + "."))
+    if exp.failed_folds:
+        blocks.append(D.Text(f"Fold(s) {', '.join(str(f.index) for f in exp.failed_folds)} failed: every number below is over the "
+                             f"{len(exp.ok_folds)} fold(s) that have predictions.", "warn"))
+    if not metrics:
+        return blocks + [D.Text("No fold has predictions: nothing to report.", "warn")]
+    summary = summarise(exp, main)
+    pooled = C.scalar_metrics(metrics.get("pooled", {}))
+    summary["pooled"] = [pooled.get(m, math.nan) for m in summary.index]
+    summary.index.name = "metric"
+    summary["n"] = summary["n"].astype(int).astype(str)
+    summary = summary.rename(columns={"mean": "mean over folds", "std": "sd over folds", "n": "folds"})
+    blocks.append(D.Table(summary.loc[[c for c in key_columns(summary.T, main)]], "every metric: mean and sd over folds, and pooled over all test videos"))
+    cols = key_columns(per_fold, main, short=True)
+    blocks.append(D.Table(per_fold[["fold", "test_subjects", "videos", *cols]].set_index("fold"),
+                          f"per fold (every metric: results/evaluate/{exp.name}/per_fold.csv)"))
+    if len(per_subject) != len(per_fold):  # k-fold: several subjects per fold
+        blocks.append(D.Table(per_subject[["subject", "fold", "videos", *key_columns(per_subject, main, short=True)]].set_index("subject"),
+                              f"per test subject (every metric: results/evaluate/{exp.name}/per_subject.csv)"))
+    blocks += _figure_blocks(index, fig_dir, exp.name)
+    return blocks
+
+
+def comparison_section(run: Run, experiments: list[Experiment], index: dict, fig_dir: Path, table: pd.DataFrame) -> list:
+    if len(experiments) < 2:
+        return []
+    main = run.main_metric
+    wide = C.wide(table)
+    wide = wide.loc[[m for m in key_columns(wide.T, main)]]
+    wide.index.name = "metric (mean ± sd over folds)"
+    blocks: list = [D.Heading("Comparison across experiments"), D.Table(wide, "every experiment side by side (full table: comparison.csv)")]
+    if run.tests:
+        rows = [{
+            "comparison": f"{t.other} − {t.baseline}",
+            "subjects (n)": t.n,
+            "mean difference": t.mean_diff,
+            "better / worse / tied": f"{t.wins} / {t.losses} / {t.n - t.n_nonzero}",
+            "Wilcoxon p": fmt(t.p_value),
+            "smallest possible p": fmt(t.min_p),
+        } for t in run.tests]
+        blocks.append(D.Table(pd.DataFrame(rows).set_index("comparison"), f"paired per-subject test of {main} (Wilcoxon signed-rank, two-sided, uncorrected)"))
+        blocks.append(D.Bullets([f"{t.other} vs {t.baseline}: {t.note}" for t in run.tests]))
+    return blocks + _figure_blocks(index, fig_dir, None, ("comparison",))
+
+
+def pretrain_section(run: Run, index: dict, fig_dir: Path) -> list:
+    pre = run.results / "pretrain"
+    if not pre.exists():
+        return []
+    blocks: list = [D.Heading("Pretraining")]
+    summary = pre / "summary.json"
+    if summary.exists():
+        try:
+            data = read_json(summary)
+            flat = {k: v for k, v in data.items() if isinstance(v, (str, int, float, bool)) or v is None}
+            if flat:
+                blocks.append(D.Table(pd.DataFrame({"value": {k: str(v) for k, v in flat.items()}}).rename_axis("key"), "pretraining summary.json"))
+        except (ValueError, OSError) as exc:
+            blocks.append(D.Text(f"{summary}: unreadable ({exc})", "warn"))
+    blocks += _figure_blocks(index, fig_dir, None, ("pretrain_curve",))
+    recon = pre / "reconstruction.png"
+    if recon.exists():
+        blocks.append(D.Figure(recon, "Masked-autoencoder reconstructions at the end of pretraining (original, masked input, reconstruction)."))
+    return blocks
+
+
+def data_section(run: Run, experiments: list[Experiment]) -> list:
+    data = run.cfg.get("data", {})
+    blocks: list = [D.Heading("Data and preprocessing")]
+    blocks.append(D.Text(f"Fine-tuning and evaluation on '{data.get('finetune')}'; self-supervised pretraining on "
+                         f"{', '.join(data.get('pretrain', [])) or 'nothing'} (transductive: {data.get('transductive', False)})."))
+    man = run.manifest
+    if man is not None and len(man):
+        if "emotion" in man.columns and man["emotion"].notna().any():
+            counts = pd.crosstab(man["subject"].astype(str), man["emotion"].fillna("(none)"), margins=True, margins_name="total")
+            counts.index.name = "subject"
+            blocks.append(D.Table(counts, f"videos per subject and class in the '{data.get('finetune')}' manifest"))
+        else:
+            counts = man.groupby(man["subject"].astype(str)).size().rename("videos").to_frame()
+            counts.index.name = "subject"
+            blocks.append(D.Table(counts, "videos per subject"))
+    for qc in sorted((run.results / "faces").glob("*/qc.csv")):
+        try:
+            table = read_csv(qc)
+        except DataError as exc:
+            blocks.append(D.Text(str(exc), "warn"))
+            continue
+        from affectube.report.checks import coverage_column
+
+        col = coverage_column(table)
+        if col is not None:
+            cov = pd.to_numeric(table[col], errors="coerce")
+            blocks.append(D.Text(f"Face QC of '{qc.parent.name}': {len(table)} videos, face coverage mean {cov.mean():.1%}, "
+                                 f"min {cov.min():.1%} (threshold {run.cfg.get('report', {}).get('coverage_threshold', 0.8):.0%})."))
+        png = qc.with_suffix(".png")
+        if png.exists():
+            blocks.append(D.Figure(png, f"Face-detection QC of dataset '{qc.parent.name}' (made by the faces_qc rule)."))
+    return blocks
+
+
+def folds_section(experiments: list[Experiment]) -> list:
+    blocks: list = [D.Heading("Folds")]
+    seen: dict[str, str] = {}
+    for exp in experiments:
+        rows = []
+        for f in exp.folds:
+            n = (lambda side: len(f.fold.videos(side)) if f.fold is not None and "videos" in f.fold.extra else "?")
+            rows.append({"fold": f.index, "train subjects": " ".join(f.train_subjects), "val subjects": " ".join(f.val_subjects),
+                         "test subjects": " ".join(f.test_subjects), "videos train/val/test": f"{n('train')}/{n('val')}/{n('test')}",
+                         "status": f.status})
+        table = pd.DataFrame(rows).set_index("fold") if rows else pd.DataFrame()
+        key = table.drop(columns=["status"], errors="ignore").to_json()
+        if key in seen:
+            blocks.append(D.Text(f"{exp.name}: the same folds as {seen[key]}" + (
+                f" (failed: {', '.join(str(f.index) for f in exp.failed_folds)})" if exp.failed_folds else ""), "note"))
+            continue
+        seen[key] = exp.name
+        blocks.append(D.Table(table, f"{exp.name}: subject-disjoint folds (inner validation subjects select the model; test subjects select nothing)"))
+    return blocks
+
+
+def provenance_section(run: Run) -> list:
+    cfg = {k: v for k, v in run.cfg.items()}
+    return [
+        D.Heading("Params and code version"),
+        D.Text(f"Code version: {code_version()}. Params as passed to the report (params.yaml with defaults; experiments "
+               "apply their overrides on top):"),
+        D.Code(yaml.safe_dump(cfg, sort_keys=False)),
+    ]
+
+
+# ---------------------------------------------------------------- stage
+
+
+def build(cfg: dict, results: str | Path, out_dir: str | Path, fig_dir: str | Path | None = None) -> dict:
+    """Write report.html, report.md, comparison.csv and summary.json; return the problems found."""
+    results, out_dir = Path(results), Path(out_dir)
+    fig_dir = Path(fig_dir) if fig_dir else out_dir / "figures"
+    rcfg = cfg.get("report", {})
+    main = cfg.get("evaluate", {}).get("main_metric", "uar")
+    names = list(cfg.get("experiments") or {})
+    experiments = [load_experiment(results, n) for n in names]
+    index = read_json(fig_dir / "index.json") if (fig_dir / "index.json").exists() else {"figures": []}
+    manifest = None
+    dataset = cfg.get("data", {}).get("finetune")
+    if dataset and (results / "manifests" / f"{dataset}.csv").exists():
+        manifest = read_csv(results / "manifests" / f"{dataset}.csv")
+    metric = main
+    tests = C.paired_tests(experiments, metric, rcfg.get("baseline"), float(rcfg.get("alpha", 0.05)))
+    run = Run(cfg, results, experiments, main, manifest, tests)
+    found = run_checks(run)
+    table = C.side_by_side(experiments, main)
+    protocol = cfg.get("finetune", {}).get("protocol", "?")
+    n_folds = max((len(e.folds) for e in experiments), default=0)
+    blocks = [
+        *overview(run, experiments, f"protocol {protocol}, {n_folds} folds"),
+        *problems_section(found),
+        *[b for exp in experiments for b in experiment_section(run, exp, index, fig_dir)],
+        *comparison_section(run, experiments, index, fig_dir, table),
+        *pretrain_section(run, index, fig_dir),
+        *data_section(run, experiments),
+        *folds_section(experiments),
+        *provenance_section(run),
+    ]
+    title = rcfg.get("title", "affectube report")
+    write_text(out_dir / "report.html", D.to_html(title, blocks, out_dir, embed=bool(rcfg.get("embed_images", True))))
+    write_text(out_dir / "report.md", D.to_markdown(title, blocks, out_dir))
+    with atomic_path(out_dir / "comparison.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    write_json(out_dir / "summary.json", _summary(experiments, main, tests, found))
+    return found
+
+
+def _summary(experiments: list[Experiment], main: str, tests: list, found: dict) -> dict:
+    """Small, flat-ish numbers for ``dvc metrics show``: the main metric per experiment and the tests."""
+    out: dict = {"main_metric": main, "experiments": {}, "problems": sum(len(v) for v in found.values())}
+    for exp in experiments:
+        metrics = exp.recompute(main)[0]
+        mm = metrics.get("main", {}) if metrics else {}
+        out["experiments"][exp.name] = {
+            "mean": _num(mm.get("mean")),
+            "std": _num(mm.get("std")),
+            "pooled": _num(mm.get("pooled")),
+            "folds_ok": len(exp.ok_folds),
+            "folds_failed": len(exp.failed_folds),
+        }
+    out["paired_tests"] = {f"{t.other}_vs_{t.baseline}": {"n": t.n, "mean_diff": _num(t.mean_diff), "p": _num(t.p_value)} for t in tests}
+    return out
+
+
+def _num(v):
+    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cfg", required=True, help="JSON of the params sections (figures, report, evaluate, data, finetune, experiments ...)")
+    parser.add_argument("--results", default="results", help="results directory to read (default: results)")
+    parser.add_argument("--out-dir", default="results/report", help="where report.html/report.md go")
+    parser.add_argument("--figures", default=None, help="figures directory with index.json (default: OUT_DIR/figures)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = parse_cfg(args.cfg)
+    found = build(cfg, args.results, args.out_dir, args.figures)
+    n = sum(len(v) for v in found.values())
+    log.info("wrote %s/report.html and report.md (%d problem(s) flagged)", args.out_dir, n)
+    for name, items in found.items():
+        for item in items:
+            log.warning("%s: %s", name, item)
+    return 0

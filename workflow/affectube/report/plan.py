@@ -1,0 +1,117 @@
+"""Which figures a run has, decided from params alone (so Snakemake knows them at parse time).
+
+The ``figures`` rule declares exactly the files :func:`figure_files` lists and the
+``figures`` stage draws exactly the figures :func:`figure_plan` lists, from the same
+params, so the two never disagree. Per experiment (with its overrides applied):
+
+- ``{exp}/learning_curves``, ``{exp}/per_subject`` always;
+- ``{exp}/confusion`` for a categorical task (``categorical`` or ``both``);
+- ``{exp}/scatter`` and ``{exp}/traces`` for a continuous task (``continuous`` or ``both``);
+
+and once per run ``pretrain_curve`` when some experiment starts from the pretrained
+encoder, and ``comparison`` when there are two or more experiments.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+
+from affectube.config import apply_override
+
+FIGURE_DIR = "results/report/figures"
+
+# kind -> (caption file in workflow/report/, snakemake report category)
+KINDS: dict[str, str] = {
+    "learning_curves": "Training",
+    "per_subject": "Results",
+    "confusion": "Results",
+    "scatter": "Results",
+    "traces": "Results",
+    "pretrain_curve": "Pretraining",
+    "comparison": "Comparison",
+}
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    kind: str
+    exp: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.exp}/{self.kind}" if self.exp else self.kind
+
+
+def experiment_finetune(cfg: dict, exp: str) -> dict:
+    """The ``finetune`` section with experiment ``exp``'s overrides applied."""
+    resolved = {"finetune": copy.deepcopy(cfg.get("finetune", {})), "pretrain": {}}
+    for key, value in ((cfg.get("experiments") or {}).get(exp) or {}).items():
+        apply_override(resolved, f"{key}={json.dumps(value)}")
+    return resolved["finetune"]
+
+
+def tasks(finetune: dict) -> set[str]:
+    task = finetune.get("task", "categorical")
+    return {"categorical", "continuous"} if task == "both" else {task}
+
+
+def figure_plan(cfg: dict) -> list[FigureSpec]:
+    """Every figure of a run, from the ``finetune``/``experiments``/``figures`` params."""
+    experiments = list(cfg.get("experiments") or {})
+    specs: list[FigureSpec] = []
+    uses_pretrain = False
+    for exp in experiments:
+        ft = experiment_finetune(cfg, exp)
+        uses_pretrain |= ft.get("init", "pretrained") == "pretrained"
+        specs += [FigureSpec("per_subject", exp), FigureSpec("learning_curves", exp)]
+        if "categorical" in tasks(ft):
+            specs.append(FigureSpec("confusion", exp))
+        if "continuous" in tasks(ft):
+            specs += [FigureSpec("scatter", exp), FigureSpec("traces", exp)]
+    if uses_pretrain:
+        specs.append(FigureSpec("pretrain_curve"))
+    if len(experiments) > 1:
+        specs.append(FigureSpec("comparison"))
+    return specs
+
+
+def figure_files(cfg: dict, fmt: str = "png", root: str = FIGURE_DIR) -> dict[str, str]:
+    """Rule output name -> path of every figure in format ``fmt`` (names are identifiers)."""
+    return {_ident(s.name, fmt): f"{root}/{s.name}.{fmt}" for s in figure_plan(cfg)}
+
+
+def all_figure_files(cfg: dict, root: str = FIGURE_DIR) -> list[str]:
+    formats = cfg.get("figures", {}).get("formats", ["png", "pdf"])
+    return [p for fmt in formats for p in figure_files(cfg, fmt, root).values()]
+
+
+def uses_pretrain(cfg: dict) -> bool:
+    return any(s.kind == "pretrain_curve" for s in figure_plan(cfg))
+
+
+def _ident(name: str, fmt: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in f"{name}_{fmt}")
+
+
+def report_outputs(cfg: dict, root: str = FIGURE_DIR) -> dict:
+    """Rule outputs: PNGs flagged for ``snakemake --report`` with a caption per kind, other formats plain."""
+    from snakemake.io import report  # only needed at Snakefile parse time
+
+    formats = cfg.get("figures", {}).get("formats", ["png", "pdf"])
+    out = {}
+    for spec in figure_plan(cfg):
+        for fmt in formats:
+            path = f"{root}/{spec.name}.{fmt}"
+            if fmt == "png":
+                path = report(
+                    path,
+                    caption=f"../workflow/report/{spec.kind}.rst",
+                    category=KINDS[spec.kind],
+                    subcategory=spec.exp or "run",
+                    labels={"figure": spec.kind, "experiment": spec.exp or "all"},
+                )
+            out[_ident(spec.name, fmt)] = path
+    out["index"] = f"{root}/index.json"
+    return out

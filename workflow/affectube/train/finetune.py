@@ -1,0 +1,328 @@
+"""Stage ``finetune``: train and test one fold of one experiment.
+
+``python -m affectube finetune --cfg JSON --folds results/folds/{exp}.json --fold K
+--stores-dir results/clips/{dataset} --encoder results/pretrain/encoder.safetensors|''
+--out-dir results/finetune/{exp}/fold{K}``
+
+- The fold's train/val/test stores are opened and the subjects and videos actually
+  loaded are checked again for leaks (:func:`affectube.eval.folds.check_loaded`).
+- Modes (``finetune.mode``): ``finetune`` (every weight trained, layer-wise lr decay,
+  drop path) or ``frozen`` (encoder weights and buffers untouched: a linear/GRU probe);
+  ``finetune.init``: ``pretrained`` (``--encoder``) or ``scratch`` (random init);
+  ``finetune.backbone: resnet_gru``: the SS-VAERR supervised baseline.
+- Early stopping and model selection use the inner validation subjects only
+  (``finetune.select_on``: ``evaluate.main_metric`` or the validation loss); the test
+  subjects are predicted once, with the selected weights.
+
+Writes (atomically) ``predictions.csv``, ``predictions_frames.csv`` (per-frame continuous
+predictions; header only when there are none), ``metrics.json``, ``log.csv`` (one row per
+epoch: epoch, train_loss, val_loss, val_<main metric>, lr, ...) and ``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from affectube.errors import ConfigError, DataError
+from affectube.eval import metrics as M
+from affectube.eval.folds import SIDES, Fold, check_loaded, load_folds
+from affectube.io import atomic_path, write_json
+from affectube.train import losses as L
+from affectube.train import supervised as S
+
+log = logging.getLogger(__name__)
+FORMAT = "affectube-finetuned/1"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cfg", required=True, help="JSON with the pretrain, finetune and evaluate sections")
+    parser.add_argument("--folds", required=True, help="results/folds/{exp}.json")
+    parser.add_argument("--fold", required=True, type=int, help="fold index")
+    parser.add_argument("--stores-dir", required=True, help="directory of the dataset's clip stores ({video_id}.h5)")
+    parser.add_argument("--encoder", default="", help="pretrained encoder.safetensors ('' = none: init scratch)")
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = finetune.threads or torch's default)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from affectube.config import parse_cfg, validate
+
+    raw = parse_cfg(args.cfg)
+    cfg = validate_sections(raw, validate)
+    folds = {f.index: f for f in load_folds(args.folds)}
+    if args.fold not in folds:
+        raise DataError(f"{args.folds}: no fold {args.fold} (have {sorted(folds)})")
+    result = finetune_fold(cfg, folds[args.fold], Path(args.stores_dir), args.encoder or None, Path(args.out_dir),
+                           threads=args.threads or cfg["finetune"]["threads"])
+    log.info("fold %d done: %s", args.fold, json.dumps({k: v for k, v in result["test"].items() if isinstance(v, float)}))
+    return 0
+
+
+def validate_sections(raw: dict, validate) -> dict:
+    """Fill schema defaults of the sections given (the rule passes pretrain/finetune/evaluate)."""
+    from affectube.config import load_schema
+
+    schema = load_schema()
+    out = dict(raw)
+    for name in ("pretrain", "finetune", "evaluate"):
+        sub = {"$schema": schema.get("$schema"), **schema["properties"][name]}
+        out[name] = validate(raw.get(name, {}), source=f"--cfg {name}", schema=sub)
+    return out
+
+
+# ---------------------------------------------------------------- setup
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_task(ft: dict, classes: list[str]) -> S.Task:
+    return S.Task(ft["task"], classes=classes, targets=list(ft["targets"]), bins=int(ft["bins"]),
+                  target_range=tuple(ft["target_range"]))
+
+
+def check_selection(ft: dict, main_metric: str, task: S.Task) -> None:
+    if ft["select_on"] != "main_metric":
+        return
+    categorical = main_metric in M.CATEGORICAL
+    if categorical and not task.categorical or not categorical and not task.continuous:
+        raise ConfigError(f"params.yaml: evaluate.main_metric={main_metric!r} cannot be computed for finetune.task={task.kind!r}"
+                          " (choose a matching metric or finetune.select_on: val_loss)")
+
+
+def fold_stores(fold: Fold, stores_dir: Path) -> dict[str, list[Path]]:
+    out = {}
+    for side in SIDES:
+        paths = [stores_dir / f"{v}.h5" for v in fold.videos(side)]
+        missing = [p for p in paths if not p.exists()]
+        if missing:
+            raise DataError(f"{missing[0]}: clip store of fold {fold.index} ({side}) not found ({len(missing)} missing)")
+        out[side] = paths
+    return out
+
+
+def open_datasets(stores: dict[str, list[Path]], geom: dict, ft: dict, classes, seed: int) -> dict:
+    from affectube.clips.dataset import ClipDataset
+
+    common = dict(num_frames=geom["num_frames"], sample_stride=geom["sample_stride"], input_size=geom["input_size"],
+                  classes=classes, targets=list(ft["targets"]), seed=seed)
+    out = {}
+    for side in SIDES:
+        if not stores[side]:
+            out[side] = None
+            continue
+        train = side == "train"
+        out[side] = ClipDataset([str(p) for p in stores[side]], mode="train" if train else "test",
+                                test_clips=int(ft["test_clips"]), augment=train, **common)
+    return out
+
+
+def dataset_identity(ds) -> tuple[set, set]:
+    """(subjects, video ids) of the stores a ClipDataset actually opened."""
+    return set(map(str, ds.subjects)), set(map(str, ds.video_ids))
+
+
+def discover_classes(ft: dict, all_stores: list[Path], geom: dict) -> list[str]:
+    """finetune.classes, else every class present in the dataset's stores (identical for every fold)."""
+    if ft["task"] == "continuous":
+        return []
+    if ft["classes"]:
+        return list(ft["classes"])
+    from affectube.clips.dataset import ClipDataset
+
+    ds = ClipDataset([str(p) for p in all_stores], num_frames=geom["num_frames"], sample_stride=geom["sample_stride"],
+                     input_size=geom["input_size"], mode="test", classes=None, targets=list(ft["targets"]))
+    classes = list(ds.classes)
+    if len(classes) < 2:
+        raise DataError(f"the stores hold {len(classes)} emotion class(es) {classes}: a categorical task needs at least 2")
+    return classes
+
+
+def loader(ds, batch_size: int, shuffle: bool, seed: int, workers: int):
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=g,
+                                       drop_last=False)
+
+
+# ---------------------------------------------------------------- the fold
+
+
+def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | None, out_dir: Path, threads: int = 0) -> dict:
+    ft, pretrain = cfg["finetune"], cfg["pretrain"]
+    main_metric = cfg["evaluate"]["main_metric"]
+    if threads:
+        torch.set_num_threads(threads)
+    seed = int(ft["seed"])
+    seed_everything(seed)
+    t0 = time.time()
+
+    stores = fold_stores(fold, stores_dir)
+    encoder = S.build_backbone(ft, pretrain, encoder_path)
+    geom = S.clip_geometry(encoder, pretrain)  # a checkpoint's own frames/size win
+    classes = discover_classes(ft, [p for s in SIDES for p in stores[s]], geom)
+    task = make_task(ft, classes)
+    check_selection(ft, main_metric, task)
+    data = open_datasets(stores, geom, ft, classes or None, seed)
+    subjects, videos = {}, {}
+    for side in SIDES:
+        if data[side] is not None:
+            subjects[side], videos[side] = dataset_identity(data[side])
+    check_loaded(fold, subjects, videos, source=str(stores_dir))
+    log.info("fold %d: train %d clips (%s), val %d (%s), test %d (%s)", fold.index,
+             *(x for s in SIDES for x in ((len(data[s]) if data[s] is not None else 0), ",".join(sorted(subjects.get(s, []))))))
+
+    seed_everything(seed + 1)
+    model = S.build_model(ft, task, encoder)
+    frozen = ft["mode"] == "frozen"
+    class_weight = None
+    if task.categorical and ft["class_weights"]:
+        class_weight = L.balanced_class_weights(train_labels(data["train"]), len(classes))
+        log.info("class weights: %s", dict(zip(classes, class_weight.tolist())))
+    loss_fn = L.CompositeLoss(dict(ft["losses"]), ft["task"], L.Bins(int(ft["bins"]), *map(float, ft["target_range"])),
+                              float(ft["label_smoothing"]), class_weight)
+
+    train_loader = loader(data["train"], int(ft["batch_size"]), True, seed, int(ft["num_workers"]))
+    val_loader = loader(data["val"], int(ft["batch_size"]), False, seed, int(ft["num_workers"])) if data["val"] is not None else None
+    test_loader = loader(data["test"], int(ft["batch_size"]), False, seed, int(ft["num_workers"]))
+    optimizer, scheduler = make_optimizer(model, ft, len(train_loader), frozen)
+
+    history, best = [], {"score": -math.inf, "epoch": 0, "state": None, "selected_on": None}
+    stale = 0
+    for epoch in range(1, int(ft["epochs"]) + 1):
+        train = S.train_epoch(model, train_loader, loss_fn, optimizer, scheduler, frozen)
+        row = {"epoch": epoch, "train_loss": train["loss"], "lr": max(g["lr"] for g in optimizer.param_groups)}
+        if val_loader is not None:
+            vclips, vframes, vloss = S.predict(model, val_loader, task, fold.index, loss_fn)
+            vmetrics = evaluate_predictions(vclips, vframes)
+            value = M.main_value(vmetrics, main_metric)
+            row.update({"val_loss": vloss, f"val_{main_metric}": value})
+            score, selected_on = selection_score(ft, main_metric, value, vloss)
+        else:
+            row.update({"val_loss": math.nan, f"val_{main_metric}": math.nan})
+            score, selected_on = float(epoch), "last_epoch (no inner validation subjects)"
+        row.update({k: v for k, v in train.items() if k != "loss"})
+        history.append(row)
+        log.info("epoch %d: train_loss %.4f val_loss %.4f val_%s %.4f", epoch, row["train_loss"], row["val_loss"], main_metric,
+                 row[f"val_{main_metric}"])
+        if score > best["score"]:
+            best = {"score": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict()), "selected_on": selected_on}
+            stale = 0
+        else:
+            stale += 1
+            if stale >= int(ft["patience"]):
+                log.info("early stop after epoch %d (best %d on %s)", epoch, best["epoch"], best["selected_on"])
+                break
+    model.load_state_dict(best["state"])
+
+    clips, frames, test_loss = S.predict(model, test_loader, task, fold.index, loss_fn)
+    test_metrics = evaluate_predictions(clips, frames)
+    val_metrics = {}
+    if val_loader is not None:
+        vclips, vframes, _ = S.predict(model, val_loader, task, fold.index)
+        val_metrics = evaluate_predictions(vclips, vframes)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    summary = {
+        "fold": fold.index,
+        "subjects": {s: getattr(fold, s) for s in SIDES},
+        "videos": {s: len(fold.videos(s)) for s in SIDES},
+        "clips": {s: (len(data[s]) if data[s] is not None else 0) for s in SIDES},
+        "main_metric": main_metric,
+        "test": test_metrics,
+        "val": val_metrics,
+        "test_loss": test_loss,
+        "training": {
+            "best_epoch": best["epoch"],
+            "epochs_run": len(history),
+            "selected_on": best["selected_on"],
+            "mode": ft["mode"],
+            "init": ft["init"],
+            "backbone": ft["backbone"],
+            "head": ft["head"],
+            "task": ft["task"],
+            "losses": dict(ft["losses"]),
+            "classes": classes,
+            "targets": task.targets if task.continuous else [],
+            "class_weights": dict(zip(classes, class_weight.tolist())) if class_weight is not None else None,
+            "params_total": n_params,
+            "params_trainable": n_train,
+            "clip": geom,
+            "seconds": round(time.time() - t0, 2),
+            "encoder": encoder_path or "",
+        },
+    }
+    write_outputs(out_dir, clips, frames, history, summary, model, cfg, task)
+    return summary
+
+
+def train_labels(ds) -> list[int]:
+    return [int(x) for x in ds.labels]
+
+
+def make_optimizer(model, ft: dict, steps_per_epoch: int, frozen: bool):
+    from affectube.train.optim import build_optimizer, build_scheduler, param_groups
+
+    lr = float(ft["lr"])
+    decay = float(ft["layer_decay"]) if not frozen else None
+    groups = param_groups(model, lr, float(ft["weight_decay"]), layer_decay=decay, encoder=model.encoder)
+    optimizer = build_optimizer(groups, lr, betas=(0.9, 0.999), fused=False)
+    total = max(1, int(ft["epochs"]) * steps_per_epoch)
+    scheduler = build_scheduler(optimizer, total, int(ft["warmup_epochs"]) * steps_per_epoch, lr, min_lr=lr * 0.01)
+    return optimizer, scheduler
+
+
+def selection_score(ft: dict, main_metric: str, value: float, val_loss: float) -> tuple[float, str]:
+    if ft["select_on"] == "main_metric" and not math.isnan(value):
+        return (value if M.higher_is_better(main_metric) else -value), f"val_{main_metric}"
+    if ft["select_on"] == "main_metric":
+        log.warning("val_%s is undefined on this inner validation set; selecting on val_loss this epoch", main_metric)
+    return -val_loss, "val_loss"
+
+
+def evaluate_predictions(clips: pd.DataFrame, frames: pd.DataFrame) -> dict:
+    out = M.evaluate_table(clips)
+    if len(frames) and M.targets_of(frames):
+        out.update(M.evaluate_frames(frames))
+    return out
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def write_outputs(out_dir: Path, clips, frames, history, summary, model, cfg, task) -> None:
+    from safetensors.torch import save_file
+
+    from affectube.eval.aggregate import _clean
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, df in (("predictions.csv", clips), ("predictions_frames.csv", frames), ("log.csv", pd.DataFrame(history))):
+        with atomic_path(out_dir / name) as tmp:
+            df.to_csv(tmp, index=False)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    spec = getattr(model.encoder, "spec", None)
+    metadata = {
+        "format": FORMAT,
+        "affectube.finetune": json.dumps(cfg["finetune"], sort_keys=True),
+        "affectube.pretrain": json.dumps(cfg["pretrain"], sort_keys=True),
+        "affectube.encoder_spec": json.dumps(spec.to_dict() if spec is not None else None, sort_keys=True),
+        "affectube.task": json.dumps({"kind": task.kind, "classes": task.classes, "targets": task.targets,
+                                      "bins": task.bins, "target_range": list(task.target_range)}),
+    }
+    with atomic_path(out_dir / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    write_json(out_dir / "metrics.json", _clean(summary))  # last: its presence means the fold is complete

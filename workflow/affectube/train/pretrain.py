@@ -1,0 +1,464 @@
+"""Stage ``pretrain``: masked video autoencoding (VideoMAE / SVFAP) of unlabelled face clips.
+
+``python -m affectube pretrain --cfg JSON --stores S.h5 ... --out-dir results/pretrain``
+
+Writes ``encoder.safetensors`` (weights + spec metadata), ``log.csv`` (one row per
+optimizer step), ``summary.json`` and ``reconstruction.png``; keeps
+``checkpoints/last.pt`` (every ``pretrain.checkpoint_every`` steps, atomic), from which
+a killed or preempted job resumes to the same weights as an uninterrupted run.
+
+One process on CPU or one GPU; ``pretrain.gpus > 1`` re-launches itself with torchrun;
+under ``srun`` (SLURM) or ``torchrun`` the ranks come from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import logging
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from affectube.config import load_schema, parse_cfg, validate
+from affectube.errors import DataError, UserError
+from affectube.io import stable_hash, write_json
+from affectube.models import ModelSpec, create_model, init_encoder_from, save_encoder
+from affectube.models.layers import mask_index, num_params
+from affectube.train import checkpoint as ckpt
+from affectube.train import distributed
+from affectube.train.distributed import DistEnv, ResumableSampler
+from affectube.train.masked_data import MaskedClips
+from affectube.train.optim import build_optimizer, build_scheduler, param_groups, scaled_lr
+from affectube.train.reconstruction import save_reconstruction_figure
+
+log = logging.getLogger(__name__)
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written, run again to resume
+LOG_FIELDS = ["step", "loss", "lr", "grad_norm", "clips_per_s", "tokens_per_s", "data_wait", "step_time", "elapsed"]
+# params that change how a run is executed, not what it computes
+OPERATIONAL_KEYS = {"num_workers", "checkpoint_every", "gpus", "compile", "recon_clips"}
+
+
+class TrainingDiverged(UserError):
+    """The loss or gradient norm became NaN/inf; the last good checkpoint is kept."""
+
+
+# ---------------------------------------------------------------- configuration
+def resolve_section(cfg: dict, name: str) -> dict:
+    """One params section from ``--cfg`` with the schema's defaults filled in."""
+    schema = load_schema()["properties"][name]
+    return validate(cfg.get(name, {}), source=f"--cfg {name}", schema=schema)
+
+
+@dataclass
+class RunInfo:
+    """What the summary records about the data (filled by :func:`run` or by tests)."""
+
+    datasets: list[str] = field(default_factory=list)
+    transductive: bool = False
+    stores: list[str] = field(default_factory=list)
+    excluded_stores: list[str] = field(default_factory=list)
+    data_hash: str = ""
+    num_clips: int = 0
+
+
+# ---------------------------------------------------------------- the training loop
+class Pretrainer:
+    def __init__(
+        self,
+        pcfg: dict,
+        dataset: MaskedClips,
+        out_dir: str | os.PathLike,
+        *,
+        env: DistEnv | None = None,
+        device: torch.device | None = None,
+        info: RunInfo | None = None,
+        target_norm: tuple | None = None,
+    ):
+        self.cfg, self.dataset, self.out = pcfg, dataset, Path(out_dir)
+        self.env = env or DistEnv()
+        self.device = device or torch.device("cpu")
+        self.info = info or RunInfo()
+        self.ckpt_path = self.out / "checkpoints" / "last.pt"
+        self.partial_log = self.out / "checkpoints" / "log.csv"
+        first = dataset[0][0]
+        self.spec = ModelSpec.from_cfg(pcfg, in_chans=int(first.shape[0]))
+        if tuple(first.shape[1:]) != (self.spec.num_frames, self.spec.input_size, self.spec.input_size):
+            raise DataError(
+                f"pretraining clips are {tuple(first.shape)}, the model expects "
+                f"[C, {self.spec.num_frames}, {self.spec.input_size}, {self.spec.input_size}]"
+            )
+        self.accum = pcfg["accum_steps"]
+        self.global_batch = pcfg["batch_size"] * self.env.world_size * self.accum
+        self.lr = scaled_lr(pcfg["base_lr"], self.global_batch)
+        torch.manual_seed(pcfg["seed"])
+        self.model = create_model(self.spec.model, self.spec)
+        if target_norm is not None:
+            self.model.set_target_normalisation(*target_norm)
+        if pcfg["init_from"]:
+            init_encoder_from(self.model.encoder, pcfg["init_from"])
+            log.info("encoder initialised from %s", pcfg["init_from"])
+        self.model.to(self.device)
+        if self.model.target_mean is not None:
+            self.model.target_mean = self.model.target_mean.to(self.device)
+            self.model.target_std = self.model.target_std.to(self.device)
+        self.optimizer = build_optimizer(param_groups(self.model, self.lr, pcfg["weight_decay"]), self.lr)
+        self.scheduler = build_scheduler(self.optimizer, pcfg["steps"], pcfg["warmup_steps"], self.lr, pcfg["min_lr"])
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)  # bf16 needs no loss scaling
+        self.meta = {
+            "params_hash": stable_hash(
+                {**{k: v for k, v in pcfg.items() if k not in OPERATIONAL_KEYS}, "global_batch": self.global_batch}
+            ),
+            "data_hash": self.info.data_hash,
+            "world_size": self.env.world_size,
+        }
+
+    # ------------------------------------------------------------ pieces
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _resume(self) -> int:
+        if not self.ckpt_path.exists():
+            return 0
+        state = ckpt.load_checkpoint(self.ckpt_path)
+        old = state["meta"]
+        if old.get("params_hash") != self.meta["params_hash"] or old.get("data_hash") != self.meta["data_hash"]:
+            log.warning(
+                "%s was written with other params or data (params %s vs %s, data %s vs %s): starting from step 0",
+                self.ckpt_path, old.get("params_hash", "")[:12], self.meta["params_hash"][:12],
+                old.get("data_hash", "")[:12], self.meta["data_hash"][:12],
+            )  # fmt: skip
+            return 0
+        step = ckpt.restore(
+            state, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler, rank=self.env.rank
+        )
+        log.info("resumed from %s at step %d", self.ckpt_path, step)
+        return step
+
+    def _save(self, step: int) -> None:
+        rngs = distributed.gather_objects(ckpt.rng_state())
+        if self.env.is_main:
+            ckpt.save_checkpoint(
+                self.ckpt_path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                scaler=self.scaler, step=step, rng=rngs, meta={**self.meta, "step": step},
+            )  # fmt: skip
+        distributed.barrier()
+
+    def _loader(self, start_step: int) -> DataLoader:
+        per_rank_batch = self.cfg["batch_size"]
+        sampler = ResumableSampler(
+            len(self.dataset), self.env.rank, self.env.world_size, self.cfg["seed"],
+            start=start_step * self.accum * per_rank_batch,
+        )  # fmt: skip
+        workers = self.cfg["num_workers"]
+        return DataLoader(
+            self.dataset,
+            batch_size=per_rank_batch,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=True,
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+        )
+
+    def _read_partial_log(self, start: int) -> list[dict]:
+        if not self.partial_log.exists():
+            return []
+        with open(self.partial_log, newline="") as fh:
+            return [row for row in csv.DictReader(fh) if int(row["step"]) <= start]
+
+    # ------------------------------------------------------------ fit
+    def fit(self, stop_after: int | None = None) -> int:
+        """Train to ``pretrain.steps``; return 0, or EXIT_PREEMPTED after a preemption checkpoint.
+
+        ``stop_after`` ends the run after that step as if the job had been killed
+        (checkpoint kept, no final outputs): tests use it to check resumption.
+        """
+        cfg, steps = self.cfg, self.cfg["steps"]
+        start = self._resume()
+        rows = self._read_partial_log(start) if self.env.is_main else []
+        model = self.model
+        if self.env.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        forward = torch.compile(model) if cfg["compile"] else model
+        raw = self.model
+        params = [p for p in raw.parameters() if p.requires_grad]
+        tokens_per_clip = raw.num_tokens
+        preempt_requested = _preempt_check()
+        clip = cfg["clip_grad"] if cfg["clip_grad"] is not None else math.inf
+
+        batches = iter(self._loader(start))
+        log_fh = None
+        if self.env.is_main:
+            self.partial_log.parent.mkdir(parents=True, exist_ok=True)
+            log_fh = open(self.partial_log, "w", newline="")
+            writer = csv.DictWriter(log_fh, LOG_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+            log_fh.flush()
+        elapsed0 = float(rows[-1]["elapsed"]) if rows else 0.0
+        t_begin = time.perf_counter()
+        progress = _progress(start, steps, self.env.is_main)
+        model.train()
+        try:
+            for step in range(start, steps):
+                t0 = time.perf_counter()
+                wait = 0.0
+                losses = []
+                for micro in range(self.accum):
+                    tw = time.perf_counter()
+                    video, mask = next(batches)
+                    wait += time.perf_counter() - tw
+                    index = mask_index(mask).to(self.device, non_blocking=True)  # counted on the CPU: no sync
+                    video = video.to(self.device, non_blocking=True)
+                    sync = model.no_sync() if (self.env.distributed and micro < self.accum - 1) else contextlib.nullcontext()
+                    with sync:
+                        with self._autocast():
+                            pred = forward(video, index)
+                        loss = F.mse_loss(pred.float(), raw.targets(video, index))
+                        (loss / self.accum).backward()
+                    losses.append(loss.detach())
+                loss_value = float(distributed.all_reduce_mean(torch.stack(losses).mean()))
+                if not math.isfinite(loss_value):
+                    self._diverged(step, f"loss is {loss_value}")
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+                if not math.isfinite(grad_norm):
+                    self._diverged(step, f"gradient norm is {grad_norm} (loss {loss_value:.4g})")
+                lr = self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0]["lr_scale"]
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                done = step + 1
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                dt = time.perf_counter() - t0
+                row = {
+                    "step": done,
+                    "loss": f"{loss_value:.6f}",
+                    "lr": f"{lr:.6g}",
+                    "grad_norm": f"{grad_norm:.4f}",
+                    "clips_per_s": f"{self.global_batch / dt:.3f}",
+                    "tokens_per_s": f"{self.global_batch * tokens_per_clip / dt:.1f}",
+                    "data_wait": f"{wait / dt:.4f}",
+                    "step_time": f"{dt:.4f}",
+                    "elapsed": f"{elapsed0 + time.perf_counter() - t_begin:.3f}",
+                }
+                if self.env.is_main:
+                    rows.append(row)
+                    writer.writerow(row)
+                    log_fh.flush()
+                    progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", clips_s=row["clips_per_s"])
+                    progress.update(1)
+                if done % cfg["checkpoint_every"] == 0 or done == steps:
+                    self._save(done)
+                if _any_rank(preempt_requested()):
+                    if done % cfg["checkpoint_every"] and done != steps:
+                        self._save(done)
+                    log.warning("preemption requested: checkpoint at step %d written to %s", done, self.ckpt_path)
+                    return EXIT_PREEMPTED
+                if stop_after is not None and done >= stop_after:
+                    if done % cfg["checkpoint_every"] and done != steps:
+                        self._save(done)
+                    return 0
+        finally:
+            progress.close()
+            if log_fh is not None:
+                log_fh.close()
+        if start >= steps and not rows:
+            raise DataError(f"{self.ckpt_path}: checkpoint is at step {start} but its log {self.partial_log} is missing")
+        if self.env.is_main:
+            self._write_outputs(rows, start)
+        distributed.barrier()
+        return 0
+
+    def _diverged(self, step: int, what: str) -> None:
+        kept = f"the last good checkpoint is {self.ckpt_path}" if self.ckpt_path.exists() else "no checkpoint was written yet"
+        raise TrainingDiverged(
+            f"pretraining diverged at step {step + 1}: {what}; stopped without updating the weights ({kept}). "
+            "Lower pretrain.base_lr, raise pretrain.warmup_steps or set pretrain.clip_grad."
+        )
+
+    # ------------------------------------------------------------ outputs
+    def _write_outputs(self, rows: list[dict], start: int) -> None:
+        from affectube.io import atomic_path
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.out / "log.csv") as tmp:
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, LOG_FIELDS)
+                writer.writeheader()
+                writer.writerows(rows)
+        summary = self.summary(rows, start)
+        save_encoder(self.out / "encoder.safetensors", self.model.encoder, info=summary)
+        self.figure()
+        write_json(self.out / "summary.json", summary)
+
+    def figure(self) -> None:
+        k = min(self.cfg["recon_clips"], len(self.dataset))
+        video = torch.stack([self.dataset[i][0] for i in range(k)]).to(self.device)
+        mask = torch.stack([self.dataset[i][1] for i in range(k)]).to(self.device)
+        save_reconstruction_figure(self.out / "reconstruction.png", self.model, video, mask)
+
+    def summary(self, rows: list[dict], start: int) -> dict:
+        def col(name, last=None):
+            vals = [float(r[name]) for r in rows]
+            return vals[-last:] if last else vals
+
+        steady = rows[1:] if len(rows) > 1 else rows  # the first step includes warm-up costs
+        return {
+            "model": self.spec.to_dict(),
+            "params": self.cfg,
+            "steps": len(rows),
+            "resumed_at_step": start or None,
+            "final_loss": float(rows[-1]["loss"]) if rows else None,
+            "mean_loss_last10": statistics.fmean(col("loss", 10)) if rows else None,
+            "first_loss": float(rows[0]["loss"]) if rows else None,
+            "clips_per_s": statistics.median(float(r["clips_per_s"]) for r in steady) if rows else None,
+            "tokens_per_s": statistics.median(float(r["tokens_per_s"]) for r in steady) if rows else None,
+            "data_wait": statistics.fmean(float(r["data_wait"]) for r in steady) if rows else None,
+            "wall_time_s": float(rows[-1]["elapsed"]) if rows else None,
+            "global_batch": self.global_batch,
+            "lr": self.lr,
+            "world_size": self.env.world_size,
+            "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
+            "precision": "bf16 autocast" if self.device.type == "cuda" else "fp32",
+            "encoder_params": num_params(self.model.encoder),
+            "total_params": num_params(self.model),
+            "tokens_per_clip": self.model.num_tokens,
+            "visible_tokens_per_clip": int((~self.dataset[0][1]).sum()),
+            "data": {
+                "datasets": self.info.datasets,
+                "transductive": self.info.transductive,
+                "stores": len(self.info.stores),
+                "excluded_stores": len(self.info.excluded_stores),
+                "clips": self.info.num_clips or len(self.dataset),
+                "data_hash": self.info.data_hash,
+            },
+            "params_hash": self.meta["params_hash"],
+            "torch": torch.__version__,
+        }
+
+
+def _progress(start: int, total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc="pretrain", unit="step", disable=not enabled, file=sys.stderr, mininterval=2)
+
+
+def _any_rank(flag: bool) -> bool:
+    if not distributed.dist.is_initialized():
+        return bool(flag)
+    return bool(distributed.all_reduce_max(torch.tensor(float(flag))).item() > 0)
+
+
+def _preempt_check():
+    """``affectube.train.preempt.requested`` (SIGTERM/SIGUSR1 flag) when that module is installed."""
+    import importlib
+
+    try:
+        preempt = importlib.import_module("affectube.train.preempt")
+    except ModuleNotFoundError:
+        return lambda: False
+    preempt.install()
+    return preempt.requested
+
+
+# ---------------------------------------------------------------- data from the clip stores
+def select_stores(stores: list[str], dcfg: dict) -> tuple[list[str], list[str]]:
+    """``(used, excluded)``: without ``data.transductive``, stores of the fine-tuning dataset are
+    excluded (every one of its subjects is tested in cross-validation)."""
+    finetune = dcfg.get("finetune")
+    if dcfg.get("transductive", False):
+        return list(stores), []
+    used = [s for s in stores if Path(s).parent.name != finetune]
+    excluded = [s for s in stores if Path(s).parent.name == finetune]
+    if not used:
+        raise UserError(
+            f"data.transductive is false and every pretraining store belongs to the fine-tuning dataset {finetune!r}, "
+            "whose subjects are all tested: add other datasets to data.pretrain or set data.transductive: true"
+        )
+    return used, excluded
+
+
+def data_hash(stores: list[str]) -> str:
+    entries = []
+    for s in sorted(stores):
+        p = Path(s)
+        if not p.exists():
+            raise DataError(f"{p}: clip store not found")
+        entries.append([p.parent.name, p.name, p.stat().st_size])
+    return stable_hash(entries)
+
+
+def build_dataset(stores: list[str], pcfg: dict, grid: tuple[int, int, int]) -> tuple[MaskedClips, tuple | None]:
+    """ClipDataset over the stores + tube masks; also the (mean, std) that undo its normalisation."""
+    from affectube.clips.dataset import ClipDataset
+    from affectube.clips.masking import TubeMaskGenerator
+
+    base = ClipDataset(
+        stores,
+        num_frames=pcfg["num_frames"],
+        sample_stride=pcfg["sample_stride"],
+        input_size=pcfg["input_size"],
+        mode="train",
+        augment=pcfg["augment"],
+        seed=pcfg["seed"],
+    )
+    masker = TubeMaskGenerator(grid=grid, ratio=pcfg["mask_ratio"])
+    norm = None
+    if hasattr(base, "mean") and hasattr(base, "std"):
+        norm = (base.mean, base.std)
+    return MaskedClips(base, masker, seed=pcfg["seed"]), norm
+
+
+# ---------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cfg", required=True, help="JSON with the data and pretrain sections (or @file)")
+    parser.add_argument("--stores", nargs="+", required=True, help="clip stores (.h5) to pretrain on")
+    parser.add_argument("--out-dir", required=True, help="output directory (results/pretrain)")
+    parser.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a killed job
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = parse_cfg(args.cfg)
+    pcfg = resolve_section(cfg, "pretrain")
+    dcfg = cfg.get("data", {})
+    if pcfg["gpus"] > 1 and torch.cuda.is_available():
+        distributed.relaunch_with_torchrun(pcfg["gpus"])
+    env, device = distributed.init()
+    try:
+        used, excluded = select_stores(args.stores, dcfg)
+        spec = ModelSpec.from_cfg(pcfg)
+        dataset, norm = build_dataset(used, pcfg, spec.grid)
+        info = RunInfo(
+            datasets=sorted({Path(s).parent.name for s in used}),
+            transductive=bool(dcfg.get("transductive", False)),
+            stores=used,
+            excluded_stores=excluded,
+            data_hash=data_hash(used),
+            num_clips=len(dataset),
+        )
+        if env.is_main:
+            log.info(
+                "pretraining %s/%s on %d clips from %s (%d stores excluded: transductive=%s), world size %d, device %s",
+                spec.model, spec.size, len(dataset), ",".join(info.datasets), len(excluded), info.transductive,
+                env.world_size, device,
+            )  # fmt: skip
+        trainer = Pretrainer(pcfg, dataset, args.out_dir, env=env, device=device, info=info, target_norm=norm)
+        return trainer.fit(stop_after=args.stop_after)
+    finally:
+        distributed.cleanup()

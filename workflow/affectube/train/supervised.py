@@ -1,0 +1,229 @@
+"""The pieces of supervised fine-tuning: the model, one training epoch, predictions as tables.
+
+Kept apart from the stage (:mod:`affectube.train.finetune`) so tests can drive them
+directly. Outputs of a model are the dicts of :mod:`affectube.models.heads`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from affectube.errors import ConfigError, DataError
+from affectube.models.heads import Outputs, VideoModel, build_head
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Task:
+    """What a fold's model predicts."""
+
+    kind: str  # categorical | continuous | both
+    classes: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+    bins: int = 0  # bins per target (0: no bin logits)
+    target_range: tuple[float, float] = (-1.0, 1.0)
+
+    @property
+    def categorical(self) -> bool:
+        return self.kind in ("categorical", "both")
+
+    @property
+    def continuous(self) -> bool:
+        return self.kind in ("continuous", "both")
+
+    def outputs(self) -> Outputs:
+        return Outputs(
+            num_classes=len(self.classes) if self.categorical else 0,
+            num_targets=len(self.targets) if self.continuous else 0,
+            num_bins=self.bins if self.continuous else 0,
+            target_range=tuple(self.target_range),
+        )
+
+
+# ---------------------------------------------------------------- model
+
+
+def build_backbone(ft: dict, pretrain: dict, encoder_path: str | None) -> nn.Module:
+    """The encoder of a fold: pretrained checkpoint, fresh ViT, or the SS-VAERR ResNet-GRU."""
+    drop_path = float(ft["drop_path"]) if ft["mode"] == "finetune" else 0.0
+    if ft["backbone"] == "resnet_gru":
+        if ft["init"] == "pretrained":
+            raise ConfigError("params.yaml: finetune.backbone=resnet_gru is a supervised baseline: set finetune.init: scratch")
+        from affectube.models.resnet_gru import ResNetGRU
+
+        return ResNetGRU(num_frames=int(pretrain["num_frames"]), drop_path=drop_path)
+    from affectube.models import build_encoder, load_encoder
+
+    if ft["init"] == "pretrained":
+        if not encoder_path:
+            raise ConfigError("finetune.init=pretrained but no --encoder checkpoint was given")
+        return load_encoder(encoder_path, drop_path=drop_path)
+    return build_encoder(pretrain, drop_path=drop_path)
+
+
+def build_model(ft: dict, task: Task, encoder: nn.Module) -> VideoModel:
+    """``encoder`` (from :func:`build_backbone`) + the head of ``finetune.head`` for ``task``."""
+    head = build_head(ft["head"], encoder.embed_dim, task.outputs(), hidden=int(ft.get("gru_hidden", 128)),
+                      dropout=float(ft.get("head_dropout", 0.0)))
+    model = VideoModel(encoder, head)
+    if ft["mode"] == "frozen":
+        model.encoder.requires_grad_(False)
+    return model
+
+
+def clip_geometry(encoder: nn.Module, pretrain: dict) -> dict:
+    """Frames, stride and size of the clips an encoder reads (a checkpoint's own spec wins)."""
+    spec = getattr(encoder, "spec", None)
+    return {
+        "num_frames": int(getattr(spec, "num_frames", pretrain["num_frames"])),
+        "input_size": int(getattr(spec, "input_size", pretrain["input_size"])),
+        "sample_stride": int(pretrain["sample_stride"]),
+    }
+
+
+def set_train_mode(model: VideoModel, frozen: bool) -> None:
+    model.train()
+    if frozen:  # dropout/drop path/BatchNorm statistics of a frozen encoder stay put
+        model.encoder.eval()
+
+
+# ---------------------------------------------------------------- targets
+
+
+def to_frames(outputs: dict, num_frames: int) -> dict:
+    """Per-step outputs ``[B, S, ...]`` -> per-frame ``[B, T, ...]`` (each step covers T/S frames)."""
+    out = dict(outputs)
+    for key in ("reg", "bins"):
+        if key in out and out[key].shape[1] > 1:
+            s = out[key].shape[1]
+            if num_frames % s:
+                raise DataError(f"{num_frames} frames do not divide into the model's {s} time steps")
+            out[key] = out[key].repeat_interleave(num_frames // s, dim=1)
+    return out
+
+
+def loss_targets(outputs: dict, batch: dict) -> tuple[dict, dict]:
+    """(outputs, targets) aligned for :class:`~affectube.train.losses.CompositeLoss`."""
+    targets = {"label": batch["label"]}
+    if "reg" in outputs:
+        if outputs["reg"].shape[1] == 1:  # one prediction per clip
+            targets["reg"] = batch["targets"].unsqueeze(1)
+        else:  # one per time step -> per frame
+            frames = batch["frame_targets"]
+            outputs = to_frames(outputs, frames.shape[1])
+            targets["reg"] = frames
+    return outputs, targets
+
+
+def train_epoch(model, loader, loss_fn, optimizer, scheduler, frozen: bool, clip_grad: float | None = 1.0,
+                progress_every: int = 10) -> dict:
+    set_train_mode(model, frozen)
+    total, n, parts_sum = 0.0, 0, {}
+    params = [p for p in model.parameters() if p.requires_grad]
+    for step, batch in enumerate(loader):
+        outputs, targets = loss_targets(model(batch["video"]), batch)
+        loss, parts = loss_fn(outputs, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad:
+            torch.nn.utils.clip_grad_norm_(params, clip_grad)
+        optimizer.step()
+        scheduler.step()
+        b = len(batch["label"])
+        total += float(loss.detach()) * b
+        n += b
+        for k, v in parts.items():
+            parts_sum[k] = parts_sum.get(k, 0.0) + v * b
+        if progress_every and (step + 1) % progress_every == 0:
+            log.info("  step %d: loss %.4f", step + 1, float(loss))
+    if n == 0:
+        raise DataError("the training set yielded no clips")
+    return {"loss": total / n, **{f"loss_{k}": v / n for k, v in parts_sum.items()}}
+
+
+# ---------------------------------------------------------------- predictions
+
+
+@torch.no_grad()
+def predict(model, loader, task: Task, fold: int, loss_fn=None) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """Clip rows (``predictions.csv``), frame rows (``predictions_frames.csv``) and the mean loss."""
+    model.eval()
+    rows, frame_rows = [], []
+    loss_sum, n = 0.0, 0
+    for batch in loader:
+        raw = model(batch["video"])
+        if loss_fn is not None:
+            outputs, targets = loss_targets(raw, batch)
+            loss, _ = loss_fn(outputs, targets)
+            loss_sum += float(loss) * len(batch["label"])
+            n += len(batch["label"])
+        rows += _clip_rows(raw, batch, task, fold)
+        if task.continuous and raw["reg"].shape[1] > 1:
+            frame_rows += _frame_rows(raw, batch, task, fold)
+    clip_cols = ["fold", "subject", "video_id", "dataset", "clip", "y_true", "y_pred"]
+    clip_cols += [f"prob_{c}" for c in task.classes] if task.categorical else []
+    clip_cols += [f"{s}_{t}" for t in task.targets for s in ("true", "pred")] if task.continuous else []
+    clips = pd.DataFrame(rows, columns=clip_cols)
+    frame_cols = ["fold", "subject", "video_id", "time"]
+    if frame_rows:
+        frame_cols += [f"{s}_{t}" for t in task.targets for s in ("true", "pred")]
+    frames = pd.DataFrame(frame_rows, columns=frame_cols)
+    if len(frames):  # overlapping test clips: one row per (video, frame time), predictions averaged
+        frames = frames.groupby(["fold", "subject", "video_id", "time"], as_index=False, sort=True).mean()
+    return clips, frames, (loss_sum / n if n else float("nan"))
+
+
+def _meta(batch, i) -> dict:
+    return {"subject": str(batch["subject"][i]), "video_id": str(batch["video_id"][i]),
+            "dataset": str(batch["dataset"][i]), "clip": int(batch["clip"][i])}
+
+
+def _clip_rows(raw: dict, batch: dict, task: Task, fold: int) -> list[dict]:
+    rows = []
+    probs = torch.softmax(raw["logits"].float(), -1).numpy() if task.categorical else None
+    reg = raw["reg"].float().mean(1).numpy() if task.continuous else None
+    for i in range(len(batch["label"])):
+        row = {"fold": fold, **_meta(batch, i)}
+        if task.categorical:
+            label = int(batch["label"][i])
+            row["y_true"] = task.classes[label] if label >= 0 else None
+            row["y_pred"] = task.classes[int(probs[i].argmax())]
+            row.update({f"prob_{c}": float(probs[i, j]) for j, c in enumerate(task.classes)})
+        else:
+            row["y_true"] = row["y_pred"] = None
+        if task.continuous:
+            tgt = batch["targets"][i].float().numpy()
+            row.update({f"true_{t}": float(tgt[j]) for j, t in enumerate(task.targets)})
+            row.update({f"pred_{t}": float(reg[i, j]) for j, t in enumerate(task.targets)})
+        rows.append(row)
+    return rows
+
+
+def _frame_rows(raw: dict, batch: dict, task: Task, fold: int) -> list[dict]:
+    frames = batch["frame_targets"].float().numpy()  # [B, T, D]
+    pred = to_frames({"reg": raw["reg"]}, frames.shape[1])["reg"].float().numpy()
+    times = frame_times(batch, frames.shape[1])
+    rows = []
+    for i in range(frames.shape[0]):
+        meta = _meta(batch, i)
+        for t in range(frames.shape[1]):
+            row = {"fold": fold, "subject": meta["subject"], "video_id": meta["video_id"], "time": float(times[i, t])}
+            row.update({f"true_{n}": float(frames[i, t, j]) for j, n in enumerate(task.targets)})
+            row.update({f"pred_{n}": float(pred[i, t, j]) for j, n in enumerate(task.targets)})
+            rows.append(row)
+    return rows
+
+
+def frame_times(batch: dict, num_frames: int) -> np.ndarray:
+    """Seconds of each sampled frame in its source video ``[B, T]`` (from the loader's items)."""
+    for key in ("times", "timestamps", "frame_times"):
+        if key in batch:
+            return np.asarray(batch[key], dtype=np.float64).reshape(-1, num_frames)
+    raise DataError("the clip loader gives no per-frame times (item key 'times'); per-frame predictions need them")

@@ -1,0 +1,269 @@
+"""Decode a video into numpy frames at a target rate and size, with true timestamps.
+
+ffmpeg (the static binary shipped by imageio-ffmpeg, driven through ffmpeg-python)
+streams raw RGB frames straight into numpy: no JPEG frame folders on disk.
+
+Frame rate: frames are kept on a grid of ``1/fps`` seconds anchored at t=0 of the
+source timeline. A source frame at time ``t`` falls into grid slot
+``round(t * fps)``; the first frame of each slot is kept, later ones are dropped.
+Frames are never duplicated: a source slower than ``fps`` keeps every frame (the
+rate actually kept is ``info["kept_fps"]``) and variable-frame-rate sources keep
+their real spacing. ``timestamps`` holds the presentation time (seconds, source
+timeline, as reported by ffmpeg for the decoded frame) of every kept frame, so
+per-frame annotations can be aligned exactly. ``fps=None`` keeps every frame.
+
+Size: frames are downscaled (area filter) so the longest side is at most
+``max_side``; they are never upscaled. Rotation metadata is applied (frames come
+out the way a player shows them). ``info`` records codec, source fps, rotation,
+source and decoded size, duration and the rate kept.
+
+Corrupt, empty, truncated and non-video files raise
+:class:`~affectube.errors.DataError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from affectube.errors import DataError
+from affectube.video.probe import check_readable, probe
+
+log = logging.getLogger(__name__)
+
+_PTS_RE = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:\s*(-?[0-9.eE+-]+)")
+# a truncated file may lose this much of its announced duration before it is called truncated
+TRUNCATION_TOLERANCE_S = 0.5
+TRUNCATION_TOLERANCE_FRAC = 0.1
+
+
+@dataclass
+class Decoded:
+    """Frames of one video: ``frames`` uint8 [N,H,W,3] RGB, ``timestamps`` f8 [N] (s), ``info``."""
+
+    frames: np.ndarray
+    timestamps: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def output_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """(w, h) after scaling the longest side down to ``max_side`` (never up); even-free."""
+    if not max_side or max(width, height) <= max_side:
+        return int(width), int(height)
+    s = max_side / float(max(width, height))
+    return max(1, int(round(width * s))), max(1, int(round(height * s)))
+
+
+class FrameStream:
+    """Iterate over decoded frames in chunks: ``for frames, times in FrameStream(...)``.
+
+    ``info`` is available before iteration (probe + decode settings) and is
+    completed after it (``frames``, ``kept_fps``, ``warnings``).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float | None = 25,
+        max_side: int | None = 640,
+        chunk: int = 32,
+        threads: int = 0,
+        work_side: int | None = None,
+    ):
+        self.path = Path(path)
+        if fps is not None and fps <= 0:
+            raise DataError(f"{self.path}: decode fps must be > 0 (or null for every frame), got {fps}")
+        self.fps = float(fps) if fps else None
+        self.max_side = max_side
+        self.chunk = max(1, int(chunk))
+        self.threads = int(threads)
+        src = probe(self.path)
+        w, h = output_size(src["width"], src["height"], max_side)
+        # `work_side`: deliver smaller frames than the decoded size (same frames, same timestamps);
+        # `scale` maps their pixel coordinates back to decoded-frame pixels.
+        ww, wh = output_size(w, h, work_side) if work_side else (w, h)
+        self.decoded_size = (h, w)
+        self.size = (wh, ww)
+        self.scale = (ww / w, wh / h)
+        self.info = {
+            **{k: src[k] for k in ("codec", "container", "rotation", "vfr", "duration", "start_time", "has_audio")},
+            "source_fps": src["fps"],
+            "source_width": src["width"],
+            "source_height": src["height"],
+            "source_frames": src["packets"],
+            "width": w,
+            "height": h,
+            "target_fps": self.fps,
+            "max_side": max_side,
+        }
+
+    def command(self) -> list[str]:
+        import ffmpeg
+
+        stream = ffmpeg.input(str(self.path), **({"threads": self.threads} if self.threads else {}))["v:0"]
+        if self.fps:
+            slot = f"floor(t*{self.fps!r}+0.5)"
+            # keep the first frame of each grid slot (stateful select: variable 0 = next free slot)
+            stream = stream.filter("select", f"if(gte({slot},ld(0)),st(0,{slot}+1)*0+1,0)")
+        stream = stream.filter("showinfo", checksum=0)
+        h, w = self.size
+        if (w, h) != (self.info["source_width"], self.info["source_height"]):
+            stream = stream.filter("scale", w, h, flags="area")
+        out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
+        out = out.global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "info")
+        if self.threads:
+            out = out.global_args("-filter_complex_threads", str(self.threads))
+        return out.compile(cmd=ffmpeg_exe())
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        h, w = self.size
+        nbytes = h * w * 3
+        proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        times: list[float] = []
+        errors: list[str] = []
+        reader = threading.Thread(target=_read_stderr, args=(proc.stderr, times, errors), daemon=True)
+        reader.start()
+        count = 0
+        buf = np.empty((self.chunk, h, w, 3), dtype=np.uint8)
+        n = 0
+        try:
+            while True:
+                got = _read_exact(proc.stdout, memoryview(buf[n].reshape(-1)))
+                if got == 0:
+                    break
+                if got < nbytes:
+                    errors.append(f"incomplete last frame ({got} of {nbytes} bytes)")
+                    break
+                n += 1
+                if n == self.chunk:
+                    reader_times = self._wait_times(times, count + n, reader)
+                    yield buf[:n].copy(), reader_times[count : count + n]
+                    count += n
+                    n = 0
+            proc.stdout.close()
+            rc = proc.wait()
+            reader.join()
+            if rc != 0:
+                detail = "; ".join(errors[-3:]) or f"ffmpeg exit code {rc}"
+                raise DataError(f"{self.path}: cannot decode ({detail})")
+            if n:
+                t = self._wait_times(times, count + n, reader)
+                yield buf[:n].copy(), t[count : count + n]
+                count += n
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self._finish(count, times, errors)
+
+    def _wait_times(self, times: list[float], needed: int, reader: threading.Thread) -> np.ndarray:
+        # showinfo logs a frame before it reaches the pipe, so its line is (almost always) already read
+        while len(times) < needed and reader.is_alive():
+            reader.join(0.005)
+        if len(times) < needed:
+            raise DataError(f"{self.path}: ffmpeg reported {len(times)} frame timestamps for {needed} frames")
+        return np.asarray(times, dtype=np.float64)
+
+    def _finish(self, count: int, times: list[float], errors: list[str]) -> None:
+        if count == 0:
+            detail = "; ".join(errors[-3:]) or "no frame decoded"
+            raise DataError(f"{self.path}: no video frames could be decoded ({detail})")
+        t = np.asarray(times[:count], dtype=np.float64)
+        duration = self.info.get("duration")
+        if duration:
+            end_expected = self.info["start_time"] + duration
+            period = 1.0 / (self.fps or self.info["source_fps"] or 25.0)
+            last = float(t[-1]) + period
+            if last < end_expected - max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRAC * duration):
+                detail = f"; ffmpeg: {errors[-1]}" if errors else ""
+                raise DataError(
+                    f"{self.path}: truncated or corrupt: frames stop at {last:.2f} s of the {end_expected:.2f} s the file announces{detail}"
+                )
+        span = float(t[-1] - t[0]) if count > 1 else 0.0
+        self.info.update(
+            {
+                "frames": count,
+                "kept_fps": round((count - 1) / span, 4) if span > 0 else None,
+                "fps_limited": bool(self.fps and self.info["source_fps"] and self.info["source_fps"] < self.fps * 0.999),
+                "first_time": float(t[0]),
+                "last_time": float(t[-1]),
+                "warnings": errors[-10:],
+            }
+        )
+        if self.info["fps_limited"]:
+            log.warning("%s: source rate %.3f fps is below the target %.3f fps: every frame kept, none duplicated",
+                        self.path, self.info["source_fps"], self.fps)
+
+
+def _read_exact(pipe, view: memoryview) -> int:
+    """Fill ``view`` from ``pipe``; return the bytes read (less than asked only at end of stream)."""
+    got = 0
+    total = len(view)
+    while got < total:
+        n = pipe.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _read_stderr(pipe, times: list[float], errors: list[str]) -> None:
+    for raw in iter(pipe.readline, b""):
+        line = raw.decode("utf-8", "replace").rstrip()
+        if "Parsed_showinfo" in line:
+            m = _PTS_RE.search(line)
+            if m:
+                times.append(float(m.group(3)))
+            continue
+        low = line.lower()
+        if "error" in low or "invalid" in low or "corrupt" in low or "truncat" in low or "moov atom" in low:
+            errors.append(line.strip()[-300:])
+    pipe.close()
+
+
+def decode(path: str | os.PathLike, fps: float | None = 25, max_side: int | None = 640, threads: int = 0) -> Decoded:
+    """Decode the whole video into memory (see the module doc for rate, size and errors)."""
+    stream = FrameStream(path, fps=fps, max_side=max_side, chunk=256, threads=threads)
+    frames, times = [], []
+    for f, t in stream:
+        frames.append(f)
+        times.append(t)
+    return Decoded(np.concatenate(frames), np.concatenate(times), stream.info)
+
+
+def decode_cfg(path: str | os.PathLike, decode_cfg: dict, threads: int = 0) -> Decoded:
+    """:func:`decode` with the params.yaml ``decode`` section."""
+    return decode(path, fps=decode_cfg.get("fps", 25), max_side=decode_cfg.get("max_side", 640), threads=threads)
+
+
+def decode_null_fps(path: str | os.PathLike, threads: int = 1) -> tuple[int, float]:
+    """Decode-only speed (ffmpeg to the null muxer, no pipe): (frames, seconds). The stage's physical limit."""
+    import time
+
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error"]
+    if threads:
+        cmd += ["-threads", str(threads)]
+    cmd += ["-i", str(check_readable(path)), "-map", "0:v:0", "-f", "null", "-"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise DataError(f"{path}: ffmpeg could not decode it ({proc.stderr.strip()[-300:]})")
+    return probe(path)["packets"], dt
