@@ -47,6 +47,7 @@ rule finetune:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python -m affectube finetune --cfg {params.cfg:q} --folds {input.folds} --fold {wildcards.fold}"
+        # exec: a scheduler's SIGTERM reaches the trainer, not an intermediate shell
+        "exec python -m affectube finetune --cfg {params.cfg:q} --folds {input.folds} --fold {wildcards.fold}"
         " --stores-dir {params.stores_dir} --encoder '{input.encoder}' --threads {threads}"
         " --out-dir results/finetune/{wildcards.exp}/fold{wildcards.fold} > {log} 2>&1"

@@ -29,7 +29,7 @@ rule manifest:
         table="results/manifests/{dataset}.csv",
         missing="results/manifests/{dataset}.missing.csv",
     params:
-        cfg=D.cfg("data"),
+        cfg=D.cfg("data", "demo"),
     log:
         "results/logs/manifest/{dataset}.log",
     conda:

@@ -18,10 +18,13 @@ rule pretrain:
     threads: workflow.cores
     resources:
         gpu=config["pretrain"]["gpus"],
+        nodes=1,  # several on a cluster: AFFECTUBE_PRETRAIN_NODES in slurm/profile.yaml
         mem_mb=lambda wc, attempt: 16000 * attempt,
         runtime=lambda wc, attempt: 24 * 60 * attempt,
     conda:
         "../envs/torch.yaml"
     shell:
-        "python -m affectube pretrain --cfg {params.cfg:q} --stores {input.stores}"
-        " --out-dir results/pretrain > {log} 2>&1"
+        # exec: SLURM's SIGTERM reaches the trainer itself (checkpoint + exit 75, resumed on retry);
+        # launch: torchrun over the job's nodes/GPUs (affectube.train.launch)
+        "exec python -m affectube launch --gpus {resources.gpu} --nodes {resources.nodes} --"
+        " pretrain --cfg {params.cfg:q} --stores {input.stores} --out-dir results/pretrain > {log} 2>&1"

@@ -10,7 +10,7 @@ from affectube.models.heads import LinearHead, Outputs, TemporalGRUHead, steps
 from affectube.train import losses as L
 from affectube.train import supervised as S
 
-TINY = {"model": "videomae", "size": "tiny", "depth": 1, "input_size": 32, "num_frames": 4, "sample_stride": 1,
+TINY = {"model": "videomae", "size": "tiny", "depth": 1, "width": 64, "input_size": 32, "num_frames": 4, "sample_stride": 1,
         "tubelet": 2, "patch": 16, "decoder_width": 32, "decoder_depth": 1}
 FT = {"mode": "finetune", "init": "scratch", "backbone": "encoder", "head": "linear", "drop_path": 0.1,
       "gru_hidden": 16, "head_dropout": 0.0, "lr": 1e-3, "weight_decay": 0.05, "layer_decay": 0.75, "epochs": 2,

@@ -59,14 +59,9 @@ class Dag:
 
     @lru_cache(maxsize=None)
     def manifest(self, dataset: str):
-        from affectube.data.manifest import build_manifest
+        from affectube.data.manifest import build_manifest, dataset_spec
 
-        spec = self.config["data"]["datasets"].get(dataset)
-        if spec is None:
-            raise ConfigError(f"params.yaml: data.datasets: no dataset named {dataset!r}")
-        if spec["adapter"] == "demo":  # the demo's rows are planned from the `demo` section
-            spec = {**self.config.get("demo", {}), **spec}
-        return build_manifest(dataset, spec)
+        return build_manifest(dataset, dataset_spec(self.config, dataset))
 
     def demo_spec(self) -> dict | None:
         """The ``demo`` params merged with the spec of the dataset named ``demo`` (None if there is none)."""

@@ -17,12 +17,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from affectube.errors import DataError
 
 REQUIRED = ["dataset", "video_id", "path", "subject"]
 OPTIONAL = ["session", "emotion", "annotation"]
+# clip-level continuous labels a manifest may carry (numbers; empty = unknown)
+CONTINUOUS = ["valence", "arousal", "dominance", "liking", "familiarity", "expectation", "power", "intensity_score"]
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -34,7 +37,8 @@ class Manifest:
 
     @property
     def label_columns(self) -> list[str]:
-        return [c for c in self.table.columns if c not in REQUIRED + ["session", "annotation"]]
+        """``emotion`` and the continuous labels present (other extra columns are metadata)."""
+        return [c for c in self.table.columns if c == "emotion" or c in CONTINUOUS]
 
 
 def safe_id(text: str) -> str:
@@ -44,22 +48,50 @@ def safe_id(text: str) -> str:
 
 
 def check_table(table: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Raise DataError naming the row and column at fault."""
+    """Raise DataError naming the row (1 = first data row) and column at fault; convert label columns."""
     for col in REQUIRED:
         if col not in table.columns:
             raise DataError(f"{source}: missing required column {col!r} (have: {', '.join(map(str, table.columns))})")
-    for i, row in table.reset_index(drop=True).iterrows():
+    table = table.reset_index(drop=True)
+    for i, row in table.iterrows():
         for col in REQUIRED:
             value = row[col]
             if pd.isna(value) or str(value).strip() == "":
                 raise DataError(f"{source}: row {i + 1}, column {col!r}: empty value")
         if not SAFE_ID.match(str(row["video_id"])):
             raise DataError(f"{source}: row {i + 1}, column 'video_id': {row['video_id']!r} is not a safe id (letters, digits, _ . + -)")
+    for col in [c for c in CONTINUOUS if c in table.columns]:
+        values = table[col].map(lambda v: None if v is None or (isinstance(v, str) and not v.strip()) else v)
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = numbers.isna() & values.notna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"{source}: row {i + 1}, column {col!r}: {table[col].iloc[i]!r} is not a number")
+        table[col] = numbers.astype(float)
+    if "emotion" in table.columns:
+        table["emotion"] = table["emotion"].map(lambda v: None if pd.isna(v) or not str(v).strip() else str(v).strip())
+    for col in ("subject", "session", "video_id"):
+        if col in table.columns:
+            table[col] = table[col].map(lambda v: v if pd.isna(v) else str(v).strip())
     dup = table["video_id"][table["video_id"].duplicated()]
     if not dup.empty:
         i = int(dup.index[0])
-        raise DataError(f"{source}: row {i + 1}, column 'video_id': duplicate id {dup.iloc[0]!r}")
+        first = int(np.flatnonzero((table["video_id"] == dup.iloc[0]).to_numpy())[0])
+        raise DataError(f"{source}: row {i + 1}, column 'video_id': duplicate id {dup.iloc[0]!r} (first in row {first + 1})")
     return table
+
+
+def dataset_spec(config: dict, name: str) -> dict:
+    """The spec of dataset ``name`` from the params (the demo's rows are planned from the ``demo`` section)."""
+    from affectube.errors import ConfigError
+
+    spec = (config.get("data", {}).get("datasets") or {}).get(name)
+    if spec is None:
+        known = ", ".join(sorted(config.get("data", {}).get("datasets") or {}))
+        raise ConfigError(f"params.yaml: data.datasets: no dataset named {name!r} (known: {known})")
+    if spec["adapter"] == "demo":
+        spec = {**(config.get("demo") or {}), **spec}
+    return spec
 
 
 def build_manifest(name: str, spec: dict) -> Manifest:
@@ -68,14 +100,29 @@ def build_manifest(name: str, spec: dict) -> Manifest:
 
     adapter = get_adapter(spec["adapter"])
     table = adapter(name, spec)
+    source = table.attrs.get("source") or f"dataset {name} ({spec['adapter']} adapter, root {spec['root']})"
     table = table.copy()
-    table.insert(0, "dataset", name) if "dataset" not in table.columns else None
+    # rows the adapter could not interpret (file name not understood, label missing, ...)
+    if "problem" in table.columns:
+        bad = table["problem"].notna()
+        unusable = table.loc[bad, ["path", "problem"]].copy()
+        table = table.loc[~bad].drop(columns=["problem"])
+        table = table.dropna(axis=1, how="all") if table.empty else table
+        for col in REQUIRED[1:]:
+            if col not in table.columns:
+                table[col] = pd.Series(dtype=object)
+    else:
+        unusable = pd.DataFrame(columns=["path", "problem"])
+    if "dataset" not in table.columns:
+        table.insert(0, "dataset", name)
     table["dataset"] = table["dataset"].fillna(name)
-    table = check_table(table, f"dataset {name} ({spec['adapter']} adapter, root {spec['root']})")
+    table = check_table(table, source)
     generated = bool(getattr(adapter, "generated", False))
     exists = table["path"].map(lambda p: generated or Path(p).is_file())
     missing = table.loc[~exists].copy()
     missing["problem"] = "video file not found"
+    unusable.insert(0, "dataset", name)
+    missing = pd.concat([missing, unusable], ignore_index=True, sort=False) if len(unusable) else missing
     return Manifest(name, table.loc[exists].reset_index(drop=True), missing.reset_index(drop=True))
 
 

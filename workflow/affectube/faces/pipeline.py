@@ -11,18 +11,39 @@ import os
 import time
 
 from affectube.faces import track as T
-from affectube.faces.detect import Detector
+from affectube.faces.detect import Detector, det_sizes
 from affectube.faces.tracks import Tracks
 from affectube.video.decode import FrameStream
 
 log = logging.getLogger(__name__)
 
 
+def analysis_side(faces_cfg: dict) -> int | None:
+    """Longest side of the frames the detector and tracker see (``faces.analysis_side``).
+
+    ``null`` (auto): just large enough that the padded frame fills the largest
+    detector input: the detector would shrink a larger frame to that anyway.
+    """
+    side = faces_cfg.get("analysis_side")
+    if side:
+        return int(side)
+    size = max(det_sizes(faces_cfg))
+    return max(64, int(round(size / (1.0 + 2.0 * float(faces_cfg.get("pad", 0.25))))))
+
+
 def track_video(path: str | os.PathLike, decode_cfg: dict, faces_cfg: dict, detector: Detector, threads: int = 1, meta: dict | None = None) -> Tracks:
     """Face track of one video. Decode problems raise DataError (the caller records them)."""
     t0 = time.perf_counter()
-    stream = FrameStream(path, fps=decode_cfg.get("fps", 25), max_side=decode_cfg.get("max_side", 640), chunk=max(32, int(faces_cfg.get("batch", 16)) * int(faces_cfg.get("every_k", 2))), threads=threads)
-    tracker = T.FrameTracker(detector, every_k=faces_cfg.get("every_k", 2), batch=faces_cfg.get("batch", 16))
+    every_k = int(faces_cfg.get("every_k", 2))
+    stream = FrameStream(
+        path,
+        fps=decode_cfg.get("fps", 25),
+        max_side=decode_cfg.get("max_side", 640),
+        chunk=max(32, int(faces_cfg.get("batch", 16)) * every_k),
+        threads=threads,
+        work_side=analysis_side(faces_cfg),
+    )
+    tracker = T.FrameTracker(detector, every_k=every_k, batch=faces_cfg.get("batch", 16), tracker=faces_cfg.get("tracker", "flow"))
     last_log = t0
     for frames, times in stream:
         tracker.update(frames, times)
@@ -33,7 +54,12 @@ def track_video(path: str | os.PathLike, decode_cfg: dict, faces_cfg: dict, dete
     cands = tracker.candidates
     tracks = T.link(cands, max_gap=faces_cfg.get("max_gap", 8), every_k=tracker.every_k)
     chosen = T.select(tracks, faces_cfg.get("policy", "largest"), cands.frame_size)
-    arrays = T.finalize(cands, chosen, max_gap=faces_cfg.get("max_gap", 8), smooth=faces_cfg.get("smooth", 0.6))
+    if not tracker.flow:
+        chosen = T.fill_between(chosen, every_k, len(cands))
+    arrays = T.finalize(
+        cands, chosen, max_gap=faces_cfg.get("max_gap", 8), smooth=faces_cfg.get("smooth", 0.6),
+        scale=stream.scale, frame_size=stream.decoded_size,
+    )
     seconds = time.perf_counter() - t0
     counts = T.summary(arrays)
     counts["tracks"] = len(tracks)

@@ -1,11 +1,14 @@
 """From per-frame face candidates to one stable face track per video.
 
 1. **Detect every k-th frame, track in between** (:class:`FrameTracker`): keyframes
-   (frame index divisible by ``every_k``) go to the detector in batches; on the
-   frames in between, every face of the last keyframe is followed with pyramidal
-   Lucas-Kanade optical flow (its 5 landmarks plus a 3x3 grid of points inside
-   the box, forward-backward checked) and moved by the similarity transform those
-   points agree on. A face that cannot be followed is lost until the next keyframe.
+   (frame index divisible by ``every_k``) go to the detector in batches. On the
+   frames in between (status 2, "tracked"), ``faces.tracker`` decides:
+   - ``flow``: every face of the last keyframe is followed with pyramidal
+     Lucas-Kanade optical flow (its 5 landmarks plus a 3x3 grid of points inside
+     the box, forward-backward checked) and moved by the similarity transform those
+     points agree on; a face that cannot be followed is lost until the next keyframe;
+   - ``interpolate``: boxes and landmarks are interpolated linearly between the two
+     keyframes around the frame (:func:`fill_between`; offline, so both are known).
 2. **Identity** (:func:`link`, :func:`select`): candidates are linked over time
    into tracks by box overlap (IoU). The subject's track is chosen by
    ``faces.policy``:
@@ -37,6 +40,7 @@ import numpy as np
 from affectube.faces.detect import Detections
 
 NO_FACE, DETECTED, TRACKED, INTERPOLATED = 0, 1, 2, 3
+TRACKERS = ("flow", "interpolate")
 LINK_IOU = 0.3
 MERGE_DISTANCE = 0.5  # centre distance / face size under which two time-disjoint tracks are one face
 LK_PARAMS = dict(winSize=(21, 21), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
@@ -68,10 +72,13 @@ class Candidates:
 class FrameTracker:
     """Streaming: feed chunks of frames with :meth:`update`; read :attr:`candidates`."""
 
-    def __init__(self, detector, every_k: int = 2, batch: int = 16):
+    def __init__(self, detector, every_k: int = 2, batch: int = 16, tracker: str = "flow"):
+        if tracker not in TRACKERS:
+            raise ValueError(f"unknown tracker {tracker!r} (known: {', '.join(TRACKERS)})")
         self.detector = detector
         self.every_k = max(1, int(every_k))
         self.batch = max(1, int(batch))
+        self.flow = tracker == "flow" and self.every_k > 1
         self.candidates = Candidates()
         self._prev_gray = None
         self._current: list[Face] = []
@@ -89,13 +96,16 @@ class FrameTracker:
                 dets[i] = d
         self.detected_frames += len(idx)
         for i, frame in enumerate(frames):
-            gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if self.every_k > 1 else None
+            gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if self.flow else None
             if i in dets:
                 d = dets[i]
                 self._current = [Face(d.boxes[j].copy(), d.landmarks[j].copy(), float(d.scores[j]), DETECTED) for j in range(len(d))]
                 num = len(d)
-            else:
+            elif self.flow:
                 self._current = [f for f in (follow(self._prev_gray, gray, face) for face in self._current) if f is not None]
+                num = -1
+            else:  # "interpolate": filled from the neighbouring keyframes after linking (fill_between)
+                self._current = []
                 num = -1
             self.candidates.timestamps.append(float(timestamps[i]))
             self.candidates.faces.append(list(self._current))
@@ -242,6 +252,32 @@ def _continues(chosen: dict[int, Face], tr: Track) -> bool:
     return False
 
 
+def fill_between(chosen: dict[int, Face], every_k: int, n: int) -> dict[int, Face]:
+    """``tracker: interpolate``: faces between two consecutive detected keyframes, interpolated (status TRACKED).
+
+    The frames after the video's last keyframe (fewer than ``every_k``) hold the last detection.
+    """
+    out = dict(chosen)
+    times = sorted(t for t, f in chosen.items() if f.status == DETECTED)
+    if times and times[-1] + every_k >= n:
+        last = chosen[times[-1]]
+        for t in range(times[-1] + 1, n):
+            out[t] = Face(last.box.copy(), last.landmarks.copy(), last.score, TRACKED)
+    for t1, t2 in zip(times, times[1:]):
+        if t2 - t1 > every_k or t2 - t1 < 2:
+            continue
+        a, b = chosen[t1], chosen[t2]
+        for t in range(t1 + 1, t2):
+            w = (t - t1) / (t2 - t1)
+            out[t] = Face(
+                ((1 - w) * a.box + w * b.box).astype(np.float32),
+                ((1 - w) * a.landmarks + w * b.landmarks).astype(np.float32),
+                min(a.score, b.score),
+                TRACKED,
+            )
+    return out
+
+
 # ---------------------------------------------------------------- arrays
 
 
@@ -256,7 +292,8 @@ class TrackArrays:
     frame_size: np.ndarray  # i4 [2] (H, W)
 
 
-def finalize(cands: Candidates, chosen: dict[int, Face], max_gap: int, smooth: float) -> TrackArrays:
+def finalize(cands: Candidates, chosen: dict[int, Face], max_gap: int, smooth: float, scale=(1.0, 1.0), frame_size=None) -> TrackArrays:
+    """Per-frame arrays of the chosen face; ``scale`` (sx, sy) maps analysis pixels to decoded-frame pixels."""
     n = len(cands)
     boxes = np.zeros((n, 4), np.float32)
     lms = np.zeros((n, 5, 2), np.float32)
@@ -267,6 +304,9 @@ def finalize(cands: Candidates, chosen: dict[int, Face], max_gap: int, smooth: f
     interpolate_gaps(boxes, lms, scores, status, max_gap)
     if smooth > 0:
         smooth_runs(boxes, lms, status, smooth)
+    sx, sy = scale
+    boxes /= np.array([sx, sy, sx, sy], np.float32)
+    lms /= np.array([sx, sy], np.float32)
     return TrackArrays(
         timestamps=np.asarray(cands.timestamps, np.float64),
         boxes=boxes,
@@ -274,7 +314,7 @@ def finalize(cands: Candidates, chosen: dict[int, Face], max_gap: int, smooth: f
         scores=scores,
         status=status,
         num_faces=np.asarray(cands.num_faces, np.int16),
-        frame_size=np.asarray(cands.frame_size, np.int32),
+        frame_size=np.asarray(frame_size if frame_size is not None else cands.frame_size, np.int32),
     )
 
 

@@ -156,6 +156,10 @@ def stale_metrics(run: Run) -> list[str]:
         if len(merged) != len(now) or len(saved) != len(now):
             out.append(f"{exp.name}: results/evaluate/{exp.name}/per_fold.csv has folds {sorted(saved['fold'])}, predictions give {sorted(now['fold'])}")
             continue
+        lacking = [c for c in now.columns if c not in saved.columns]
+        if lacking:
+            out.append(f"{exp.name}: results/evaluate/{exp.name}/per_fold.csv lacks {', '.join(lacking[:4])}"
+                       f"{' ...' if len(lacking) > 4 else ''}, which the saved predictions give (evaluation out of date?)")
         for col in [c for c in now.columns if c not in ("fold", "test_subjects") and c in saved.columns]:
             a = pd.to_numeric(merged[f"{col}_saved"], errors="coerce").to_numpy(float)
             b = pd.to_numeric(merged[f"{col}_now"], errors="coerce").to_numpy(float)

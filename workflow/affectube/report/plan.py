@@ -115,3 +115,35 @@ def report_outputs(cfg: dict, root: str = FIGURE_DIR) -> dict:
             out[_ident(spec.name, fmt)] = path
     out["index"] = f"{root}/index.json"
     return out
+
+
+# ---------------------------------------------------------------- rule inputs (read off the Dag)
+
+
+def _fold_files(dag, name: str) -> list[str]:
+    return [f"results/finetune/{e}/fold{k}/{name}" for e in dag.experiments for k in dag.exp_fold_ids(e)]
+
+
+def figure_inputs(dag) -> dict:
+    """Inputs of the ``figures`` rule: saved predictions, logs and folds only (never a model)."""
+    out = {
+        "folds": [f"results/folds/{e}.json" for e in dag.experiments],
+        "predictions": _fold_files(dag, "predictions.csv"),
+        "logs": _fold_files(dag, "log.csv"),
+    }
+    if uses_pretrain(dag.config):
+        out["pretrain_log"] = "results/pretrain/log.csv"
+    return out
+
+
+def report_inputs(dag) -> dict:
+    """Inputs of the ``report`` rule: the figures, the evaluation, QC and pretraining summaries."""
+    out = figure_inputs(dag)
+    out["figures"] = f"{FIGURE_DIR}/index.json"
+    out["evaluate"] = [f"results/evaluate/{e}/per_fold.csv" for e in dag.experiments]
+    out["qc"] = [f"results/faces/{d}/qc.csv" for d in dag.datasets]
+    out["manifest"] = f"results/manifests/{dag.config['data']['finetune']}.csv"
+    if uses_pretrain(dag.config):
+        out["pretrain_summary"] = "results/pretrain/summary.json"
+        out["reconstruction"] = "results/pretrain/reconstruction.png"
+    return out

@@ -36,7 +36,6 @@ RC = {
     "grid.linewidth": 0.6,
     "lines.linewidth": 1.4,
     "figure.constrained_layout.use": True,
-    "savefig.bbox": "tight",
     "pdf.fonttype": 42,  # editable text in PDF/SVG
     "svg.fonttype": "none",
     "image.cmap": "Blues",

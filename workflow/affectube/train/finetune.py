@@ -131,24 +131,27 @@ def open_datasets(stores: dict[str, list[Path]], geom: dict, ft: dict, classes, 
     return out
 
 
-def dataset_identity(ds) -> tuple[set, set]:
-    """(subjects, video ids) of the stores a ClipDataset actually opened."""
-    return set(map(str, ds.subjects)), set(map(str, ds.video_ids))
+def store_identities(paths: list[Path]) -> list[dict]:
+    """Subject, video id and clip-level labels recorded in each store (what is actually loaded)."""
+    from affectube.clips.store import open_store
+
+    out = []
+    for p in paths:
+        with open_store(p) as store:
+            out.append({"subject": str(store.subject), "video_id": str(store.video_id), "labels": dict(store.labels)})
+    return out
 
 
-def discover_classes(ft: dict, all_stores: list[Path], geom: dict) -> list[str]:
-    """finetune.classes, else every class present in the dataset's stores (identical for every fold)."""
+def discover_classes(ft: dict, identities: list[dict]) -> list[str]:
+    """finetune.classes, else every emotion recorded in the fold's stores (all of the dataset's videos
+    for the subject-wise protocols, so every fold gets the same list)."""
     if ft["task"] == "continuous":
         return []
     if ft["classes"]:
         return list(ft["classes"])
-    from affectube.clips.dataset import ClipDataset
-
-    ds = ClipDataset([str(p) for p in all_stores], num_frames=geom["num_frames"], sample_stride=geom["sample_stride"],
-                     input_size=geom["input_size"], mode="test", classes=None, targets=list(ft["targets"]))
-    classes = list(ds.classes)
+    classes = sorted({str(i["labels"]["emotion"]) for i in identities if i["labels"].get("emotion") not in (None, "")})
     if len(classes) < 2:
-        raise DataError(f"the stores hold {len(classes)} emotion class(es) {classes}: a categorical task needs at least 2")
+        raise DataError(f"the clip stores hold {len(classes)} emotion class(es) {classes}: a categorical task needs at least 2")
     return classes
 
 
@@ -174,17 +177,18 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
     stores = fold_stores(fold, stores_dir)
     encoder = S.build_backbone(ft, pretrain, encoder_path)
     geom = S.clip_geometry(encoder, pretrain)  # a checkpoint's own frames/size win
-    classes = discover_classes(ft, [p for s in SIDES for p in stores[s]], geom)
+    identity = {side: store_identities(stores[side]) for side in SIDES}
+    check_loaded(fold, {s: {i["subject"] for i in identity[s]} for s in SIDES},
+                 {s: {i["video_id"] for i in identity[s]} for s in SIDES}, source=str(stores_dir))
+    classes = discover_classes(ft, [i for s in SIDES for i in identity[s]])
     task = make_task(ft, classes)
     check_selection(ft, main_metric, task)
     data = open_datasets(stores, geom, ft, classes or None, seed)
-    subjects, videos = {}, {}
-    for side in SIDES:
-        if data[side] is not None:
-            subjects[side], videos[side] = dataset_identity(data[side])
-    check_loaded(fold, subjects, videos, source=str(stores_dir))
+    check_channels(encoder, data["train"], stores_dir)
+    skipped = [x for s in SIDES if data[s] is not None for x in data[s].skipped]
     log.info("fold %d: train %d clips (%s), val %d (%s), test %d (%s)", fold.index,
-             *(x for s in SIDES for x in ((len(data[s]) if data[s] is not None else 0), ",".join(sorted(subjects.get(s, []))))))
+             *(x for s in SIDES for x in ((len(data[s]) if data[s] is not None else 0),
+                                          ",".join(sorted({i["subject"] for i in identity[s]})))))
 
     seed_everything(seed + 1)
     model = S.build_model(ft, task, encoder)
@@ -204,6 +208,7 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
     history, best = [], {"score": -math.inf, "epoch": 0, "state": None, "selected_on": None}
     stale = 0
     for epoch in range(1, int(ft["epochs"]) + 1):
+        data["train"].set_epoch(epoch)  # new clip starts and augmentations every epoch
         train = S.train_epoch(model, train_loader, loss_fn, optimizer, scheduler, frozen)
         row = {"epoch": epoch, "train_loss": train["loss"], "lr": max(g["lr"] for g in optimizer.param_groups)}
         if val_loader is not None:
@@ -242,6 +247,7 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
         "subjects": {s: getattr(fold, s) for s in SIDES},
         "videos": {s: len(fold.videos(s)) for s in SIDES},
         "clips": {s: (len(data[s]) if data[s] is not None else 0) for s in SIDES},
+        "skipped_stores": [{"path": p, "reason": r} for p, r in skipped],
         "main_metric": main_metric,
         "test": test_metrics,
         "val": val_metrics,
@@ -271,7 +277,14 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
 
 
 def train_labels(ds) -> list[int]:
-    return [int(x) for x in ds.labels]
+    return [int(x) for x in ds.labels()]
+
+
+def check_channels(encoder, ds, source: Path) -> None:
+    spec = getattr(encoder, "spec", None)
+    if spec is not None and int(spec.in_chans) != int(ds.channels):
+        raise DataError(f"{source}: the clip stores have {ds.channels} channel(s) but the encoder expects {spec.in_chans}"
+                        " (crop.grayscale and the pretraining crops must agree)")
 
 
 def make_optimizer(model, ft: dict, steps_per_epoch: int, frozen: bool):

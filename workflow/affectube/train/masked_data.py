@@ -3,7 +3,7 @@
 :class:`MaskedClips` wraps any clip dataset (items are dicts with ``video`` [C,T,H,W] or
 bare tensors) and is indexed by the codes of
 :class:`affectube.train.distributed.ResumableSampler` (``epoch * n + index``). Each
-sample's mask comes from a generator seeded by ``(seed, epoch, index)``, so the same
+sample's clip, augmentation and mask come from generators seeded by ``(seed, epoch, index)``, so the same
 clip gets the same mask whichever rank, worker or resumed run reads it; that is what
 makes a 2-process run equal a 1-process run and a resumed run equal an uninterrupted one.
 
@@ -27,7 +27,15 @@ def sample_rng(seed: int, epoch: int, index: int, stream: int = 0) -> np.random.
 
 
 class MaskedClips(Dataset):
-    def __init__(self, base: Dataset, mask_fn: MaskFn, seed: int = 0):
+    """``code -> (video [C,T,H,W] float32, mask bool [N])``.
+
+    ``base`` must accept epoch-encoded indices (``ClipDataset`` and :class:`SyntheticClips`
+    do: its clip sampling and augmentation are then seeded by ``(seed, epoch, index)``).
+    The mask is the item's own ``mask`` (``ClipDataset(mask_generator=...)``) or else
+    ``mask_fn(rng)`` with ``rng`` seeded by ``(seed, epoch, index)``.
+    """
+
+    def __init__(self, base: Dataset, mask_fn: MaskFn | None = None, seed: int = 0):
         self.base, self.mask_fn, self.seed = base, mask_fn, seed
         self.n = len(base)
 
@@ -35,23 +43,29 @@ class MaskedClips(Dataset):
         return self.n
 
     def __getitem__(self, code: int) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, index = divmod(int(code), self.n)
-        item = self.base[index]
+        item = self.base[int(code)]
         video = item["video"] if isinstance(item, dict) else item
-        mask = self.mask_fn(sample_rng(self.seed, epoch, index))
+        if isinstance(item, dict) and "mask" in item:
+            mask = item["mask"]
+        elif self.mask_fn is not None:
+            epoch, index = divmod(int(code), self.n)
+            mask = self.mask_fn(sample_rng(self.seed, epoch, index))
+        else:
+            raise TypeError("MaskedClips: the items carry no 'mask' and no mask_fn was given")
         return torch.as_tensor(video, dtype=torch.float32), torch.as_tensor(np.asarray(mask, dtype=bool))
 
 
 class SyntheticClips(Dataset):
     """``n`` clips ``[C,T,S,S]`` of Gaussian blobs drifting across frames (fixed by ``seed``)."""
 
-    def __init__(self, n: int, chans: int = 3, frames: int = 8, size: int = 32, seed: int = 0):
-        self.n, self.chans, self.frames, self.size, self.seed = n, chans, frames, size, seed
+    def __init__(self, n: int, chans: int = 3, frames: int = 8, size: int = 32, seed: int = 0, noise: float = 0.0):
+        self.n, self.chans, self.frames, self.size, self.seed, self.noise = n, chans, frames, size, seed, noise
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, index: int) -> dict:
+        index = int(index) % self.n  # epoch-encoded indices: the same clips every epoch
         rng = np.random.default_rng([self.seed, index])
         t = np.arange(self.frames, dtype=np.float32)[:, None, None]
         yy, xx = np.mgrid[0 : self.size, 0 : self.size].astype(np.float32)
@@ -63,17 +77,16 @@ class SyntheticClips(Dataset):
             colour = rng.normal(0, 1, self.chans).astype(np.float32)
             blob = np.exp(-(((yy - cy - vy * t) ** 2 + (xx - cx - vx * t) ** 2) / (2 * sigma**2)))
             video += colour[:, None, None, None] * blob[None]
-        video += rng.normal(0, 0.05, video.shape).astype(np.float32)
+        if self.noise:
+            video += rng.normal(0, self.noise, video.shape).astype(np.float32)
         return {"video": torch.from_numpy(video), "label": -1, "subject": f"s{index % 4}", "video_id": f"v{index}"}
 
 
 def tube_mask(grid: tuple[int, int, int], ratio: float, rng: np.random.Generator) -> np.ndarray:
-    """Stand-alone tube mask (used by tests/benchmarks): ``int(ratio * H'W')`` masked per step."""
-    t, h, w = grid
-    k = int(ratio * h * w)
-    spatial = np.zeros(h * w, dtype=bool)
-    spatial[rng.permutation(h * w)[:k]] = True
-    return np.tile(spatial, t)
+    """One tube mask from :class:`affectube.clips.masking.TubeMaskGenerator` (a function form)."""
+    from affectube.clips.masking import TubeMaskGenerator
+
+    return TubeMaskGenerator(grid, ratio)(rng)
 
 
 __all__ = ["MaskedClips", "SyntheticClips", "sample_rng", "tube_mask"]

@@ -35,7 +35,7 @@ from affectube.io import stable_hash, write_json
 from affectube.models import ModelSpec, create_model, init_encoder_from, save_encoder
 from affectube.models.layers import mask_index, num_params
 from affectube.train import checkpoint as ckpt
-from affectube.train import distributed
+from affectube.train import distributed, preempt
 from affectube.train.distributed import DistEnv, ResumableSampler
 from affectube.train.masked_data import MaskedClips
 from affectube.train.optim import build_optimizer, build_scheduler, param_groups, scaled_lr
@@ -43,7 +43,7 @@ from affectube.train.reconstruction import save_reconstruction_figure
 
 log = logging.getLogger(__name__)
 
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint written, run again to resume
+EXIT_PREEMPTED = preempt.EXIT_PREEMPTED  # checkpoint written: run again to resume
 LOG_FIELDS = ["step", "loss", "lr", "grad_norm", "clips_per_s", "tokens_per_s", "data_wait", "step_time", "elapsed"]
 # params that change how a run is executed, not what it computes
 OPERATIONAL_KEYS = {"num_workers", "checkpoint_every", "gpus", "compile", "recon_clips"}
@@ -198,7 +198,6 @@ class Pretrainer:
         raw = self.model
         params = [p for p in raw.parameters() if p.requires_grad]
         tokens_per_clip = raw.num_tokens
-        preempt_requested = _preempt_check()
         clip = cfg["clip_grad"] if cfg["clip_grad"] is not None else math.inf
 
         batches = iter(self._loader(start))
@@ -265,7 +264,7 @@ class Pretrainer:
                     progress.update(1)
                 if done % cfg["checkpoint_every"] == 0 or done == steps:
                     self._save(done)
-                if _any_rank(preempt_requested()):
+                if _any_rank(preempt.requested()):
                     if done % cfg["checkpoint_every"] and done != steps:
                         self._save(done)
                     log.warning("preemption requested: checkpoint at step %d written to %s", done, self.ckpt_path)
@@ -365,18 +364,6 @@ def _any_rank(flag: bool) -> bool:
     return bool(distributed.all_reduce_max(torch.tensor(float(flag))).item() > 0)
 
 
-def _preempt_check():
-    """``affectube.train.preempt.requested`` (SIGTERM/SIGUSR1 flag) when that module is installed."""
-    import importlib
-
-    try:
-        preempt = importlib.import_module("affectube.train.preempt")
-    except ModuleNotFoundError:
-        return lambda: False
-    preempt.install()
-    return preempt.requested
-
-
 # ---------------------------------------------------------------- data from the clip stores
 def select_stores(stores: list[str], dcfg: dict) -> tuple[list[str], list[str]]:
     """``(used, excluded)``: without ``data.transductive``, stores of the fine-tuning dataset are
@@ -417,12 +404,11 @@ def build_dataset(stores: list[str], pcfg: dict, grid: tuple[int, int, int]) -> 
         mode="train",
         augment=pcfg["augment"],
         seed=pcfg["seed"],
+        mask_generator=TubeMaskGenerator(grid=grid, ratio=pcfg["mask_ratio"]),
     )
-    masker = TubeMaskGenerator(grid=grid, ratio=pcfg["mask_ratio"])
-    norm = None
-    if hasattr(base, "mean") and hasattr(base, "std"):
-        norm = (base.mean, base.std)
-    return MaskedClips(base, masker, seed=pcfg["seed"]), norm
+    if len(base) == 0:
+        raise DataError(f"no usable clip store among the {len(stores)} given (skipped: {base.skipped[:3]})")
+    return MaskedClips(base, seed=pcfg["seed"]), (base.mean, base.std)
 
 
 # ---------------------------------------------------------------- CLI
@@ -440,6 +426,7 @@ def run(args: argparse.Namespace) -> int:
     if pcfg["gpus"] > 1 and torch.cuda.is_available():
         distributed.relaunch_with_torchrun(pcfg["gpus"])
     env, device = distributed.init()
+    preempt.install()  # SIGTERM/SIGUSR1 -> checkpoint after the current step, exit EXIT_PREEMPTED
     try:
         used, excluded = select_stores(args.stores, dcfg)
         spec = ModelSpec.from_cfg(pcfg)
@@ -461,4 +448,5 @@ def run(args: argparse.Namespace) -> int:
         trainer = Pretrainer(pcfg, dataset, args.out_dir, env=env, device=device, info=info, target_norm=norm)
         return trainer.fit(stop_after=args.stop_after)
     finally:
+        preempt.uninstall()
         distributed.cleanup()

@@ -14,6 +14,18 @@ Adapter = Callable[[str, dict], pd.DataFrame]
 # adapter name -> module defining `build(name, spec)`
 _ADAPTERS: dict[str, str] = {
     "demo": "affectube.data.adapters.demo",
+    "csv": "affectube.data.adapters.csv",
+    "folder": "affectube.data.adapters.folder",
+    "mead": "affectube.data.adapters.mead",
+    "cremad": "affectube.data.adapters.cremad",
+    "ravdess": "affectube.data.adapters.ravdess",
+    "dfew": "affectube.data.adapters.dfew",
+    "mafw": "affectube.data.adapters.mafw",
+    "deap": "affectube.data.adapters.deap",
+    "amigos": "affectube.data.adapters.amigos",
+    "recola": "affectube.data.adapters.recola",
+    "sewa": "affectube.data.adapters.sewa",
+    "grid": "affectube.data.adapters.grid",
 }
 
 

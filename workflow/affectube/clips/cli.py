@@ -1,0 +1,54 @@
+"""Stage ``clips``: crop one video's face along its tracks and pack a tube-ready HDF5 store.
+
+    python -m affectube clips --cfg '{"decode": ..., "crop": ..., "clips": ...}' --video V \
+        --tracks results/faces/D/tracks/V.npz --manifest results/manifests/D.csv --video-id V \
+        --out results/clips/D/V.h5
+
+``--verify STORE...`` instead checks existing stores in full (every frame against its crc32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from affectube.config import parse_cfg
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cfg", help="JSON with the decode, crop and clips sections (or @file)")
+    parser.add_argument("--video", help="source video")
+    parser.add_argument("--tracks", help="face tracks (.npz) of the video")
+    parser.add_argument("--manifest", help="dataset manifest (.csv) holding the video's row")
+    parser.add_argument("--video-id", help="the video's id in the manifest")
+    parser.add_argument("--out", help="store to write (.h5)")
+    parser.add_argument("--verify", nargs="+", metavar="STORE", help="only verify these stores in full and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from affectube.clips.store import open_store, write_store
+    from affectube.errors import UserError
+
+    if args.verify:
+        for path in args.verify:
+            with open_store(path, verify="full") as s:
+                print(f"{path}: OK ({len(s)} frames, {s.attrs['compression']}, chunks {s.frames.chunks})")
+        return 0
+    missing = [f"--{k.replace('_', '-')}" for k in ("cfg", "video", "tracks", "manifest", "video_id", "out") if not getattr(args, k)]
+    if missing:
+        raise UserError(f"clips: missing argument(s) {', '.join(missing)}")
+
+    from affectube.clips.build import build_content
+
+    cfg = parse_cfg(args.cfg)
+    clips_cfg = cfg.get("clips", {})
+    t0 = time.perf_counter()
+    content = build_content(args.video, args.tracks, args.manifest, args.video_id, cfg)
+    write_store(args.out, content, compression=clips_cfg.get("compression", "none"), chunk_frames=int(clips_cfg.get("chunk_frames", 16)))
+    shape = "x".join(map(str, content.frames.shape))
+    log.info("%s: wrote %s frames (%s, chunk %d frames) in %.1f s%s", args.out, shape, clips_cfg.get("compression", "none"),
+             int(clips_cfg.get("chunk_frames", 16)), time.perf_counter() - t0, f"; error: {content.error}" if content.error else "")
+    return 0

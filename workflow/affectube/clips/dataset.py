@@ -1,0 +1,279 @@
+"""``ClipDataset``: a PyTorch Dataset of clips over any set of clip stores.
+
+Items (dicts, batched by torch's default collate):
+
+``video``          float32 [C,T,S,S], normalised (``dataset.mean``/``dataset.std``, in [0,1] units)
+``label``          int64 class index in ``dataset.classes`` (-1: no or another emotion)
+``targets``        float32 [D] clip-level continuous targets: the mean of the per-frame labels over
+                   the clip's frames where the store has them, else the manifest's clip-level value, else NaN
+``frame_targets``  float32 [T,D] per-frame labels at the clip's frames (NaN where the store has none)
+``times``          float64 [T] seconds of each clip frame in the source video
+``subject``, ``video_id``, ``dataset`` (str), ``clip`` (int: 0 in training, 0..test_clips-1 in testing),
+``start`` (int: first frame), ``mask`` (bool [N], only with ``mask_generator``)
+
+Sampling (see :mod:`affectube.clips.sampling`): ``mode="train"`` gives one item per video at a
+random start; ``mode="test"`` gives ``test_clips`` items per video at uniform starts.
+
+Determinism: every random choice of item ``i`` comes from ``numpy.random.default_rng([seed,
+epoch, i])``, so the samples do not depend on the number of DataLoader workers or on which
+worker reads which item. ``set_epoch(e)`` draws new clips and augmentations for epoch ``e``
+(call it before creating the epoch's iterator; with ``persistent_workers`` the workers keep the
+epoch they were started with). An index ``i >= len(ds)`` is read as epoch ``i // len(ds)``,
+item ``i % len(ds)`` (for samplers that encode the epoch in the index).
+
+Workers: the constructor reads each store's metadata and closes it again; frames are read
+through HDF5 handles opened lazily inside the process that reads (a worker), kept in a small
+LRU, never inherited across fork (handles are dropped from the pickled state and when the
+process id changes). Memory per item is one clip's frame span, whatever the dataset size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from affectube.clips import sampling
+from affectube.clips.store import StoreReader, open_store
+from affectube.clips.transforms import IMAGENET_MEAN, IMAGENET_STD, TubeTransform
+from affectube.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    path: str
+    dataset: str
+    video_id: str
+    subject: str
+    session: str
+    num_frames: int
+    channels: int
+    emotion: str | None
+    clip_targets: tuple  # float per requested target (NaN if none)
+    frame_targets: tuple  # names of requested targets the store has per frame
+
+
+class ClipDataset(Dataset):
+    def __init__(
+        self,
+        stores: str | os.PathLike | Iterable[str | os.PathLike],
+        num_frames: int = 16,
+        sample_stride: int = 2,
+        input_size: int = 112,
+        mode: str = "train",
+        test_clips: int = 2,
+        classes: Sequence[str] | None = None,
+        targets: Sequence[str] = (),
+        augment: bool = False,
+        seed: int = 0,
+        subjects: Iterable[str] | None = None,
+        datasets: Iterable[str] | None = None,
+        video_ids: Iterable[str] | None = None,
+        require_label: bool = False,
+        scale: tuple[float, float] = (0.6, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        flip: float = 0.5,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        mask_generator=None,
+        check_frames: bool = True,
+        max_open: int = 64,
+    ):
+        if mode not in ("train", "test"):
+            raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+        if num_frames < 1 or sample_stride < 1 or test_clips < 1:
+            raise ValueError("num_frames, sample_stride and test_clips must be >= 1")
+        self.num_frames, self.sample_stride = int(num_frames), int(sample_stride)
+        self.span = sampling.clip_span(self.num_frames, self.sample_stride)
+        self.mode, self.test_clips = mode, int(test_clips)
+        self.target_names = list(targets)
+        self.seed, self.epoch = int(seed), 0
+        self.transform = TubeTransform(input_size, augment, scale, ratio, flip, mean, std)
+        self.mask_generator = mask_generator
+        self.check_frames = bool(check_frames)
+        self.max_open = int(max_open)
+        self.skipped: list[tuple[str, str]] = []
+
+        entries = [e for e in (self._entry(p) for p in _expand(stores)) if e is not None]
+        if classes is None:  # every emotion of the given stores, before any filter: the same for every fold
+            classes = sorted({e.emotion for e in entries if e.emotion is not None})
+        self.classes = list(classes)
+        self._class_index = {c: i for i, c in enumerate(self.classes)}
+        entries = _filter(entries, subjects, datasets, video_ids)
+        if require_label:
+            entries = [e for e in entries if e.emotion in self._class_index]
+        channels = {e.channels for e in entries}
+        if len(channels) > 1:
+            raise DataError(f"clip stores mix {sorted(channels)} channels (grayscale and colour crops): use one crop.grayscale setting")
+        self.channels = channels.pop() if channels else 3
+        self.entries = entries
+        per_video = 1 if mode == "train" else self.test_clips
+        self._items = [(v, k) for v in range(len(entries)) for k in range(per_video)]
+        mean_t, std_t = self.transform.stats(self.channels)
+        self.mean, self.std = tuple(mean_t.tolist()), tuple(std_t.tolist())
+        self._handles: OrderedDict[str, StoreReader] = OrderedDict()
+        self._pid = os.getpid()
+
+    # ---------------------------------------------------------------- index
+    def _entry(self, path: Path) -> VideoEntry | None:
+        with open_store(path, verify="meta") as s:
+            n = len(s)
+            if n == 0:
+                reason = s.error or "no frames"
+                self.skipped.append((str(path), reason))
+                log.warning("%s: skipped, the store has no frames (%s)", path, reason)
+                return None
+            labels = s.labels
+            per_frame = set(s.frame_label_names)
+            emotion = labels.get("emotion")
+            return VideoEntry(
+                path=str(path),
+                dataset=s.dataset,
+                video_id=s.video_id,
+                subject=s.subject,
+                session=s.session,
+                num_frames=n,
+                channels=int(s.attrs["frame_shape"][-1]),
+                emotion=None if emotion is None else str(emotion),
+                clip_targets=tuple(_as_float(labels.get(t), t, path) for t in self.target_names),
+                frame_targets=tuple(t for t in self.target_names if t in per_frame),
+            )
+
+    @property
+    def subjects(self) -> list[str]:
+        return sorted({e.subject for e in self.entries})
+
+    @property
+    def video_ids(self) -> list[str]:
+        return [e.video_id for e in self.entries]
+
+    @property
+    def datasets(self) -> list[str]:
+        return sorted({e.dataset for e in self.entries})
+
+    def labels(self) -> np.ndarray:
+        """Class index of every item (without reading frames): for class weights / samplers."""
+        return np.asarray([self._class_index.get(self.entries[v].emotion, -1) for v, _ in self._items], np.int64)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    # ---------------------------------------------------------------- items
+    def __getitem__(self, index: int) -> dict:
+        n_items = len(self._items)
+        epoch, index = (self.epoch, int(index)) if index < n_items else divmod(int(index), n_items)
+        v, clip = self._items[index]
+        e = self.entries[v]
+        rng = np.random.default_rng([self.seed, epoch, index])
+        if self.mode == "train":
+            start = sampling.train_start(e.num_frames, self.span, rng)
+        else:
+            start = sampling.uniform_starts(e.num_frames, self.span, self.test_clips)[clip]
+        idx = sampling.frame_indices(start, self.num_frames, self.sample_stride, e.num_frames)
+        f = self._handle(e.path)
+        frames = f.read(idx, check=self.check_frames)
+        times = f.timestamps[idx]
+        frame_t = np.full((self.num_frames, len(self.target_names)), np.nan, np.float32)
+        clip_t = np.asarray(e.clip_targets, np.float32)
+        for j, name in enumerate(self.target_names):
+            if name in e.frame_targets:
+                frame_t[:, j] = f.frame_labels[name][idx]
+                vals = frame_t[:, j][~np.isnan(frame_t[:, j])]
+                clip_t[j] = vals.mean() if vals.size else np.nan
+        item = {
+            "video": self.transform(frames, rng),
+            "label": self._class_index.get(e.emotion, -1),
+            "targets": torch.from_numpy(clip_t),
+            "frame_targets": torch.from_numpy(frame_t),
+            "times": torch.from_numpy(np.asarray(times, np.float64)),
+            "subject": e.subject,
+            "video_id": e.video_id,
+            "dataset": e.dataset,
+            "clip": int(clip),
+            "start": int(start),
+        }
+        if self.mask_generator is not None:
+            mask_rng = np.random.default_rng([self.seed, epoch, index, 1])
+            item["mask"] = torch.from_numpy(np.asarray(self.mask_generator(mask_rng), dtype=bool))
+        return item
+
+    # ---------------------------------------------------------------- per-process HDF5 handles
+    def _handle(self, path: str) -> StoreReader:
+        if os.getpid() != self._pid:  # a forked worker: never use the parent's handles
+            self._handles = OrderedDict()
+            self._pid = os.getpid()
+        f = self._handles.get(path)
+        if f is not None:
+            self._handles.move_to_end(path)
+            return f
+        f = StoreReader(path)
+        self._handles[path] = f
+        while len(self._handles) > self.max_open:
+            _, old = self._handles.popitem(last=False)
+            old.close()
+        return f
+
+    def close(self) -> None:
+        if os.getpid() == self._pid:
+            for f in self._handles.values():
+                f.close()
+        self._handles = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_handles"] = OrderedDict()  # open HDF5 handles never travel to another process
+        state["_pid"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._pid = os.getpid()
+
+
+def _expand(stores) -> list[Path]:
+    """A directory means its ``*.h5`` files (sorted); otherwise the given paths in their order."""
+    if isinstance(stores, (str, os.PathLike)):
+        stores = [stores]
+    out: list[Path] = []
+    for s in stores:
+        p = Path(s)
+        if p.is_dir():
+            out.extend(sorted(p.glob("*.h5")))
+        else:
+            out.append(p)
+    return out
+
+
+def _filter(entries, subjects, datasets, video_ids) -> list[VideoEntry]:
+    keep = entries
+    if subjects is not None:
+        subjects = set(map(str, subjects))
+        keep = [e for e in keep if e.subject in subjects]
+    if datasets is not None:
+        datasets = set(map(str, datasets))
+        keep = [e for e in keep if e.dataset in datasets]
+    if video_ids is not None:
+        video_ids = set(map(str, video_ids))
+        keep = [e for e in keep if e.video_id in video_ids]
+    return keep
+
+
+def _as_float(value, name: str, path) -> float:
+    if value is None:
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: clip-level label {name!r} = {value!r} is not a number (a continuous target)") from None

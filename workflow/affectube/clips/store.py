@@ -1,0 +1,422 @@
+"""Tube-ready HDF5 clip stores: one file per video, ``results/clips/{dataset}/{video}.h5``.
+
+Layout of a store (N = stored frames, S = crop side, C = 3 or 1):
+
+``frames``         uint8 [N,S,S,C], chunked ``(chunk_frames, S, S, C)``: whole frames per chunk,
+                   chunks written in time order so the chunks a clip touches are adjacent in the
+                   file (one clip = one contiguous byte range, read front to back).
+``frame_crc32``    uint32 [N]   crc32 of every frame's bytes (checked by the loader on each read).
+``timestamps``     float64 [N]  seconds of each frame in the source video's timeline.
+``face_status``    uint8 [N]    tracks status (0 no face, 1 detected, 2 tracked, 3 interpolated).
+``face_score``     float32 [N]  detector score of the tracked face (0 where none).
+``face_boxes``     float32 [N,4] face box (x1,y1,x2,y2, decoded-frame pixels) the crop came from.
+``valid``          bool [N]     the crop holds a face (from ``crop_frames``).
+``frame_labels/*`` float32 [N]  per-frame continuous labels aligned to ``timestamps`` (optional).
+
+Root attributes (:data:`REQUIRED_ATTRS`): identity (dataset, video_id, subject, session),
+clip-level ``labels`` (JSON), ``fps``, the ``decode``/``crop``/``clips`` params and the
+``source`` video info (JSON), ``provenance`` (sha256 of the manifest row + params),
+``compression``/``chunk_frames`` (the layout chosen), ``error`` ("" unless the video could not
+be decoded: then N = 0), ``checksum`` (sha256 over every attribute and every array except the
+frame bytes, which are covered through ``frame_crc32``) and ``complete`` (written last).
+
+A store is written under a temporary name, verified, fsynced and renamed
+(:func:`affectube.io.atomic_path`): a file at the final name is always complete.
+:func:`open_store` refuses a file that is incomplete, lacks an attribute or array, or whose
+checksum does not match, with a :class:`~affectube.errors.DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the Blosc filter with HDF5 for reading and writing)
+import numpy as np
+
+from affectube.errors import DataError
+from affectube.io import atomic_path
+
+FORMAT = "affectube-clips"
+FORMAT_VERSION = 1
+
+# compression name -> h5py create_dataset keywords (measured in benchmarks/bench_loader.py; see docs/clips.md)
+COMPRESSION: dict[str, Callable[[], dict]] = {
+    "none": lambda: {},
+    "lzf": lambda: {"compression": "lzf"},
+    "gzip": lambda: {"compression": "gzip", "compression_opts": 1},
+    "blosc-lz4": lambda: dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE)),
+}
+
+# per-frame arrays: name -> dtype, trailing shape
+FRAME_ARRAYS: dict[str, tuple[Any, tuple]] = {
+    "frame_crc32": (np.uint32, ()),
+    "timestamps": (np.float64, ()),
+    "face_status": (np.uint8, ()),
+    "face_score": (np.float32, ()),
+    "face_boxes": (np.float32, (4,)),
+    "valid": (np.bool_, ()),
+}
+JSON_ATTRS = ("labels", "decode", "crop", "clips", "source")
+REQUIRED_ATTRS = (
+    "format", "format_version", "dataset", "video_id", "subject", "session", "labels", "fps",
+    "decode", "crop", "clips", "source", "provenance", "compression", "chunk_frames",
+    "num_frames", "frame_shape", "error", "checksum", "complete",
+)  # fmt: skip
+_UNHASHED = ("checksum", "complete")
+
+
+@dataclass
+class StoreContent:
+    """Everything one store holds; ``frames`` uint8 [N,S,S,C] and per-frame arrays of length N."""
+
+    frames: np.ndarray
+    timestamps: np.ndarray
+    dataset: str
+    video_id: str
+    subject: str
+    session: str = ""
+    labels: dict = field(default_factory=dict)
+    fps: float = 0.0
+    face_status: np.ndarray | None = None
+    face_score: np.ndarray | None = None
+    face_boxes: np.ndarray | None = None
+    valid: np.ndarray | None = None
+    frame_labels: dict[str, np.ndarray] = field(default_factory=dict)
+    frame_labels_meta: dict = field(default_factory=dict)
+    decode: dict = field(default_factory=dict)
+    crop: dict = field(default_factory=dict)
+    clips: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+    provenance: str = ""
+    error: str = ""
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The per-frame arrays, filled with neutral values where not given, checked for length."""
+        n = len(self.frames)
+        frames = np.asarray(self.frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[3] not in (1, 3):
+            raise DataError(f"{self.dataset}/{self.video_id}: frames must be uint8 [N,S,S,C] with C in (1, 3), got {frames.dtype}{list(frames.shape)}")
+        given = {
+            "timestamps": self.timestamps,
+            "face_status": self.face_status if self.face_status is not None else np.zeros(n, np.uint8),
+            "face_score": self.face_score if self.face_score is not None else np.zeros(n, np.float32),
+            "face_boxes": self.face_boxes if self.face_boxes is not None else np.full((n, 4), np.nan, np.float32),
+            "valid": self.valid if self.valid is not None else np.ones(n, bool),
+            "frame_crc32": frame_crc32(frames),
+        }
+        out = {}
+        for name, (dtype, trail) in FRAME_ARRAYS.items():
+            arr = np.asarray(given[name], dtype=dtype)
+            if arr.shape != (n, *trail):
+                raise DataError(f"{self.dataset}/{self.video_id}: {name} has shape {list(arr.shape)}, expected {[n, *trail]}")
+            out[name] = arr
+        for name, values in self.frame_labels.items():
+            arr = np.asarray(values, dtype=np.float32)
+            if arr.shape != (n,):
+                raise DataError(f"{self.dataset}/{self.video_id}: frame label {name!r} has shape {list(arr.shape)}, expected [{n}]")
+            out[f"frame_labels/{name}"] = arr
+        return out
+
+
+def frame_crc32(frames: np.ndarray) -> np.ndarray:
+    """crc32 of each frame's bytes: uint32 [N]."""
+    frames = np.ascontiguousarray(frames)
+    return np.fromiter((zlib.crc32(f) for f in frames), dtype=np.uint32, count=len(frames))
+
+
+# ---------------------------------------------------------------- write
+def write_store(path: str | os.PathLike, content: StoreContent, compression: str = "none", chunk_frames: int = 16,
+                reference: np.ndarray | None = None) -> Path:
+    """Write ``content`` atomically to ``path``; verify the temporary file fully before it gets the final name.
+
+    ``reference`` (default: ``content.frames``) is compared bit for bit with the frames read back.
+    """
+    if compression not in COMPRESSION:
+        raise DataError(f"{path}: unknown compression {compression!r} (known: {', '.join(COMPRESSION)})")
+    if chunk_frames < 1:
+        raise DataError(f"{path}: chunk_frames must be >= 1, got {chunk_frames}")
+    arrays = content.arrays()
+    frames = np.ascontiguousarray(content.frames)
+    n = len(frames)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        chunks = (max(1, min(chunk_frames, n)), *frames.shape[1:]) if n else None
+        with h5py.File(tmp, "w", libver=("v110", "latest"), meta_block_size=_meta_block_size(n, chunk_frames)) as f:
+            f.create_dataset("frames", data=frames, chunks=chunks, **(COMPRESSION[compression]() if n else {}))
+            f.flush()  # every frame chunk is allocated, in time order, before any other array
+            for name, arr in arrays.items():
+                f.create_dataset(name, data=arr)
+            if content.frame_labels:
+                f["frame_labels"].attrs["meta"] = json.dumps(content.frame_labels_meta, sort_keys=True, default=str)
+            attrs = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "dataset": str(content.dataset),
+                "video_id": str(content.video_id),
+                "subject": str(content.subject),
+                "session": "" if content.session is None else str(content.session),
+                "fps": float(content.fps),
+                "provenance": str(content.provenance),
+                "compression": compression,
+                "chunk_frames": int(chunks[0]) if chunks else 0,
+                "num_frames": n,
+                "frame_shape": np.asarray(frames.shape[1:], np.int64),
+                "error": str(content.error or ""),
+            }
+            for name in JSON_ATTRS:
+                attrs[name] = json.dumps(getattr(content, name), sort_keys=True, default=_json_default)
+            f.attrs.update(attrs)
+            f.attrs["checksum"] = _meta_checksum(f)
+            f.flush()
+            f.attrs["complete"] = True
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600; stores are shared like any other output
+        store = open_store(tmp, verify="full")
+        try:
+            expected = frames if reference is None else reference
+            got = store.frames[...] if n else np.zeros((0, *frames.shape[1:]), np.uint8)
+            if got.shape != expected.shape or not np.array_equal(got, expected):
+                raise DataError(f"{path}: frames read back differ from the crops written")
+        finally:
+            store.close()
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _meta_block_size(n: int, chunk_frames: int) -> int:
+    """Metadata block big enough for the chunk index, so HDF5 never places index blocks between
+    frame chunks (libver v110+ fixed-array index; ~20 bytes per chunk)."""
+    need = 32 * (n // max(1, chunk_frames) + 1) + 4096
+    return max(4096, 1 << int(np.ceil(np.log2(need))))
+
+
+# ---------------------------------------------------------------- read
+class Store:
+    """An open, verified store. Small per-frame arrays are read on demand (``store.array(name)``)."""
+
+    def __init__(self, path: Path, f: h5py.File):
+        self.path = path
+        self.file = f
+        a = f.attrs
+        self.attrs = {k: _attr(a[k]) for k in a.keys()}
+        for name in JSON_ATTRS:
+            self.attrs[name] = json.loads(self.attrs[name])
+        self.frames: h5py.Dataset = f["frames"]
+
+    # identity
+    dataset = property(lambda self: self.attrs["dataset"])
+    video_id = property(lambda self: self.attrs["video_id"])
+    subject = property(lambda self: self.attrs["subject"])
+    session = property(lambda self: self.attrs["session"])
+    labels = property(lambda self: self.attrs["labels"])
+    error = property(lambda self: self.attrs["error"])
+
+    def __len__(self) -> int:
+        return int(self.attrs["num_frames"])
+
+    @property
+    def frame_label_names(self) -> list[str]:
+        return sorted(self.file["frame_labels"].keys()) if "frame_labels" in self.file else []
+
+    def array(self, name: str, sel: Any = ...) -> np.ndarray:
+        return self.file[name][sel]
+
+    def read_frames(self, indices: np.ndarray, check: bool = True) -> np.ndarray:
+        """Frames at sorted ``indices`` (uint8 [T,S,S,C]) read as ONE span ``[min, max]``; crc-checked."""
+        return read_frames(self.file, indices, check=check, path=self.path)
+
+    def verify_frames(self, block: int = 256) -> None:
+        """Check every frame against ``frame_crc32`` (reads the whole store)."""
+        n = len(self)
+        crc = self.file["frame_crc32"][...]
+        for a in range(0, n, block):
+            got = frame_crc32(self.frames[a : a + block])
+            bad = np.flatnonzero(got != crc[a : a + block])
+            if bad.size:
+                raise DataError(f"{self.path}: frame {a + int(bad[0])} does not match its checksum (corrupt store)")
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_h5(path: str | os.PathLike) -> h5py.File:
+    """Open a store read-only. HDF5 file locking follows HDF5's default and ``HDF5_USE_FILE_LOCKING``
+    (set it to FALSE on parallel file systems without flock; stores are immutable once renamed)."""
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such clip store") from None
+    except OSError as exc:
+        raise DataError(f"{path}: not a readable HDF5 clip store ({exc})") from None
+
+
+def open_store(path: str | os.PathLike, verify: str = "meta") -> Store:
+    """Open and check a store. ``verify``: "meta" (completeness, attributes, arrays, checksum)
+    or "full" (also every frame against its crc32)."""
+    if verify not in ("meta", "full"):
+        raise ValueError(f"verify must be 'meta' or 'full', got {verify!r}")
+    path = Path(path)
+    f = open_h5(path)
+    try:
+        check_file(f, path)
+        store = Store(path, f)
+        if verify == "full":
+            store.verify_frames()
+    except BaseException:
+        f.close()
+        raise
+    return store
+
+
+def check_file(f: h5py.File, path: Path) -> None:
+    a = f.attrs
+    if not a.get("complete", False):
+        raise DataError(f"{path}: incomplete clip store (no 'complete' marker: an interrupted write?)")
+    missing = [k for k in REQUIRED_ATTRS if k not in a]
+    if missing:
+        raise DataError(f"{path}: clip store lacks attribute(s) {', '.join(missing)}")
+    if _attr(a["format"]) != FORMAT:
+        raise DataError(f"{path}: not an affectube clip store (format {_attr(a['format'])!r})")
+    if int(a["format_version"]) > FORMAT_VERSION:
+        raise DataError(f"{path}: clip store format version {int(a['format_version'])} is newer than this reader ({FORMAT_VERSION})")
+    for name in ("frames", *FRAME_ARRAYS):
+        if name not in f:
+            raise DataError(f"{path}: clip store lacks the {name!r} array")
+    n = int(a["num_frames"])
+    if f["frames"].shape[0] != n or any(f[k].shape[0] != n for k in FRAME_ARRAYS):
+        raise DataError(f"{path}: clip store arrays disagree with num_frames={n}")
+    got = _meta_checksum(f)
+    if got != _attr(a["checksum"]):
+        raise DataError(f"{path}: clip store checksum mismatch (stored {_attr(a['checksum'])[:12]}..., computed {got[:12]}...): corrupt or modified")
+
+
+def read_frames(f: h5py.File, indices: np.ndarray, check: bool = True, path: Any = None) -> np.ndarray:
+    """Read frames ``indices`` (non-decreasing) of an open store with one read of their span."""
+    crc = f["frame_crc32"] if check else None
+    return _read_span(f["frames"], indices, crc, path or f.filename)
+
+
+def _read_span(frames: h5py.Dataset, indices: np.ndarray, crc, path) -> np.ndarray:
+    indices = np.asarray(indices, dtype=np.int64)
+    lo, hi = int(indices[0]), int(indices[-1]) + 1
+    out = frames[lo:hi][indices - lo]  # one hyperslab [lo, hi): the clip's chunks, adjacent in the file
+    if crc is not None:
+        bad = np.flatnonzero(frame_crc32(out) != crc[indices])
+        if bad.size:
+            raise DataError(f"{path}: frame {int(indices[bad[0]])} does not match its checksum (corrupt store)")
+    return out
+
+
+class StoreReader:
+    """A store opened for reading clips in one process (no verification beyond the complete marker).
+
+    The small per-frame arrays (crc32, timestamps, per-frame labels: ~20 bytes a frame) are read
+    once at open; each clip then costs one read of its frame span.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        self.file = open_h5(path)
+        try:
+            if not self.file.attrs.get("complete", False):
+                raise DataError(f"{path}: incomplete clip store (no 'complete' marker: an interrupted write?)")
+            self.frames = self.file["frames"]
+            self.crc = self.file["frame_crc32"][...]
+            self.timestamps = self.file["timestamps"][...]
+            group = self.file.get("frame_labels")
+            self.frame_labels = {k: group[k][...] for k in group} if group is not None else {}
+        except KeyError as exc:
+            self.file.close()
+            raise DataError(f"{path}: clip store lacks an array ({exc})") from None
+        except BaseException:
+            self.file.close()
+            raise
+
+    def read(self, indices: np.ndarray, check: bool = True) -> np.ndarray:
+        return _read_span(self.frames, indices, self.crc if check else None, self.path)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def chunk_byte_ranges(ds: h5py.Dataset) -> list[tuple[int, int, int]]:
+    """(first frame, byte offset, size) of every stored chunk of a frames dataset, in time order."""
+    out = []
+    for i in range(ds.id.get_num_chunks()):
+        info = ds.id.get_chunk_info(i)
+        out.append((int(info.chunk_offset[0]), int(info.byte_offset), int(info.size)))
+    return sorted(out)
+
+
+# ---------------------------------------------------------------- checksum
+def _meta_checksum(f: h5py.File) -> str:
+    """sha256 over every attribute (but checksum/complete) and every array but the frame bytes
+    (those are covered through ``frame_crc32``); the frames' shape, dtype, chunks and filters too."""
+    h = hashlib.sha256()
+    for key in sorted(f.attrs.keys()):
+        if key in _UNHASHED:
+            continue
+        h.update(f"attr:{key}={_canon(f.attrs[key])};".encode())
+    fr = f["frames"]
+    h.update(f"frames:{fr.shape}:{fr.dtype}:{fr.chunks}:{_filters(fr)};".encode())
+
+    def visit(name: str, obj) -> None:
+        if isinstance(obj, h5py.Dataset) and name != "frames":
+            data = obj[...]
+            h.update(f"array:{name}:{data.dtype.str}:{data.shape};".encode())
+            h.update(np.ascontiguousarray(data).tobytes())
+        for key in sorted(obj.attrs.keys()):
+            h.update(f"attr:{name}/{key}={_canon(obj.attrs[key])};".encode())
+
+    f.visititems(visit)
+    return h.hexdigest()
+
+
+def _filters(ds: h5py.Dataset) -> list:
+    plist = ds.id.get_create_plist()
+    return [plist.get_filter(i)[:3] for i in range(plist.get_nfilters())]
+
+
+def _canon(value: Any) -> str:
+    value = _attr(value)
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype.str}{value.shape}{value.tolist()}"
+    return repr(value)
+
+
+def _attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, float) and np.isnan(obj):
+        return None
+    return str(obj)
+
+
+__all__ = ["COMPRESSION", "Store", "StoreContent", "StoreReader", "chunk_byte_ranges", "frame_crc32", "open_store", "read_frames", "write_store"]

@@ -1,0 +1,92 @@
+"""Tube-consistent clip transforms: ONE random spatial transform per clip, applied to every frame.
+
+A clip is uint8 ``[T,H,W,C]`` (as stored); the output is float32 ``[C,T,S,S]`` normalised by
+``mean``/``std`` (ImageNet statistics by default, as VideoMAE). With ``augment``: a random
+resized crop (area fraction in ``scale``, aspect ratio in ``ratio``, torchvision's rule) and a
+horizontal flip with probability ``flip``, drawn once and shared by all T frames, so a tubelet
+keeps following the same face region. Without: the whole crop resized to S (no-op when equal).
+Resizing works on the uint8 frames (OpenCV; area filter when shrinking, bilinear when
+enlarging), then one pass converts to float, transposes and normalises.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Window:
+    y: int
+    x: int
+    h: int
+    w: int
+    flip: bool = False
+
+
+class TubeTransform:
+    def __init__(self, size: int, augment: bool = False, scale=(0.6, 1.0), ratio=(3 / 4, 4 / 3), flip: float = 0.5,
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        self.size = int(size)
+        self.augment = bool(augment)
+        self.scale = tuple(map(float, scale))
+        self.ratio = tuple(map(float, ratio))
+        self.flip = float(flip)
+        self.mean = tuple(map(float, mean))
+        self.std = tuple(map(float, std))
+
+    def window(self, h: int, w: int, rng: np.random.Generator) -> Window:
+        """The clip's crop window (and flip), torchvision RandomResizedCrop's sampling rule."""
+        if not self.augment:
+            return Window(0, 0, h, w, False)
+        flip = bool(rng.random() < self.flip)
+        area = h * w
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(*log_ratio))
+            cw = int(round(math.sqrt(target * aspect)))
+            ch = int(round(math.sqrt(target / aspect)))
+            if 0 < cw <= w and 0 < ch <= h:
+                return Window(int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw, flip)
+        side = min(h, w)  # fallback: centred square, as torchvision
+        return Window((h - side) // 2, (w - side) // 2, side, side, flip)
+
+    def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        t, h, w, c = frames.shape
+        win = self.window(h, w, rng if rng is not None else np.random.default_rng())
+        x = frames[:, win.y : win.y + win.h, win.x : win.x + win.w]
+        if win.flip:
+            x = x[:, :, ::-1]
+        if (win.h, win.w) != (self.size, self.size):
+            x = resize(x, self.size)
+        u = torch.from_numpy(np.ascontiguousarray(x)).permute(3, 0, 1, 2)  # [C,T,S,S] view of uint8
+        out = torch.empty(u.shape, dtype=torch.float32)
+        out.copy_(u)  # uint8 -> float32 and [T,S,S,C] -> [C,T,S,S] in one pass
+        mean, std = self.stats(c)
+        return out.mul_((1.0 / (255.0 * std)).view(c, 1, 1, 1)).sub_((mean / std).view(c, 1, 1, 1))
+
+    def stats(self, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) per channel in [0, 1] units; grayscale stores use the channel average."""
+        mean, std = torch.tensor(self.mean), torch.tensor(self.std)
+        if channels == 1:
+            mean, std = mean.mean().view(1), std.mean().view(1)
+        return mean, std
+
+
+def resize(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [T,h,w,C] -> [T,size,size,C]: area filter when shrinking, bilinear when enlarging."""
+    t, h, w, c = frames.shape
+    interp = cv2.INTER_AREA if h >= size and w >= size else cv2.INTER_LINEAR
+    out = np.empty((t, size, size, c), np.uint8)
+    for i in range(t):
+        r = cv2.resize(np.ascontiguousarray(frames[i]), (size, size), interpolation=interp)
+        out[i] = r.reshape(size, size, c)
+    return out
