@@ -20,7 +20,7 @@ rule faces:
     conda:
         "../envs/video.yaml"
     shell:
-        "python -m affectube faces --cfg {params.cfg:q} --video {input.video:q}"
+        "python -m affectube faces --cfg {params.cfg:q} --video {input.video:q} --threads {threads}"
         " --dataset {wildcards.dataset} --video-id {wildcards.video} --out {output.tracks} > {log} 2>&1"
 
 
@@ -40,3 +40,24 @@ rule faces_qc:
     shell:
         "python -m affectube faces-qc --cfg {params.cfg:q} --manifest {input.manifest}"
         " --tracks-dir results/faces/{wildcards.dataset}/tracks --table {output.table} --figure {output.figure} > {log} 2>&1"
+
+
+rule faces_sheet:
+    input:
+        manifest="results/manifests/{dataset}.csv",
+        tracks=lambda w: D.tracks(w.dataset),
+        videos=D.manifest_inputs,
+    output:
+        sheet=report("results/faces/{dataset}/contact_sheet.png", caption="../workflow/report/faces_sheet.rst", category="Preprocessing"),
+    params:
+        cfg=D.cfg("decode", "faces", "crop"),
+    log:
+        "results/logs/faces_sheet/{dataset}.log",
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/video.yaml"
+    shell:
+        "python -m affectube faces-sheet --cfg {params.cfg:q} --manifest {input.manifest}"
+        " --tracks-dir results/faces/{wildcards.dataset}/tracks --out {output.sheet} > {log} 2>&1"

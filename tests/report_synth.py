@@ -79,7 +79,9 @@ def write_fold(fdir: Path, fold: int, subject: str, skill: float, rng: np.random
         "lr": 1e-3 * np.cos(np.pi * epochs / 14),
     })
     log.to_csv(fdir / "log.csv", index=False)
-    (fdir / "metrics.json").write_text(json.dumps({"fold": fold, "best_epoch": 5}))
+    best = int(log.loc[log["val_uar"].idxmax(), "epoch"])
+    (fdir / "metrics.json").write_text(json.dumps({"fold": fold, "main_metric": "uar", "skipped_stores": [],
+                                                   "training": {"best_epoch": best, "selected_on": "val_uar"}}))
 
 
 def write_run(root: Path, experiments=None, skills=None, seed: int = 0, fail: dict | None = None,

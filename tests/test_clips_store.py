@@ -16,7 +16,7 @@ import pytest
 
 from affectube.clips.labels import align, frame_labels
 from affectube.clips.sampling import clip_span
-from affectube.clips.store import COMPRESSION, REQUIRED_ATTRS, StoreReader, chunk_byte_ranges, open_store, write_store
+from affectube.clips.store import COMPRESSION, REQUIRED_ATTRS, StoreReader, StoreWriter, chunk_byte_ranges, open_store, write_store
 from affectube.errors import DataError
 
 from clips_util import content
@@ -81,6 +81,31 @@ def test_chunks_hold_whole_frames_and_a_clip_is_one_contiguous_byte_range(tmp_pa
             first, last = start // chunk_frames, (start + span - 1) // chunk_frames
             assert last - first + 1 <= -(-span // chunk_frames) + 1
             assert offsets[last] + sizes[last] - offsets[first] == sizes[first : last + 1].sum()
+
+
+def test_streamed_writes_in_uneven_blocks_keep_whole_chunks_in_order(tmp_path):
+    c = content(n=301, size=16)
+    with StoreWriter(tmp_path / "v.h5", 301, (16, 16, 3), compression="blosc-lz4", chunk_frames=16) as w:
+        for a in range(0, 301, 37):
+            w.append(c.frames[a : a + 37])
+        w.finish(c)
+    with open_store(tmp_path / "v.h5", verify="full") as s:
+        assert np.array_equal(s.frames[...], c.frames)
+        ranges = chunk_byte_ranges(s.frames)
+    assert all(b[1] == a[1] + a[2] for a, b in zip(ranges, ranges[1:]))
+    assert [p.name for p in tmp_path.iterdir()] == ["v.h5"]
+
+
+def test_writer_failing_midway_leaves_nothing(tmp_path):
+    c = content(n=40, size=16)
+    with pytest.raises(DataError, match="more frames appended"):
+        with StoreWriter(tmp_path / "v.h5", 30, (16, 16, 3)) as w:
+            w.append(c.frames)
+    with pytest.raises(DataError, match="20 frames appended, 40 announced"):
+        with StoreWriter(tmp_path / "v.h5", 40, (16, 16, 3)) as w:
+            w.append(c.frames[:20])
+            w.finish(c)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_killed_writer_leaves_no_complete_looking_store(tmp_path):

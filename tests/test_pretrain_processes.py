@@ -1,7 +1,8 @@
 """Pretraining across real processes: torchrun with 2 gloo ranks, and a real SIGTERM.
 
 Both run ``tests/pretrain_util.py`` (the real training loop on synthetic clips, with the
-real ``distributed.init`` and preemption handlers) in subprocesses.
+real ``distributed.init`` and preemption handlers) in subprocesses; the reference runs
+(one process, uninterrupted) run the same entry point in this process, on one thread.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from pretrain_util import main as worker_main
+from pretrain_util import one_thread  # noqa: F401  (fixture)
 from safetensors.torch import load_file
 
 from affectube.train.checkpoint import load_checkpoint
@@ -24,7 +27,7 @@ from affectube.train.pretrain import EXIT_PREEMPTED
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = str(REPO / "tests" / "pretrain_util.py")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def _env():
@@ -48,8 +51,7 @@ def _losses(out: Path) -> list[float]:
 
 def test_ddp_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
     common = {"steps": 3, "warmup_steps": 1, "checkpoint_every": 3}
-    one = _run([WORKER, str(tmp_path / "one"), "--set", json.dumps({**common, "batch_size": 4})])
-    assert one.returncode == 0, one.stderr[-3000:]
+    assert worker_main([str(tmp_path / "one"), "--set", json.dumps({**common, "batch_size": 4})]) == 0  # in process
     two = _run(
         ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", WORKER, str(tmp_path / "two"),
          "--set", json.dumps({**common, "batch_size": 2})]
@@ -84,8 +86,7 @@ def test_sigterm_checkpoints_exits_75_and_resumes_to_the_same_weights(tmp_path):
     again = _run([WORKER, str(out), "--set", settings])
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "summary.json").read_text())["resumed_at_step"] == stopped_at
-    straight = _run([WORKER, str(tmp_path / "straight"), "--set", settings])
-    assert straight.returncode == 0, straight.stderr[-3000:]
+    assert worker_main([str(tmp_path / "straight"), "--set", settings]) == 0  # uninterrupted, in process
     a = load_file(str(out / "encoder.safetensors"))
     b = load_file(str(tmp_path / "straight" / "encoder.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -134,6 +134,21 @@ def test_figure_param_change_under_snakemake(finished_run):
 
 
 @pytest.mark.slow
+def test_snakemake_report_has_a_caption_per_figure(finished_run):
+    wf = finished_run
+    run_snakemake(wf, "--report", "snakemake_report.zip")
+    import zipfile
+
+    with zipfile.ZipFile(wf / "snakemake_report.zip") as z:
+        names = z.namelist()
+        text = "".join(z.read(n).decode("utf-8", "replace") for n in names if n.endswith((".html", ".js")))
+    assert any(n.endswith("per_subject.png") for n in names) and any(n.endswith("report.html") for n in names)
+    for caption in ("confusion", "per_subject", "learning_curves"):
+        first = (wf / "workflow/report" / f"{caption}.rst").read_text().split()[:4]
+        assert " ".join(first) in text, caption
+
+
+@pytest.mark.slow
 def test_figure_param_change_under_dvc_repro(finished_run):
     wf = finished_run
     env = venv_env(DVC_NO_ANALYTICS="1", PYTHONPATH=str(wf / "workflow"))

@@ -78,6 +78,10 @@ def test_failed_fold_is_named_not_hidden(drawn):
     assert fig["scratch/per_subject"]["failed_folds"] == [2]
     assert "W011" not in fig["scratch/per_subject"]["subjects"]  # fold 2's test subject
     assert fig["scratch/learning_curves"]["folds"] == [0, 1, 3]
+    # the epoch each fold kept (its metrics.json) is marked on the curves
+    for k, epoch in fig["scratch/learning_curves"]["selected_epochs"].items():
+        saved = json.loads((root / f"results/finetune/scratch/fold{k}/metrics.json").read_text())
+        assert saved["training"]["best_epoch"] == epoch
     comp = fig["comparison"]
     assert "W011" not in comp["paired_subjects"] and len(comp["paired_subjects"]) == 3
     svg = (root / "results/report/figures/scratch/per_subject.svg").read_text()

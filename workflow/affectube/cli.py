@@ -19,6 +19,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "demo-data": ("affectube.demo", "generate the embedded offline demo dataset"),
     "faces": ("affectube.faces.cli", "decode a video, detect and track its face"),
     "faces-qc": ("affectube.faces.qc", "per-dataset face QC table and figures"),
+    "faces-sheet": ("affectube.faces.sheet", "contact sheet of sample face crops per video"),
     "clips": ("affectube.clips.cli", "crop faces from tracks and pack an HDF5 clip store"),
     "pretrain": ("affectube.train.pretrain", "self-supervised masked video pretraining"),
     "folds": ("affectube.eval.folds", "build subject-disjoint cross-validation folds"),

@@ -129,5 +129,6 @@ class Dag:
     # ---------------------------------------------------------------- targets
     def all_targets(self) -> list[str]:
         targets = [f"{RESULTS}/faces/{d}/qc.csv" for d in self.datasets]
+        targets += [f"{RESULTS}/faces/{d}/contact_sheet.png" for d in self.datasets]
         targets += [f"{RESULTS}/report/report.html"]
         return targets

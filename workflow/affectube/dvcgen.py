@@ -11,8 +11,10 @@ Snakemake owns the DAG; DVC is a second front end to it. One DVC stage per rule:
   results, so file mtimes stay what Snakemake wrote and Snakemake alone decides which
   jobs of a stage to (re)run. ``dvc.lock`` still records every hash;
 - ``cmd``: ``snakemake --cores all --until <rule>``, i.e. Snakemake runs that rule's
-  jobs (and only upstream jobs it finds out of date, normally none because DVC runs
-  the stages in order). The command stays short whatever the number of videos.
+  jobs of the default target's DAG (and only upstream jobs it finds out of date, normally
+  none because DVC runs the stages in order). The command stays short whatever the number
+  of videos (explicit file targets would hit the 128 KiB limit of one shell argument on
+  large datasets; Snakemake 9.27 also rejects explicit file targets combined with --until).
 
 The jobs come from Snakemake's Python API (the same DAG ``snakemake -n`` prints).
 """
@@ -60,10 +62,11 @@ class Stage:
     order: int = 0
 
 
-def collect_stages(snakefile: str | Path = "Snakefile", workdir: str | Path = ".", targets: list[str] | None = None,
+def collect_stages(snakefile: str | Path = "Snakefile", workdir: str | Path = ".",
                    config_args: list[str] | None = None) -> list[Stage]:
-    """Stages (one per rule that has outputs) in topological order, read off the Snakemake DAG."""
-    jobs, rule_names = _dag_jobs(Path(snakefile), Path(workdir), targets or [], config_args or [])
+    """Stages (one per rule that has outputs) in topological order, read off the Snakemake DAG
+    of the default target (the one `snakemake` and each stage's `--until` run)."""
+    jobs, rule_names = _dag_jobs(Path(snakefile), Path(workdir), config_args or [])
     sections = _params_sections(Path(workdir))
     stages: dict[str, Stage] = {}
     producer: dict[str, str] = {}
@@ -84,14 +87,11 @@ def collect_stages(snakefile: str | Path = "Snakefile", workdir: str | Path = ".
     return _toposort(stages)
 
 
-def render(stages: list[Stage], targets: list[str] | None = None) -> str:
+def render(stages: list[Stage]) -> str:
     """dvc.yaml text for ``stages`` (deterministic: sorted paths, topological stage order)."""
     doc: dict = {"stages": {}}
     for st in stages:
-        cmd = f"snakemake --cores all --until {st.rule}"
-        if targets:
-            cmd += " " + " ".join(targets)
-        entry: dict = {"cmd": cmd}
+        entry: dict = {"cmd": f"snakemake --cores all --until {st.rule}"}
         if st.deps:
             entry["deps"] = sorted(st.deps)
         if st.params:
@@ -103,9 +103,9 @@ def render(stages: list[Stage], targets: list[str] | None = None) -> str:
     return HEADER + body
 
 
-def generate(snakefile: str | Path = "Snakefile", workdir: str | Path = ".", targets: list[str] | None = None,
-             config_args: list[str] | None = None) -> str:
-    return render(collect_stages(snakefile, workdir, targets, config_args), targets)
+def generate(snakefile: str | Path = "Snakefile", workdir: str | Path = ".", config_args: list[str] | None = None) -> str:
+    """dvc.yaml text for the DAG of the Snakefile's default target."""
+    return render(collect_stages(snakefile, workdir, config_args))
 
 
 # ------------------------------------------------------------------------- CLI
@@ -115,11 +115,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="dvc.yaml", help="where to write (default: dvc.yaml; '-' = stdout)")
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 if --out differs from the DAG")
     parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="Snakemake --config overrides")
-    parser.add_argument("targets", nargs="*", help="Snakemake targets (default: the Snakefile's default target)")
 
 
 def run(args: argparse.Namespace) -> int:
-    text = generate(args.snakefile, args.workdir, args.targets, args.config)
+    text = generate(args.snakefile, args.workdir, args.config)
     out = Path(args.workdir) / args.out if args.out != "-" else None
     if args.check:
         if out is None:
@@ -143,9 +142,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------- helpers
-def _dag_jobs(snakefile: Path, workdir: Path, targets: list[str], config_args: list[str]) -> tuple[list, list[str]]:
-    """All jobs of the DAG for ``targets`` (default target if empty), as if every output were missing,
-    and the rule names in definition order (Snakefile includes)."""
+def _dag_jobs(snakefile: Path, workdir: Path, config_args: list[str]) -> tuple[list, list[str]]:
+    """All jobs of the default target's DAG, as if every output were missing, and the rule names
+    in definition order (Snakefile includes)."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.enums import Quietness
     from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
@@ -161,7 +160,7 @@ def _dag_jobs(snakefile: Path, workdir: Path, targets: list[str], config_args: l
                 snakefile=(workdir / snakefile).resolve() if not snakefile.is_absolute() else snakefile,
                 workdir=workdir.resolve(),
             )
-            wf.dag(DAGSettings(targets=set(targets), forceall=True))
+            wf.dag(DAGSettings(forceall=True))
             workflow = wf._workflow  # the DAG object is not part of the public API
             workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True)
             workflow._build_dag()

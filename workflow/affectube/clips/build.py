@@ -1,4 +1,4 @@
-"""Assemble one video's store content: decode, crop along the cached face tracks, attach labels.
+"""Build one video's store: decode in blocks, crop along the cached face tracks, attach labels, stream to HDF5.
 
 Inputs are the video, its tracks file (stage ``faces``), the dataset manifest (for the
 video's row) and the ``decode``/``crop``/``clips`` params. The frames are decoded with the
@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 
 from affectube.clips.labels import clip_labels, frame_labels
-from affectube.clips.store import StoreContent
+from affectube.clips.store import StoreContent, StoreWriter
 from affectube.errors import DataError
 from affectube.io import stable_hash
 
 log = logging.getLogger(__name__)
+BLOCK = 256  # frames decoded and cropped at a time (a multiple of every sensible chunk_frames)
 
 
 def manifest_row(manifest: str | Path, video_id: str) -> dict:
@@ -48,10 +49,16 @@ def crop_shape(crop_cfg: dict) -> tuple[int, int, int]:
     return s, s, 1 if crop_cfg.get("grayscale", False) else 3
 
 
-def build_content(video: str | Path, tracks_path: str | Path, manifest: str | Path, video_id: str, cfg: dict) -> StoreContent:
+def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path, video_id: str, cfg: dict, out: str | Path) -> StoreContent:
+    """Decode ``video`` in blocks, crop each block along its tracks and stream the crops into store ``out``.
+
+    Memory holds one decoded block (256 frames) and one chunk of crops, whatever the video's length.
+    Returns the store's content (metadata; ``frames`` None).
+    """
     from affectube.faces.tracks import load_tracks
 
     decode_cfg, crop_cfg, clips_cfg = cfg.get("decode", {}), cfg.get("crop", {}), cfg.get("clips", {})
+    compression, chunk_frames = clips_cfg.get("compression", "none"), int(clips_cfg.get("chunk_frames", 16))
     row = manifest_row(manifest, video_id)
     tracks = load_tracks(tracks_path)
     session = row.get("session")
@@ -67,52 +74,69 @@ def build_content(video: str | Path, tracks_path: str | Path, manifest: str | Pa
         clips=clips_cfg,
         provenance=stable_hash({"manifest_row": {k: _plain(v) for k, v in row.items()}, "params": cfg}),
     )
-    if tracks.error or len(tracks) == 0:
+    shape = crop_shape(crop_cfg)
+    n = len(tracks)
+    if tracks.error or n == 0:
         reason = tracks.error or "the tracks file has no frames"
         log.warning("%s: %s: writing an empty store", video, reason)
-        return StoreContent(frames=np.zeros((0, *crop_shape(crop_cfg)), np.uint8), timestamps=np.zeros(0),
-                            source=tracks.meta.get("info", {}), error=str(reason), **common)
+        content = StoreContent(frames=None, timestamps=np.zeros(0), source=tracks.meta.get("info", {}), error=str(reason), **common)
+        with StoreWriter(out, 0, shape, compression, chunk_frames) as w:
+            w.finish(content)
+        return content
 
     from affectube.faces.crop import crop_frames
-    from affectube.video.decode import decode
+    from affectube.video.decode import FrameStream
 
+    stream = FrameStream(video, fps=decode_cfg.get("fps", 25), max_side=decode_cfg.get("max_side", 640), chunk=BLOCK)
+    valid = np.zeros(n, bool)
     t0 = time.perf_counter()
-    decoded = decode(video, fps=decode_cfg.get("fps", 25), max_side=decode_cfg.get("max_side", 640))
-    log.info("%s: decoded %d frames in %.1f s", video, len(decoded), time.perf_counter() - t0)
-    check_alignment(decoded.timestamps, tracks.timestamps, video, tracks_path)
-    t0 = time.perf_counter()
-    crops, valid = crop_frames(decoded.frames, tracks, crop_cfg)
-    crops = np.asarray(crops)
-    log.info("%s: cropped %d frames to %s in %.1f s (%d with a face)", video, len(crops), list(crops.shape[1:]),
-             time.perf_counter() - t0, int(np.sum(valid)))
-    if crops.shape[0] != len(decoded):
-        raise DataError(f"{tracks_path}: crop_frames returned {crops.shape[0]} crops for {len(decoded)} frames")
-    per_frame, per_frame_meta = {}, {}
-    ann = row.get("annotation")
-    if isinstance(ann, str) and ann.strip():
-        per_frame, per_frame_meta = frame_labels(ann, decoded.timestamps)
-        log.info("%s: per-frame labels %s aligned from %s", video, sorted(per_frame), ann)
-    return StoreContent(
-        frames=crops,
-        timestamps=decoded.timestamps,
-        face_status=tracks.status,
-        face_score=tracks.scores,
-        face_boxes=tracks.boxes,
-        valid=np.asarray(valid, bool),
-        frame_labels=per_frame,
-        frame_labels_meta=per_frame_meta,
-        source=decoded.info,
-        **common,
-    )
+    with StoreWriter(out, n, shape, compression, chunk_frames) as w:
+        pos = 0
+        for frames, times in stream:
+            k = len(frames)
+            if pos + k > n:
+                raise DataError(f"{tracks_path}: {n} tracked frames but {video} decodes to more "
+                                "(tracks made with other decode params? re-run the faces stage)")
+            check_alignment(times, tracks.timestamps[pos : pos + k], video, tracks_path, offset=pos)
+            part = {key: getattr(tracks, key)[pos : pos + k] for key in ("boxes", "landmarks", "status")}
+            crops, ok = crop_frames(frames, {**part, "frame_size": tracks.frame_size}, crop_cfg)
+            w.append(np.asarray(crops))
+            valid[pos : pos + k] = ok
+            pos += k
+            log.info("%s: %d/%d frames cropped (%.1f s)", video, pos, n, time.perf_counter() - t0)
+        if pos != n:
+            raise DataError(f"{tracks_path}: {n} tracked frames but {video} decodes to {pos} "
+                            "(tracks made with other decode params? re-run the faces stage)")
+        per_frame, per_frame_meta = {}, {}
+        ann = row.get("annotation")
+        if isinstance(ann, str) and ann.strip():
+            per_frame, per_frame_meta = frame_labels(ann, tracks.timestamps)
+            log.info("%s: per-frame labels %s aligned from %s", video, sorted(per_frame), ann)
+        content = StoreContent(
+            frames=None,
+            timestamps=tracks.timestamps,
+            face_status=tracks.status,
+            face_score=tracks.scores,
+            face_boxes=tracks.boxes,
+            valid=valid,
+            frame_labels=per_frame,
+            frame_labels_meta=per_frame_meta,
+            source=stream.info,
+            **common,
+        )
+        w.finish(content)
+    log.info("%s: %d frames (%d with a face) -> %s in %.1f s", video, n, int(valid.sum()), out, time.perf_counter() - t0)
+    return content
 
 
-def check_alignment(decoded: np.ndarray, tracked: np.ndarray, video, tracks_path, tol: float = 1e-3) -> None:
+def check_alignment(decoded: np.ndarray, tracked: np.ndarray, video, tracks_path, offset: int = 0, tol: float = 1e-3) -> None:
+    """The decoded frames' timestamps must be the tracked ones (same decode params)."""
     if len(decoded) != len(tracked):
-        raise DataError(f"{tracks_path}: {len(tracked)} tracked frames but {video} decodes to {len(decoded)} "
+        raise DataError(f"{tracks_path}: {offset + len(tracked)} tracked frames but {video} decodes to more "
                         "(tracks made with other decode params? re-run the faces stage)")
     if len(decoded) and float(np.max(np.abs(decoded - tracked))) > tol:
         i = int(np.argmax(np.abs(decoded - tracked)))
-        raise DataError(f"{tracks_path}: frame {i} is at {tracked[i]:.4f} s in the tracks but {decoded[i]:.4f} s in {video} "
+        raise DataError(f"{tracks_path}: frame {offset + i} is at {tracked[i]:.4f} s in the tracks but {decoded[i]:.4f} s in {video} "
                         "(tracks made with other decode params? re-run the faces stage)")
 
 

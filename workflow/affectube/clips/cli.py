@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from affectube.clips.store import open_store, write_store
+    from affectube.clips.store import open_store
     from affectube.errors import UserError
 
     if args.verify:
@@ -41,14 +41,12 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise UserError(f"clips: missing argument(s) {', '.join(missing)}")
 
-    from affectube.clips.build import build_content
+    from affectube.clips.build import build_store
 
     cfg = parse_cfg(args.cfg)
     clips_cfg = cfg.get("clips", {})
     t0 = time.perf_counter()
-    content = build_content(args.video, args.tracks, args.manifest, args.video_id, cfg)
-    write_store(args.out, content, compression=clips_cfg.get("compression", "none"), chunk_frames=int(clips_cfg.get("chunk_frames", 16)))
-    shape = "x".join(map(str, content.frames.shape))
-    log.info("%s: wrote %s frames (%s, chunk %d frames) in %.1f s%s", args.out, shape, clips_cfg.get("compression", "none"),
+    content = build_store(args.video, args.tracks, args.manifest, args.video_id, cfg, args.out)
+    log.info("%s: written (%s, chunks of %d frames) in %.1f s%s", args.out, clips_cfg.get("compression", "none"),
              int(clips_cfg.get("chunk_frames", 16)), time.perf_counter() - t0, f"; error: {content.error}" if content.error else "")
     return 0

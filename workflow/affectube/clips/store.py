@@ -74,9 +74,10 @@ _UNHASHED = ("checksum", "complete")
 
 @dataclass
 class StoreContent:
-    """Everything one store holds; ``frames`` uint8 [N,S,S,C] and per-frame arrays of length N."""
+    """Everything one store holds: ``frames`` uint8 [N,S,S,C] (None when they are streamed through
+    :class:`StoreWriter`) and per-frame arrays of length N."""
 
-    frames: np.ndarray
+    frames: np.ndarray | None
     timestamps: np.ndarray
     dataset: str
     video_id: str
@@ -97,19 +98,15 @@ class StoreContent:
     provenance: str = ""
     error: str = ""
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The per-frame arrays, filled with neutral values where not given, checked for length."""
-        n = len(self.frames)
-        frames = np.asarray(self.frames)
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[3] not in (1, 3):
-            raise DataError(f"{self.dataset}/{self.video_id}: frames must be uint8 [N,S,S,C] with C in (1, 3), got {frames.dtype}{list(frames.shape)}")
+    def arrays(self, n: int, crc: np.ndarray) -> dict[str, np.ndarray]:
+        """The per-frame arrays, filled with neutral values where not given, checked for length ``n``."""
         given = {
             "timestamps": self.timestamps,
             "face_status": self.face_status if self.face_status is not None else np.zeros(n, np.uint8),
             "face_score": self.face_score if self.face_score is not None else np.zeros(n, np.float32),
             "face_boxes": self.face_boxes if self.face_boxes is not None else np.full((n, 4), np.nan, np.float32),
             "valid": self.valid if self.valid is not None else np.ones(n, bool),
-            "frame_crc32": frame_crc32(frames),
+            "frame_crc32": crc,
         }
         out = {}
         for name, (dtype, trail) in FRAME_ARRAYS.items():
@@ -132,60 +129,127 @@ def frame_crc32(frames: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- write
-def write_store(path: str | os.PathLike, content: StoreContent, compression: str = "none", chunk_frames: int = 16,
-                reference: np.ndarray | None = None) -> Path:
-    """Write ``content`` atomically to ``path``; verify the temporary file fully before it gets the final name.
+def write_store(path: str | os.PathLike, content: StoreContent, compression: str = "none", chunk_frames: int = 16) -> Path:
+    """Write ``content`` (frames in memory) atomically to ``path``; see :class:`StoreWriter`."""
+    frames = np.asarray(content.frames)
+    with StoreWriter(path, len(frames), frames.shape[1:], compression, chunk_frames) as w:
+        w.append(frames)
+        return w.finish(content)
 
-    ``reference`` (default: ``content.frames``) is compared bit for bit with the frames read back.
+
+class StoreWriter:
+    """Stream frames (in time order) into a new store, then :meth:`finish` it with its metadata.
+
+    Frames go to a temporary file next to ``path``; only whole chunks are written (a partial
+    chunk waits in memory), so every chunk is compressed once and chunks land back to back in
+    time order. :meth:`finish` writes the per-frame arrays and attributes, the checksum and the
+    ``complete`` marker, re-reads every frame against the crc32 of what was appended (a
+    bit-exact read-back check), fsyncs and renames. Leaving the ``with`` block without
+    :meth:`finish` (an exception) removes the temporary file; a killed process leaves only
+    the temporary name, which :func:`open_store` refuses.
     """
-    if compression not in COMPRESSION:
-        raise DataError(f"{path}: unknown compression {compression!r} (known: {', '.join(COMPRESSION)})")
-    if chunk_frames < 1:
-        raise DataError(f"{path}: chunk_frames must be >= 1, got {chunk_frames}")
-    arrays = content.arrays()
-    frames = np.ascontiguousarray(content.frames)
-    n = len(frames)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        chunks = (max(1, min(chunk_frames, n)), *frames.shape[1:]) if n else None
-        with h5py.File(tmp, "w", libver=("v110", "latest"), meta_block_size=_meta_block_size(n, chunk_frames)) as f:
-            f.create_dataset("frames", data=frames, chunks=chunks, **(COMPRESSION[compression]() if n else {}))
-            f.flush()  # every frame chunk is allocated, in time order, before any other array
-            for name, arr in arrays.items():
-                f.create_dataset(name, data=arr)
-            if content.frame_labels:
-                f["frame_labels"].attrs["meta"] = json.dumps(content.frame_labels_meta, sort_keys=True, default=str)
-            attrs = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "dataset": str(content.dataset),
-                "video_id": str(content.video_id),
-                "subject": str(content.subject),
-                "session": "" if content.session is None else str(content.session),
-                "fps": float(content.fps),
-                "provenance": str(content.provenance),
-                "compression": compression,
-                "chunk_frames": int(chunks[0]) if chunks else 0,
-                "num_frames": n,
-                "frame_shape": np.asarray(frames.shape[1:], np.int64),
-                "error": str(content.error or ""),
-            }
-            for name in JSON_ATTRS:
-                attrs[name] = json.dumps(getattr(content, name), sort_keys=True, default=_json_default)
-            f.attrs.update(attrs)
-            f.attrs["checksum"] = _meta_checksum(f)
-            f.flush()
-            f.attrs["complete"] = True
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600; stores are shared like any other output
-        store = open_store(tmp, verify="full")
+
+    def __init__(self, path: str | os.PathLike, num_frames: int, frame_shape, compression: str = "none", chunk_frames: int = 16):
+        self.path = Path(path)
+        if compression not in COMPRESSION:
+            raise DataError(f"{path}: unknown compression {compression!r} (known: {', '.join(COMPRESSION)})")
+        if chunk_frames < 1:
+            raise DataError(f"{path}: chunk_frames must be >= 1, got {chunk_frames}")
+        frame_shape = tuple(int(x) for x in frame_shape)
+        if len(frame_shape) != 3 or frame_shape[0] != frame_shape[1] or frame_shape[2] not in (1, 3):
+            raise DataError(f"{path}: frames must be [N,S,S,C] with C in (1, 3), got frame shape {list(frame_shape)}")
+        self.n, self.frame_shape, self.compression = int(num_frames), frame_shape, compression
+        self.chunk_frames = max(1, min(int(chunk_frames), self.n)) if self.n else 0
+        self.crc = np.zeros(self.n, np.uint32)
+        self.pos = 0  # frames appended
+        self._written = 0  # frames written to the file
+        self._pending: list[np.ndarray] = []
+        self._ctx = atomic_path(self.path)
+        self.tmp = self._ctx.__enter__()
+        self._done = False
         try:
-            expected = frames if reference is None else reference
-            got = store.frames[...] if n else np.zeros((0, *frames.shape[1:]), np.uint8)
-            if got.shape != expected.shape or not np.array_equal(got, expected):
-                raise DataError(f"{path}: frames read back differ from the crops written")
-        finally:
-            store.close()
-    return path
+            self.file = h5py.File(self.tmp, "w", libver=("v110", "latest"), meta_block_size=_meta_block_size(self.n, self.chunk_frames))
+            chunks = (self.chunk_frames, *frame_shape) if self.n else None
+            self.frames = self.file.create_dataset("frames", shape=(self.n, *frame_shape), dtype=np.uint8, chunks=chunks,
+                                                   **(COMPRESSION[compression]() if self.n else {}))
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+
+    def append(self, frames: np.ndarray) -> None:
+        frames = np.ascontiguousarray(frames)
+        if frames.dtype != np.uint8 or frames.shape[1:] != self.frame_shape:
+            raise DataError(f"{self.path}: appended frames are {frames.dtype}{list(frames.shape)}, expected uint8[k,{','.join(map(str, self.frame_shape))}]")
+        k = len(frames)
+        if self.pos + k > self.n:
+            raise DataError(f"{self.path}: more frames appended ({self.pos + k}) than announced ({self.n})")
+        self.crc[self.pos : self.pos + k] = frame_crc32(frames)
+        self.pos += k
+        self._pending.append(frames)
+        pending = sum(len(p) for p in self._pending)
+        whole = pending if self.pos == self.n else (pending // self.chunk_frames) * self.chunk_frames
+        if whole:
+            block = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+            self.frames[self._written : self._written + whole] = block[:whole]
+            self._written += whole
+            self._pending = [block[whole:]] if whole < len(block) else []
+
+    def finish(self, content: StoreContent) -> Path:
+        if self.pos != self.n:
+            raise DataError(f"{self.path}: {self.pos} frames appended, {self.n} announced")
+        f = self.file
+        f.flush()  # every frame chunk is allocated, in time order, before any other array
+        for name, arr in content.arrays(self.n, self.crc).items():
+            f.create_dataset(name, data=arr)
+        if content.frame_labels:
+            f["frame_labels"].attrs["meta"] = json.dumps(content.frame_labels_meta, sort_keys=True, default=str)
+        attrs = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "dataset": str(content.dataset),
+            "video_id": str(content.video_id),
+            "subject": str(content.subject),
+            "session": "" if content.session is None else str(content.session),
+            "fps": float(content.fps),
+            "provenance": str(content.provenance),
+            "compression": self.compression,
+            "chunk_frames": self.chunk_frames,
+            "num_frames": self.n,
+            "frame_shape": np.asarray(self.frame_shape, np.int64),
+            "error": str(content.error or ""),
+        }
+        for name in JSON_ATTRS:
+            attrs[name] = json.dumps(getattr(content, name), sort_keys=True, default=_json_default)
+        f.attrs.update(attrs)
+        f.attrs["checksum"] = _meta_checksum(f)
+        f.flush()
+        f.attrs["complete"] = True
+        f.close()
+        os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp made it 0600; stores are shared like any other output
+        with open_store(self.tmp, verify="full"):  # read back: every frame against the crc32 of what was appended
+            pass
+        self._done = True
+        self._ctx.__exit__(None, None, None)  # fsync + rename onto the final name
+        return self.path
+
+    def _abort(self, exc: BaseException) -> None:
+        if self._done:
+            return
+        self._done = True
+        file = getattr(self, "file", None)
+        if file is not None and file.id.valid:
+            file.close()
+        self._ctx.__exit__(type(exc), exc, exc.__traceback__)  # removes the temporary file
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None:
+            self._abort(exc)
+        elif not self._done:
+            self._abort(DataError(f"{self.path}: store writer closed before finish()"))
+            raise DataError(f"{self.path}: store writer closed before finish()")
 
 
 def _umask() -> int:
@@ -419,4 +483,4 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-__all__ = ["COMPRESSION", "Store", "StoreContent", "StoreReader", "chunk_byte_ranges", "frame_crc32", "open_store", "read_frames", "write_store"]
+__all__ = ["COMPRESSION", "Store", "StoreContent", "StoreReader", "StoreWriter", "chunk_byte_ranges", "frame_crc32", "open_store", "read_frames", "write_store"]

@@ -151,12 +151,14 @@ def patch_targets(
     mean: torch.Tensor | None = None,
     std: torch.Tensor | None = None,
     eps: float = 1e-6,
+    index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Reconstruction targets ``[B, N, t*p*p*C]`` (VideoMAE layout, channels last).
 
     ``mean``/``std`` (per channel) undo the loader's normalisation first, as VideoMAE
     does; with ``normalize`` every patch is standardised per channel by its own mean
-    and unbiased std (over the patch's t*p*p pixels).
+    and unbiased std (over the patch's t*p*p pixels). With ``index`` ``[B, K]`` only
+    those tokens' targets are computed (``[B, K, ...]``: the masked ones, in training).
     """
     with torch.no_grad():
         x = x.float()
@@ -164,11 +166,13 @@ def patch_targets(
             shape = (1, -1, 1, 1, 1)
             x = x * std.to(x).view(shape) + mean.to(x).view(shape)
         b, c = x.shape[:2]
-        patches = patchify(x, tubelet, patch, channels_last=True).reshape(b, -1, tubelet * patch * patch, c)
+        patches = patchify(x, tubelet, patch, channels_last=True)
+        if index is not None:
+            patches = take(patches, index)
+        patches = patches.reshape(b, patches.shape[1], tubelet * patch * patch, c)
         if normalize:
-            mu = patches.mean(dim=-2, keepdim=True)
-            sd = patches.var(dim=-2, unbiased=True, keepdim=True).sqrt()
-            patches = (patches - mu) / (sd + eps)
+            var, mu = torch.var_mean(patches, dim=-2, correction=1, keepdim=True)
+            patches = (patches - mu) / (var.sqrt() + eps)
         return patches.reshape(b, patches.shape[1], -1)
 
 

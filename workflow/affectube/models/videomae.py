@@ -22,7 +22,6 @@ from affectube.models.layers import (
     as_index,
     init_vit_weights,
     patch_targets,
-    take,
 )
 from affectube.models.registry import register
 from affectube.models.spec import ModelSpec
@@ -92,8 +91,8 @@ class MaskedVideoAutoencoder(nn.Module):
 
     def targets(self, x: torch.Tensor, mask: "torch.Tensor | MaskIndex") -> torch.Tensor:
         spec = self.spec
-        full = patch_targets(x, spec.tubelet, spec.patch, spec.norm_target, self.target_mean, self.target_std)
-        return take(full, as_index(mask, self.num_tokens).masked)
+        masked = as_index(mask, self.num_tokens).masked
+        return patch_targets(x, spec.tubelet, spec.patch, spec.norm_target, self.target_mean, self.target_std, index=masked)
 
     def loss(self, x: torch.Tensor, mask: "torch.Tensor | MaskIndex") -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, predictions)``: MSE over masked tokens (computed in float32)."""

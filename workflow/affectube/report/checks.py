@@ -40,6 +40,8 @@ class Run:
 def failed_folds(run: Run) -> list[str]:
     out = []
     for exp in run.experiments:
+        if not exp.folds:
+            out.append(f"{exp.name}: no fold of this experiment has any result (nothing under results/finetune/{exp.name}/)")
         for f in exp.failed_folds:
             who = f" (test subject {', '.join(f.test_subjects)})" if f.test_subjects else ""
             out.append(f"{exp.name}: fold {f.index}{who} {f.status.upper()}: {f.reason}. Its results are left out of every table and figure.")
@@ -69,6 +71,14 @@ def low_coverage(run: Run) -> list[str]:
             out.append(f"{qc}: no face-coverage column (have {', '.join(table.columns)}), coverage not checked")
             continue
         cov = pd.to_numeric(table[col], errors="coerce")
+        if "status" in table.columns:
+            bad = table[table["status"].astype(str).isin(["failed", "missing"])]
+            if len(bad):
+                first = bad.iloc[0]
+                why = f": {first['error']}" if "error" in bad.columns and pd.notna(first.get("error")) else ""
+                out.append(f"{qc.parent.name}: {len(bad)} video(s) without usable face tracks (status failed/missing), "
+                           f"e.g. {first.get('video_id', '?')}{why}")
+            table, cov = table.drop(bad.index), cov.drop(bad.index)
         low = table.loc[cov < threshold]
         if len(low):
             vid = low["video_id"].astype(str) if "video_id" in low else low.index.astype(str)
@@ -180,11 +190,25 @@ def no_frames(run: Run) -> list[str]:
     return out
 
 
+def skipped_stores(run: Run) -> list[str]:
+    """Clip stores a fine-tuning fold could not use (its metrics.json lists them)."""
+    out = []
+    for exp in run.experiments:
+        for f in exp.ok_folds:
+            skipped = (f.metrics_file or {}).get("skipped_stores") or []
+            if skipped:
+                first = skipped[0]
+                what = f"{first.get('path')} ({first.get('reason')})" if isinstance(first, dict) else str(first)
+                out.append(f"{exp.name}: fold {f.index}: {len(skipped)} clip store(s) skipped, e.g. {what}")
+    return out
+
+
 CHECKS: dict[str, Callable[[Run], list[str]]] = {
     "failed folds": failed_folds,
     "low face coverage": low_coverage,
     "classes missing from a fold": missing_classes,
     "diverging losses": diverging_losses,
+    "skipped clip stores": skipped_stores,
     "evaluation out of date": stale_metrics,
     "per-frame predictions missing": no_frames,
     "too few subjects for a test": few_subjects,

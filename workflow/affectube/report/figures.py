@@ -365,6 +365,12 @@ def learning_curves(ctx: Context, spec: P.FigureSpec) -> dict:
                 ax_loss.plot(lg["epoch"], lg["val_loss"], color=c, marker="s", markersize=3, linestyle="--", label=f"fold {f.index} val")
             if val_col and val_col in lg:
                 ax_val.plot(lg["epoch"], lg[val_col], color=c, marker="o", markersize=3, label=f"fold {f.index}")
+                best = ((f.metrics_file or {}).get("training") or {}).get("best_epoch")
+                sel = lg.loc[lg["epoch"] == best, val_col] if best is not None else []
+                if len(sel):
+                    ax_val.plot([best], [float(sel.iloc[0])], marker="*", markersize=11, color=c, markeredgecolor="black",
+                                linestyle="none", label="_selected", zorder=5)
+                    out.setdefault("selected_epochs", {})[f.index] = int(best)
             _mark_nonfinite(ax_loss, lg, ("train_loss", "val_loss"), f"fold {f.index}: ")
         ax_loss.set_xlabel("epoch")
         ax_loss.set_ylabel("loss")
@@ -372,12 +378,16 @@ def learning_curves(ctx: Context, spec: P.FigureSpec) -> dict:
         ax_loss.legend(fontsize=7, ncol=2)
         if val_col:
             ax_val.set_xlabel("epoch")
-            ax_val.set_ylabel(val_col)
-            ax_val.set_title(f"{val_col} on the inner validation subjects")
+            ax_val.set_ylabel(f"inner-validation {metric_label(val_col.removeprefix('val_'))}")
+            ax_val.set_title(f"{metric_label(val_col.removeprefix('val_'))} on the inner validation subjects")
             limits = _metric_limits(val_col.removeprefix("val_"), np.array([]))
             if limits:
                 ax_val.set_ylim(*limits)
-            ax_val.legend(fontsize=7)
+            handles, _ = ax_val.get_legend_handles_labels()
+            if out.get("selected_epochs"):
+                handles.append(Line2D([], [], marker="*", markersize=10, color="0.5", markeredgecolor="black", linestyle="none",
+                                      label="selected epoch (model kept)"))
+            ax_val.legend(handles=handles, fontsize=7)
         else:
             _empty(ax_val, "no validation metric in log.csv")
         for ax in (ax_loss, ax_val):

@@ -112,7 +112,7 @@ def overview(run: Run, experiments: list[Experiment], fold_text: str) -> list:
             f"{main} mean ± sd over folds": f"{fmt(m['mean'])} ± {fmt(m['std'])}" if m is not None else "n/a",
             f"{main} pooled": fmt(pooled),
             "folds ok": len(exp.ok_folds),
-            "folds failed": ", ".join(str(f.index) for f in exp.failed_folds) or "none",
+            "folds failed": ", ".join(str(f.index) for f in exp.failed_folds) or ("none" if exp.folds else "no results"),
         })
     table = pd.DataFrame(rows).set_index("experiment")
     return [
@@ -248,7 +248,10 @@ def folds_section(experiments: list[Experiment]) -> list:
             rows.append({"fold": f.index, "train subjects": " ".join(f.train_subjects), "val subjects": " ".join(f.val_subjects),
                          "test subjects": " ".join(f.test_subjects), "videos train/val/test": f"{n('train')}/{n('val')}/{n('test')}",
                          "status": f.status})
-        table = pd.DataFrame(rows).set_index("fold") if rows else pd.DataFrame()
+        if not rows:
+            blocks.append(D.Text(f"{exp.name}: no folds file and no fold results", "warn"))
+            continue
+        table = pd.DataFrame(rows).set_index("fold")
         key = table.drop(columns=["status"], errors="ignore").to_json()
         if key in seen:
             blocks.append(D.Text(f"{exp.name}: the same folds as {seen[key]}" + (

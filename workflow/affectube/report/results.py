@@ -207,9 +207,11 @@ def _load_fold(results: Path, exp: str, entry: Fold | int, problems: list[str]) 
     for attr, path, required in (("frames", frames, FRAME_REQUIRED), ("log", fdir / "log.csv", ["epoch"])):
         if path.exists():
             try:
-                setattr(fold, attr, read_csv(path, required))
+                table = read_csv(path, required)
             except DataError as exc:
                 problems.append(str(exc))
+                continue
+            setattr(fold, attr, table if len(table) else None)  # header only: nothing saved
     if (fdir / "metrics.json").exists():
         try:
             fold.metrics_file = read_json(fdir / "metrics.json")

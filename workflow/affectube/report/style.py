@@ -9,6 +9,7 @@ cluster node). :func:`figure` opens a figure in the house style sized from the
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +22,8 @@ from matplotlib import colors as mcolors  # noqa: E402
 
 from affectube.errors import ConfigError  # noqa: E402
 from affectube.io import atomic_path  # noqa: E402
+
+logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting logs every glyph at INFO
 
 RC = {
     "font.size": 9,

@@ -208,7 +208,7 @@ class FrameStream:
             }
         )
         if self.info["fps_limited"]:
-            log.warning("%s: source rate %.3f fps is below the target %.3f fps: every frame kept, none duplicated",
+            log.info("%s: source rate %.3f fps is below the target %.3f fps: every frame kept, none duplicated",
                         self.path, self.info["source_fps"], self.fps)
 
 

@@ -44,7 +44,7 @@ def probe(path: str | os.PathLike) -> dict:
     try:
         container = av.open(str(p), metadata_errors="ignore")
     except av.error.FFmpegError as exc:
-        raise DataError(f"{p}: not a readable video file ({_av_reason(exc)})") from None
+        raise DataError(f"{p}: not a readable video file: {_av_reason(exc)} (corrupt, truncated or not a video)") from None
     try:
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["no streams"]

@@ -1,0 +1,197 @@
+"""Stage ``faces-qc``: a per-dataset face QC table and figure, from the tracks files alone.
+
+Table ``results/faces/{dataset}/qc.csv``, one row per manifest video:
+``status`` (ok / failed: the video could not be decoded, ``error`` says why / missing:
+no tracks file), decode facts (codec, source and kept fps, VFR, rotation, duration,
+frames), face facts (``coverage`` = fraction of frames with a face, frames detected /
+tracked / interpolated / lost, number of lost-face gaps and the longest, face/no-face
+``switches``, first and last time with a face, faces per keyframe: mean, max, share of
+keyframes with more than one face, detector score mean / 5th percentile, median face
+size as a fraction of the frame height) and the processing speed.
+
+Figure ``qc.png``: coverage per video (failed videos marked), the face status of every
+video over time (so face/no-face switches show at a glance), the detector score
+distribution and the number of faces per keyframe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from affectube.config import parse_cfg
+from affectube.errors import DataError
+from affectube.faces.tracks import load_tracks
+from affectube.faces.track import runs
+from affectube.io import atomic_path
+
+log = logging.getLogger(__name__)
+STATUS_COLORS = ["#d9d9d9", "#2c7fb8", "#7fcdbb", "#fdae61"]  # none, detected, tracked, interpolated
+STATUS_LABELS = ["no face", "detected", "tracked", "interpolated"]
+RASTER_COLUMNS = 200
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cfg", required=True, help="JSON with the 'figures' section")
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--tracks-dir", required=True)
+    parser.add_argument("--table", required=True, help="QC table (.csv) to write")
+    parser.add_argument("--figure", required=True, help="QC figure (.png) to write")
+
+
+def video_row(row: dict, path: Path) -> tuple[dict, object]:
+    out = {"dataset": row.get("dataset"), "video_id": row["video_id"], "subject": row.get("subject"), "path": row.get("path")}
+    if not path.exists():
+        out.update({"status": "missing", "error": f"no tracks file {path}", "coverage": 0.0})
+        return out, None
+    try:
+        tr = load_tracks(path)
+    except DataError as exc:
+        out.update({"status": "failed", "error": str(exc), "coverage": 0.0})
+        return out, None
+    meta = tr.meta
+    info = meta.get("info") or {}
+    if tr.error:
+        out.update({"status": "failed", "error": tr.error, "frames": 0, "coverage": 0.0})
+        return out, tr
+    st = tr.status
+    found = st > 0
+    gaps = runs(~found)
+    det = tr.num_faces[tr.num_faces >= 0]
+    scores = tr.scores[st == 1]
+    h = float(tr.frame_size[0]) or 1.0
+    sizes = (tr.boxes[found, 3] - tr.boxes[found, 1]) / h
+    out.update(
+        {
+            "status": "ok",
+            "error": "",
+            "codec": info.get("codec"),
+            "source_fps": info.get("source_fps"),
+            "kept_fps": info.get("kept_fps"),
+            "vfr": info.get("vfr"),
+            "rotation": info.get("rotation"),
+            "duration": info.get("duration"),
+            "width": int(tr.frame_size[1]),
+            "height": int(tr.frame_size[0]),
+            "frames": int(len(st)),
+            "coverage": float(found.mean()) if len(st) else 0.0,
+            "detected": int((st == 1).sum()),
+            "tracked": int((st == 2).sum()),
+            "interpolated": int((st == 3).sum()),
+            "lost": int((~found).sum()),
+            "gaps": len(gaps),
+            "longest_gap": int(max((b - a for a, b in gaps), default=0)),
+            "switches": int(np.count_nonzero(np.diff(found.astype(np.int8)))),
+            "face_first_time": float(tr.timestamps[found][0]) if found.any() else None,
+            "face_last_time": float(tr.timestamps[found][-1]) if found.any() else None,
+            "keyframes": int(det.size),
+            "faces_mean": float(det.mean()) if det.size else 0.0,
+            "faces_max": int(det.max()) if det.size else 0,
+            "multi_face_share": float((det > 1).mean()) if det.size else 0.0,
+            "score_mean": float(scores.mean()) if scores.size else None,
+            "score_p05": float(np.percentile(scores, 5)) if scores.size else None,
+            "face_height_median": float(np.median(sizes)) if sizes.size else None,
+            "backend": (meta.get("detector") or {}).get("backend"),
+            "seconds": meta.get("seconds"),
+            "frames_per_second": meta.get("frames_per_second"),
+        }
+    )
+    return out, tr
+
+
+def build_table(manifest: pd.DataFrame, tracks_dir: Path) -> tuple[pd.DataFrame, dict]:
+    rows, tracks = [], {}
+    for row in manifest.to_dict("records"):
+        r, tr = video_row(row, tracks_dir / f"{row['video_id']}.npz")
+        rows.append(r)
+        if tr is not None and not tr.error:
+            tracks[row["video_id"]] = tr
+    return pd.DataFrame(rows, columns=None if rows else ["dataset", "video_id", "subject", "path", "status", "error", "coverage"]), tracks
+
+
+def draw(table: pd.DataFrame, tracks: dict, figures_cfg: dict, out: Path, dataset: str) -> None:
+    from matplotlib.colors import ListedColormap
+
+    from affectube.report.style import Style
+
+    style = Style(figures_cfg)
+    n = len(table)
+    with style.figure(2, 2, scale=(1.6, 1.4 + 0.01 * min(n, 200))) as (fig, ax):
+        # (a) coverage per video
+        a = ax[0, 0]
+        order = table.sort_values("coverage", kind="stable").reset_index(drop=True)
+        colors = ["#d7191c" if s != "ok" else style.colors(1)[0] for s in order["status"]]
+        a.barh(np.arange(n), order["coverage"].fillna(0), color=colors)
+        a.set_xlim(0, 1)
+        a.set_xlabel("fraction of frames with a face")
+        a.set_title(f"coverage per video (red: failed/missing, {int((table['status'] != 'ok').sum())})")
+        if n <= 40:
+            a.set_yticks(np.arange(n), order["video_id"], fontsize=6)
+        else:
+            a.set_yticks([])
+        # (b) status over time
+        b = ax[0, 1]
+        ids = [v for v in table["video_id"] if v in tracks]
+        raster = np.zeros((max(1, len(ids)), RASTER_COLUMNS), np.uint8)
+        for i, v in enumerate(ids):
+            st = tracks[v].status
+            if len(st):
+                raster[i] = st[np.minimum((np.arange(RASTER_COLUMNS) * len(st)) // RASTER_COLUMNS, len(st) - 1)]
+        b.imshow(raster, aspect="auto", interpolation="nearest", cmap=ListedColormap(STATUS_COLORS), vmin=0, vmax=3)
+        b.set_xlabel("position in video (start to end)")
+        b.set_xticks([])
+        b.set_title("face status over time")
+        if len(ids) <= 40:
+            b.set_yticks(np.arange(len(ids)), ids, fontsize=6)
+        else:
+            b.set_yticks([])
+        b.grid(False)
+        from matplotlib.patches import Patch
+
+        b.legend(handles=[Patch(color=c, label=lab) for c, lab in zip(STATUS_COLORS, STATUS_LABELS)], loc="upper center",
+                 bbox_to_anchor=(0.5, -0.08), ncol=4, fontsize=7, frameon=False)
+        # (c) detector scores
+        c = ax[1, 0]
+        scores = np.concatenate([t.scores[t.status == 1] for t in tracks.values()] or [np.zeros(0)])
+        if scores.size:
+            c.hist(scores, bins=40, range=(0, 1), color=style.colors(1)[0])
+        c.set_xlabel("detector score (detected frames)")
+        c.set_ylabel("frames")
+        c.set_title(f"score distribution ({scores.size} detections)")
+        # (d) faces per keyframe
+        d = ax[1, 1]
+        counts = np.concatenate([t.num_faces[t.num_faces >= 0] for t in tracks.values()] or [np.zeros(0, np.int16)])
+        if counts.size:
+            k = int(counts.max())
+            d.bar(np.arange(k + 1), np.bincount(counts, minlength=k + 1), color=style.colors(1)[0])
+            d.set_xticks(np.arange(k + 1))
+        d.set_xlabel("faces found on a keyframe")
+        d.set_ylabel("keyframes")
+        ok = table[table["status"] == "ok"]
+        d.set_title(f"faces per keyframe; lost-face gaps: {int(ok['gaps'].sum()) if 'gaps' in ok else 0}")
+        fig.suptitle(f"Face QC: {dataset}: {n} videos, mean coverage {table['coverage'].mean():.1%}")
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=style.dpi)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = parse_cfg(args.cfg)
+    manifest = pd.read_csv(args.manifest, dtype={"video_id": str, "subject": str})
+    table, tracks = build_table(manifest, Path(args.tracks_dir))
+    dataset = str(manifest["dataset"].iloc[0]) if len(manifest) else Path(args.tracks_dir).parent.name
+    with atomic_path(args.table) as tmp:
+        table.to_csv(tmp, index=False)
+    draw(table, tracks, cfg.get("figures", {}), Path(args.figure), dataset)
+    ok = table[table["status"] == "ok"]
+    print(
+        f"faces-qc {dataset}: {len(table)} videos, {len(ok)} ok, {int((table['status'] == 'failed').sum())} failed,"
+        f" {int((table['status'] == 'missing').sum())} missing; mean coverage {table['coverage'].mean():.1%}"
+        f" (min {table['coverage'].min():.1%}) -> {args.table}"
+    )
+    for r in table[table["status"] != "ok"].itertuples():
+        print(f"  {r.status}: {r.video_id}: {r.error}")
+    return 0
