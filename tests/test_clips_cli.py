@@ -90,7 +90,7 @@ def test_store_from_real_video_is_bit_exact_with_all_metadata(mead, tmp_path):
         arousal = s.array("frame_labels/arousal")
         inside = dec.timestamps <= 2.9
         np.testing.assert_allclose(arousal[inside], np.cos(dec.timestamps[inside]), atol=2e-3)
-        assert json.loads(s.file["frame_labels"].attrs["meta"])["file"] == str(ann)
+        assert json.loads(s.file["frame_labels"].attrs["meta"])["annotation"] == str(ann)
     ds = ClipDataset([out], num_frames=16, sample_stride=2, input_size=64, mode="test", test_clips=2, targets=["valence", "arousal"])
     item = ds[1]
     assert item["video"].shape == (3, 16, 64, 64) and item["label"] == 0 and item["targets"][0] == pytest.approx(0.6)

@@ -16,8 +16,9 @@ import yaml
 
 from conftest import REPO, VENV_BIN, copy_workflow, run_snakemake, venv_env
 
-# A tiny demo (8 videos of 0.6 s at 128 px) so the whole round trip stays cheap.
-SMALL = {"demo": {"subjects": 4, "classes": ["happy", "sad"], "videos_per_class": 1, "seconds": 0.6, "fps": 20, "size": 128}}
+# A tiny demo (8 videos of 5 frames at 128 px) so the whole round trip stays cheap.
+SMALL = {"demo": {"subjects": 4, "classes": ["happy", "sad"], "videos_per_class": 1, "seconds": 0.5, "fps": 10, "size": 128},
+         "decode": {"fps": 10}}
 
 # The part of the DAG reproduced end to end (the scratch copy's default target is cut down to it):
 # widened as the stages land. The generator and the drift test always cover the full DAG (test_dvc_yaml.py).
@@ -48,6 +49,11 @@ def _ran_stages(out: str) -> list[str]:
     return re.findall(r"Running stage '([\w-]+)'", out)
 
 
+def _ran_jobs(out: str) -> list[str]:
+    """Rules of the Snakemake jobs that finished inside the DVC stages."""
+    return re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", out)
+
+
 def _mtimes(wf: Path, pattern: str) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in sorted(wf.glob(pattern))}
 
@@ -76,20 +82,23 @@ def test_dvc_repro_runs_the_snakemake_dag_and_leaves_nothing_to_do(repo):
     assert all(s["cmd"] == f"snakemake --cores all --until {name}" for name, s in stages.items())
 
     dry = run_snakemake(repo, "-n").stdout
-    planned = set(re.findall(r"^rule (\w+):$", dry, flags=re.M)) - {"all"}
-    assert planned == set(E2E_RULES)
+    planned = sorted(re.findall(r"^rule (\w+):$", dry, flags=re.M))
+    assert set(planned) - {"all"} == set(E2E_RULES)
 
     proc = _run(repo, str(VENV_BIN / "dvc"), "repro")
-    assert _ran_stages(proc.stdout) == E2E_RULES  # the same stages, in DAG order
+    out = proc.stdout + proc.stderr
+    assert _ran_stages(out) == E2E_RULES  # every stage, in DAG order
+    assert sorted(_ran_jobs(out)) == [r for r in planned if r != "all"]  # exactly the jobs snakemake planned
     assert (repo / "dvc.lock").is_file()
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert set(lock) == set(E2E_RULES) and all(lock[s]["outs"] for s in E2E_RULES)
 
     after = run_snakemake(repo, "-n")
     assert "Nothing to be done" in after.stdout + after.stderr
-    status = _run(repo, str(VENV_BIN / "dvc"), "status")
-    assert "Data and pipelines are up to date" in status.stdout
 
     again = _run(repo, str(VENV_BIN / "dvc"), "repro")
-    assert _ran_stages(again.stdout) == []
+    assert _ran_stages(again.stdout + again.stderr) == E2E_RULES
+    assert _ran_jobs(again.stdout + again.stderr) == []  # Snakemake: nothing to do
 
 
 @pytest.mark.slow
@@ -102,7 +111,9 @@ def test_dvc_exp_run_with_a_param_reruns_only_that_stage(repo):
     tracks = _mtimes(repo, "results/faces/demo/tracks/*.npz")
 
     proc = _run(repo, str(VENV_BIN / "dvc"), "exp", "run", "-S", "faces.max_gap=4")
-    assert _ran_stages(proc.stdout) == ["faces"]
+    out = proc.stdout + proc.stderr
+    assert _ran_stages(out) == E2E_RULES
+    assert _ran_jobs(out) == ["faces"] * len(tracks)  # only the stage whose params changed did work
     assert yaml.safe_load((repo / "params.yaml").read_text())["faces"]["max_gap"] == 4
     assert _mtimes(repo, "results/demo/videos/*.mp4") == videos, "demo videos were touched"
     new_tracks = _mtimes(repo, "results/faces/demo/tracks/*.npz")

@@ -62,14 +62,16 @@ def test_no_face_clip_records_zero_faces(realdata, faces_cfg, detector):
 def test_face_switch_in_the_mov_files(realdata, faces_cfg, detector, clip, face_first):
     tr = track_video(realdata / "videos/pyfeat" / clip, DECODE, faces_cfg, detector)
     found = tr.status > 0
-    assert np.count_nonzero(np.diff(found.astype(int))) == 1  # exactly one switch
-    switch = int(np.flatnonzero(np.diff(found.astype(int)))[0]) + 1
-    assert 0.2 * len(found) < switch < 0.8 * len(found)
-    assert found[:switch].all() == face_first and (~found[switch:]).all() == face_first
-    # the switch agrees (to within a keyframe interval) with the detector run on every frame
+    n = len(found)
+    switch = int(np.flatnonzero(np.diff(found.astype(int)))[0]) + 1  # first face/no-face switch
+    assert 0.2 * n < switch < 0.8 * n
+    assert (found[:switch] == face_first).all()
+    assert (found[switch : switch + int(0.3 * n)] != face_first).all()
+    # the status agrees with the detector run on every frame, except within a keyframe interval of a switch
     every = track_video(realdata / "videos/pyfeat" / clip, DECODE, {**faces_cfg, "every_k": 1}, detector)
-    switch_every = int(np.flatnonzero(np.diff((every.status > 0).astype(int)))[0]) + 1
-    assert abs(switch - switch_every) <= faces_cfg["every_k"]
+    differ = np.flatnonzero(found != (every.status > 0))
+    switches = np.flatnonzero(np.diff((every.status > 0).astype(int))) + 1
+    assert all(np.min(np.abs(switches - i)) <= faces_cfg["every_k"] for i in differ)
 
 
 def test_padding_finds_faces_that_fill_the_frame(realdata, insightface_model):
@@ -86,7 +88,7 @@ def test_scrfd_matches_insightface_reference(realdata, insightface_model):
 
     ref = SCRFD(model_file=str(insightface_model))
     mine = build_detector({"backend": "insightface", "model": str(insightface_model), "det_size": [160, 320], "pad": 0.0}).backend
-    frames = np.concatenate([decode(realdata / c, fps=2, max_side=640).frames[:3] for c in (SAMPLES[0], SAMPLES[3], "videos/pyfeat/WolfgangLanger_Pexels.mp4")])
+    frames = [f for c in (SAMPLES[0], SAMPLES[3], "videos/pyfeat/WolfgangLanger_Pexels.mp4") for f in decode(realdata / c, fps=2, max_side=640).frames[:3]]
     for f in frames:
         got = mine.detect(f[None])[0]
         boxes, kps = ref.detect(np.ascontiguousarray(f[:, :, ::-1]), input_size=[(160, 160), (320, 320)], det_thresh=0.5)
@@ -114,8 +116,11 @@ def test_backend_problems_are_errors_not_fallbacks(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(ConfigError, match="onnxruntime cannot load it"):
         build_detector({"backend": "insightface", "model": str(bad)})
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    (pack / "w600k_r50.onnx").write_bytes(b"recognition model, no detector")
     with pytest.raises(ConfigError, match="expected one det_"):
-        build_detector({"backend": "insightface", "model": str(tmp_path)})
+        build_detector({"backend": "insightface", "model": str(pack)})
     with pytest.raises(ConfigError, match="unknown backend"):
         build_detector({"backend": "retinaface"})
 

@@ -23,6 +23,7 @@ TRAINING_RULES = {"pretrain", "finetune"}
 
 # the smallest demo run that still goes through every stage (pretraining included)
 TINY = {
+    "data": {"transductive": True},  # the demo is the only dataset: pretrain on it (unlabelled)
     "demo": {"subjects": 4, "videos_per_class": 1, "seconds": 1.0},
     "crop": {"size": 32},
     "pretrain": {"input_size": 32, "num_frames": 4, "tubelet": 2, "patch": 16, "steps": 2, "warmup_steps": 1,

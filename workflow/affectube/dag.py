@@ -88,8 +88,9 @@ class Dag:
         return str(row["path"].iloc[0])
 
     def manifest_inputs(self, wildcards) -> list[str]:
-        """Video files a manifest rule depends on (generated datasets included)."""
-        return [str(p) for p in self.manifest(wildcards.dataset).table["path"]]
+        """Files a manifest rule depends on: its videos (generated ones included) and the label/list files read."""
+        m = self.manifest(wildcards.dataset)
+        return [str(p) for p in m.table["path"]] + list(m.sources)
 
     def tracks(self, dataset: str) -> list[str]:
         return [f"{RESULTS}/faces/{dataset}/tracks/{v}.npz" for v in self.video_ids(dataset)]

@@ -8,13 +8,20 @@ Snakemake owns the DAG; DVC is a second front end to it. One DVC stage per rule:
   ``experiment`` stands for the ``experiments`` section);
 - ``outs`` / ``metrics`` / ``plots``: the union of the output files of its jobs, all with
   ``cache: false`` and ``persist: true``: DVC never copies, checks out or deletes
-  results, so file mtimes stay what Snakemake wrote and Snakemake alone decides which
-  jobs of a stage to (re)run. ``dvc.lock`` still records every hash;
-- ``cmd``: ``snakemake --cores all --until <rule>``, i.e. Snakemake runs that rule's
-  jobs of the default target's DAG (and only upstream jobs it finds out of date, normally
+  results, so file mtimes stay what Snakemake wrote (no ``snakemake --touch`` needed)
+  and Snakemake alone decides which jobs of a stage to (re)run. ``dvc.lock`` still
+  records the hash of every dependency, parameter and output;
+- ``cmd``: ``snakemake --cores all --until <rule>``: Snakemake runs that rule's jobs of
+  the default target's DAG (and upstream jobs only if it finds them out of date, normally
   none because DVC runs the stages in order). The command stays short whatever the number
-  of videos (explicit file targets would hit the 128 KiB limit of one shell argument on
-  large datasets; Snakemake 9.27 also rejects explicit file targets combined with --until).
+  of videos (explicit file targets would exceed the 128 KiB limit of one shell argument on
+  large datasets, and Snakemake 9.27 stops with "Out of jobs ready" when explicit file
+  targets are combined with ``--until``);
+- ``always_changed: true``: DVC decides by content, Snakemake by modification times,
+  params and code. When a stage re-runs and rewrites a file with identical content, DVC
+  would skip the stages below it while Snakemake would re-run them, and ``snakemake -n``
+  would have work left after ``dvc repro``. So DVC always hands every stage to Snakemake,
+  which runs exactly the jobs it would run on its own (a no-op costs one DAG build).
 
 The jobs come from Snakemake's Python API (the same DAG ``snakemake -n`` prints).
 """
@@ -38,7 +45,8 @@ from affectube.errors import ConfigError, UserError
 HEADER = (
     "# Generated from the Snakemake DAG by `python -m affectube dvc-yaml`: do not edit by hand.\n"
     "# One stage per Snakemake rule; every stage runs Snakemake. Results are not cached by DVC\n"
-    "# (cache: false, persist: true), so `dvc repro` never rewrites or reorders what Snakemake wrote.\n"
+    "# (cache: false, persist: true), so `dvc repro` never rewrites or reorders what Snakemake wrote,\n"
+    "# and every stage is handed to Snakemake (always_changed), which runs only what is out of date.\n"
 )
 
 # cfg JSON keys that are not params.yaml sections -> the section they stand for
@@ -91,7 +99,7 @@ def render(stages: list[Stage]) -> str:
     """dvc.yaml text for ``stages`` (deterministic: sorted paths, topological stage order)."""
     doc: dict = {"stages": {}}
     for st in stages:
-        entry: dict = {"cmd": f"snakemake --cores all --until {st.rule}"}
+        entry: dict = {"cmd": f"snakemake --cores all --until {st.rule}", "always_changed": True}
         if st.deps:
             entry["deps"] = sorted(st.deps)
         if st.params:

@@ -1,9 +1,8 @@
 """Labels of a store: clip-level labels from the manifest row, per-frame labels from its annotation file.
 
-Annotation file (manifest column ``annotation``): a CSV (``.csv``; ``.tsv``/``.txt`` read
-tab-separated) with a time column in seconds of the source video's timeline (``time``,
-``timestamp`` or ``time_s``) and one numeric column per continuous label (e.g. ``valence``,
-``arousal``). Adapters convert a dataset's own annotation format into this one.
+Annotation (manifest column ``annotation``): read with :func:`affectube.data.annotation.load_annotation`
+(its format: ``[names=]path`` entries, a time column in seconds of the source video's
+timeline and one column per continuous label).
 
 Alignment: each label is linearly interpolated at the stored frames' timestamps (the decode
 timestamps, so annotations at any rate line up with the kept frames). A frame earlier than
@@ -15,15 +14,13 @@ two annotated points more than 1.5 annotation steps apart get NaN.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from affectube.data.annotation import entries, load_annotation
 from affectube.errors import DataError
 from affectube.io import file_sha256
 
-TIME_COLUMNS = ("time", "timestamp", "time_s")
 # manifest columns that are neither labels nor identity
 NON_LABEL = {"dataset", "video_id", "path", "subject", "session", "annotation"}
 
@@ -41,37 +38,6 @@ def clip_labels(row: dict) -> dict:
         else:
             out[key] = value
     return out
-
-
-def read_annotation(path: str | Path) -> pd.DataFrame:
-    """The annotation table sorted by time: column ``time`` + numeric label columns."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: annotation file not found")
-    sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
-    try:
-        table = pd.read_csv(path, sep=sep)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable annotation table ({exc})") from None
-    time_col = next((c for c in TIME_COLUMNS if c in table.columns), None)
-    if time_col is None:
-        raise DataError(f"{path}: annotation file has no time column (one of {', '.join(TIME_COLUMNS)}; have {', '.join(map(str, table.columns))})")
-    table = table.rename(columns={time_col: "time"})
-    labels = [c for c in table.columns if c != "time"]
-    if not labels:
-        raise DataError(f"{path}: annotation file has a time column but no label column")
-    for col in ["time", *labels]:
-        if not pd.api.types.is_numeric_dtype(table[col]):
-            raise DataError(f"{path}: annotation column {col!r} is not numeric")
-    if table["time"].isna().any():
-        raise DataError(f"{path}: annotation time column has empty values")
-    if len(table) < 2:
-        raise DataError(f"{path}: annotation file has {len(table)} row(s); at least 2 are needed to align it")
-    table = table.sort_values("time", kind="stable").reset_index(drop=True)
-    if table["time"].duplicated().any():
-        t = float(table["time"][table["time"].duplicated()].iloc[0])
-        raise DataError(f"{path}: annotation time {t} appears twice")
-    return table
 
 
 def align(times: np.ndarray, ann_times: np.ndarray, values: np.ndarray, max_gap: float = 1.5) -> np.ndarray:
@@ -94,15 +60,21 @@ def align(times: np.ndarray, ann_times: np.ndarray, values: np.ndarray, max_gap:
     return out
 
 
-def frame_labels(path: str | Path, timestamps: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
-    """Per-frame labels at ``timestamps`` from annotation file ``path``, and their provenance."""
-    table = read_annotation(path)
+def frame_labels(annotation: str, timestamps: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
+    """Per-frame labels at ``timestamps`` from a manifest ``annotation`` value, and their provenance."""
+    table = load_annotation(annotation)
+    files = [path for _, path in entries(annotation)]
     t = table["time"].to_numpy(np.float64)
-    labels = {c: align(timestamps, t, table[c].to_numpy(np.float64)) for c in table.columns if c != "time"}
+    if len(t) < 2:
+        raise DataError(f"{files[0]}: annotation has {len(t)} row(s); at least 2 are needed to align it")
+    dup = np.flatnonzero(np.diff(t) == 0)
+    if dup.size:
+        raise DataError(f"{files[0]}: annotation time {t[dup[0]]} appears twice")
+    labels = {str(c): align(timestamps, t, table[c].to_numpy(np.float64)) for c in table.columns if c != "time"}
     meta = {
-        "file": str(path),
-        "sha256": file_sha256(path),
-        "method": "linear interpolation at frame timestamps; NaN outside the annotated span",
+        "annotation": str(annotation),
+        "sha256": {str(f): file_sha256(f) for f in files},
+        "method": "linear interpolation at frame timestamps; NaN outside the annotated span and in gaps",
         "annotation_rows": int(len(table)),
         "annotation_span": [float(t[0]), float(t[-1])],
     }

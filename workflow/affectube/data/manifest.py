@@ -14,7 +14,7 @@ silently dropped).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ class Manifest:
     name: str
     table: pd.DataFrame  # rows whose video exists (or will be generated)
     missing: pd.DataFrame  # rows whose video file is missing, with a `problem` column
+    sources: list = field(default_factory=list)  # label/list files the adapter read (inputs of the manifest rule)
 
     @property
     def label_columns(self) -> list[str]:
@@ -100,7 +101,8 @@ def build_manifest(name: str, spec: dict) -> Manifest:
 
     adapter = get_adapter(spec["adapter"])
     table = adapter(name, spec)
-    source = table.attrs.get("source") or f"dataset {name} ({spec['adapter']} adapter, root {spec['root']})"
+    attrs = dict(table.attrs)
+    source = attrs.get("source") or f"dataset {name} ({spec['adapter']} adapter, root {spec['root']})"
     table = table.copy()
     # rows the adapter could not interpret (file name not understood, label missing, ...)
     if "problem" in table.columns:
@@ -123,7 +125,8 @@ def build_manifest(name: str, spec: dict) -> Manifest:
     missing["problem"] = "video file not found"
     unusable.insert(0, "dataset", name)
     missing = pd.concat([missing, unusable], ignore_index=True, sort=False) if len(unusable) else missing
-    return Manifest(name, table.loc[exists].reset_index(drop=True), missing.reset_index(drop=True))
+    sources = [str(p) for p in attrs.get("sources", []) if p is not None]
+    return Manifest(name, table.loc[exists].reset_index(drop=True), missing.reset_index(drop=True), sources)
 
 
 def combine(manifests: list[Manifest]) -> pd.DataFrame:

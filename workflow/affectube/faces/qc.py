@@ -126,6 +126,9 @@ def draw(table: pd.DataFrame, tracks: dict, figures_cfg: dict, out: Path, datase
         order = table.sort_values("coverage", kind="stable").reset_index(drop=True)
         colors = ["#d7191c" if s != "ok" else style.colors(1)[0] for s in order["status"]]
         a.barh(np.arange(n), order["coverage"].fillna(0), color=colors)
+        for i, st in enumerate(order["status"]):
+            if st != "ok":
+                a.text(0.01, i, st, color="#d7191c", va="center", fontsize=6)
         a.set_xlim(0, 1)
         a.set_xlabel("fraction of frames with a face")
         a.set_title(f"coverage per video (red: failed/missing, {int((table['status'] != 'ok').sum())})")

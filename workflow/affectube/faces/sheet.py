@@ -4,7 +4,7 @@ One row per video (up to ``faces.qc_videos``, evenly spread over the manifest), 
 ``faces.qc_frames`` crops taken at evenly spaced times, cropped exactly as the clips
 stage will crop them (``decode`` + ``crop`` params, :func:`affectube.faces.crop.crop_frames`).
 Each crop is framed by its face status: blue detected, green tracked, orange
-interpolated, grey no face (the crop is then blank). Failed videos show their error.
+interpolated, grey no face (the whole frame is shown instead, so one sees why). Failed videos show their error.
 It depends on the crop params (not the faces stage's), so a crop change redraws it
 without re-running detection.
 """
@@ -70,6 +70,15 @@ def framed(crop: np.ndarray, status: int) -> np.ndarray:
     return cv2.copyMakeBorder(img, BORDER, BORDER, BORDER, BORDER, cv2.BORDER_CONSTANT, value=STATUS_BGR.get(int(status), (0, 0, 0)))
 
 
+def letterbox(frame: np.ndarray) -> np.ndarray:
+    """The whole frame in a square (shown where there is no face, so one sees why)."""
+    h, w = frame.shape[:2]
+    side = max(h, w)
+    out = np.full((side, side, 3), 255, np.uint8)
+    out[(side - h) // 2 : (side - h) // 2 + h, (side - w) // 2 : (side - w) // 2 + w] = frame
+    return out
+
+
 def blank(n: int) -> list[np.ndarray]:
     return [np.full((TILE + 2 * BORDER, TILE + 2 * BORDER, 3), 235, np.uint8) for _ in range(n)]
 
@@ -103,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
             sub = {"boxes": tr.boxes[idx], "landmarks": tr.landmarks[idx], "status": tr.status[idx], "frame_size": tr.frame_size}
             crops, _ = crop_frames(frames, sub, crop_cfg)
             cov = float((tr.status > 0).mean())
-            rows.append(tile_row(f"{label} coverage {cov:.0%}", [framed(c, s) for c, s in zip(crops, tr.status[idx])]))
+            tiles = [framed(c, s) if s > 0 else framed(letterbox(f), 0) for c, f, s in zip(crops, frames, tr.status[idx])]
+            rows.append(tile_row(f"{label} coverage {cov:.0%}", tiles))
         except DataError as exc:
             rows.append(tile_row(f"{label} FAILED: {exc}", blank(n_frames)))
     width = max((r.shape[1] for r in rows), default=LABEL_W)

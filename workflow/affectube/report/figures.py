@@ -116,12 +116,14 @@ def _metric_column(table: pd.DataFrame, metric: str) -> str | None:
 
 
 def _metric_limits(metric: str, values) -> tuple[float, float] | None:
-    base = metric.removeprefix("frame_").split("_")[0] if metric not in BOUNDED01 else metric
+    """Fixed y-limits for bounded metrics, so bars of different runs compare by eye."""
     if metric in BOUNDED01:
         return (0.0, 1.05)
-    if base in BOUNDED11:
-        lo = min(0.0, float(np.nanmin(values))) if len(values) else 0.0
-        return (min(-0.05, lo - 0.05), 1.05)
+    if metric.removeprefix("frame_").split("_")[0] in BOUNDED11:  # ccc, ccc_valence, frame_pearson ...
+        finite = np.asarray(values, dtype=float)
+        finite = finite[np.isfinite(finite)]
+        lo = min(0.0, float(finite.min())) if len(finite) else 0.0
+        return (lo - 0.05, 1.05)
     return None
 
 

@@ -235,6 +235,9 @@ def data_section(run: Run, experiments: list[Experiment]) -> list:
         png = qc.with_suffix(".png")
         if png.exists():
             blocks.append(D.Figure(png, f"Face-detection QC of dataset '{qc.parent.name}' (made by the faces_qc rule)."))
+        sheet = qc.parent / "contact_sheet.png"
+        if sheet.exists():
+            blocks.append(D.Figure(sheet, f"Face crops of dataset '{qc.parent.name}' as the clip stores will see them (faces_sheet rule)."))
     return blocks
 
 

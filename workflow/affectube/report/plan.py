@@ -142,6 +142,7 @@ def report_inputs(dag) -> dict:
     out["figures"] = f"{FIGURE_DIR}/index.json"
     out["evaluate"] = [f"results/evaluate/{e}/per_fold.csv" for e in dag.experiments]
     out["qc"] = [f"results/faces/{d}/qc.csv" for d in dag.datasets]
+    out["qc_figures"] = [f"results/faces/{d}/{name}.png" for d in dag.datasets for name in ("qc", "contact_sheet")]
     out["manifest"] = f"results/manifests/{dag.config['data']['finetune']}.csv"
     if uses_pretrain(dag.config):
         out["pretrain_summary"] = "results/pretrain/summary.json"

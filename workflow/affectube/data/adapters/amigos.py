@@ -51,4 +51,4 @@ def build(name: str, spec: dict):
         r = ratings.get((s, _int(v)), {})
         row.update({k: r.get(c) for k, c in cols.items()})
         rows.append(row)
-    return frame(rows)
+    return frame(rows, [labels] if ratings else [])

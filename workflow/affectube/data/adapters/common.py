@@ -93,5 +93,8 @@ def find_column(table: pd.DataFrame, names: Iterable[str], path: Path, what: str
     raise DataError(f"{path}: no {what} column (looked for {', '.join(names)}; have {', '.join(map(str, table.columns))})")
 
 
-def frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["video_id", "path", "subject"])
+def frame(rows: list[dict], sources: Iterable = ()) -> pd.DataFrame:
+    """The adapter's rows; ``sources``: label/list files read (they become inputs of the manifest rule)."""
+    out = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["video_id", "path", "subject"])
+    out.attrs["sources"] = [str(s) for s in sources if s is not None]
+    return out

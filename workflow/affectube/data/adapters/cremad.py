@@ -112,4 +112,4 @@ def build(name: str, spec: dict):
         if a is not None:
             row.update({"sex": a.get("Sex"), "age": a.get("Age")})
         rows.append(row)
-    return frame(rows)
+    return frame(rows, [table_path, demo_path])

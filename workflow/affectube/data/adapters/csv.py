@@ -46,6 +46,7 @@ def build(name: str, spec: dict):
     if "video_id" not in t.columns:
         t.insert(0, "video_id", [safe_id(PurePosixPath(Path(p).as_posix()).stem) for p in t["path"]])
     t.attrs["source"] = str(path)
+    t.attrs["sources"] = [str(path)]
     return t
 
 

@@ -43,4 +43,4 @@ def build(name: str, spec: dict):
         r = ratings.get((s, k), {})
         row.update({name_: r.get(col) for name_, col in cols.items()})
         rows.append(row)
-    return frame(rows)
+    return frame(rows, [labels])

@@ -28,9 +28,10 @@ def build(name: str, spec: dict):
     splits = option_path(spec, "splits", root, "EmoLabel_DataSplit")
     videos = option_path(spec, "videos", root, "Clip/original")
     exts = spec.get("extensions", [".mp4", ".avi"])
-    rows, seen = [], {}
+    rows, seen, sources = [], {}, []
     for k in range(1, FOLDS + 1):
         path = splits / "test(single-labeled)" / f"set_{k}.csv"
+        sources.append(path)
         t = read_table(path, f"DFEW fold {k} test list")
         for col in ("video_name", "label"):
             if col not in t.columns:
@@ -48,4 +49,4 @@ def build(name: str, spec: dict):
             seen[video_id] = k
             file = next((videos / f"{video_id}{e}" for e in exts if (videos / f"{video_id}{e}").is_file()), videos / f"{video_id}{exts[0]}")
             rows.append({"video_id": video_id, "path": str(file), "subject": video_id, "emotion": LABELS[lab], "fold": k})
-    return frame(rows)
+    return frame(rows, sources)

@@ -28,9 +28,10 @@ def build(name: str, spec: dict):
     root = root_dir(spec, "mafw")
     splits = option_path(spec, "splits", root, "Train & Test Set/single/no_caption")
     videos = option_path(spec, "videos", root, "data/clips")
-    rows, seen = [], {}
+    rows, seen, sources = [], {}, []
     for k in range(1, FOLDS + 1):
         path = splits / f"set_{k}" / "test.txt"
+        sources.append(path)
         if not path.is_file():
             raise DataError(f"{path}: MAFW fold {k} test list not found")
         for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
@@ -46,4 +47,4 @@ def build(name: str, spec: dict):
             seen[video_id] = k
             file = videos / clip if Path(clip).suffix else videos / f"{clip}.mp4"
             rows.append({"video_id": video_id, "path": str(file), "subject": video_id, "emotion": emotion(lab, f"{path}: line {i + 1}"), "fold": k})
-    return frame(rows)
+    return frame(rows, sources)

@@ -1,0 +1,309 @@
+"""A real single-node SLURM (Debian's munge/slurmctld/slurmd): the profile, torchrun and preemption.
+
+The module brings the cluster up with ``.ci/slurm_up.sh`` (a node with 2 CPUs and two fake
+``gpu`` GRES backed by /dev/null) and stops every daemon it started, by PID, with
+``.ci/slurm_down.sh``. It needs root and apt-get (or SLURM already installed): outside CI it is
+skipped with a message when they are missing; under ``CI=1`` it fails instead.
+
+Every ``snakemake`` runs under ``timeout -s INT`` (Snakemake ignores SIGTERM while it waits for
+cluster jobs; SIGINT makes it cancel them and stop), and every ``sbatch -W`` under a timeout.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+PARTITION = "debug"
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+
+
+# ---------------------------------------------------------------- the cluster
+def _unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "the SLURM tests need root (they install and start munged/slurmctld/slurmd)"
+    if not shutil.which("slurmctld") and not shutil.which("apt-get"):
+        return "the SLURM tests need Debian's slurmctld/slurmd packages or apt-get to install them"
+    return None
+
+
+def _skip_or_fail(msg: str):
+    if os.environ.get("CI"):
+        pytest.fail(msg + " -- required under CI")
+    pytest.skip(msg)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    reason = _unavailable()
+    if reason:
+        _skip_or_fail(reason)
+    state = tmp_path_factory.mktemp("slurm-state")
+    env = {**os.environ, "AFFECTUBE_SLURM_STATE": str(state), "AFFECTUBE_SLURM_PARTITION": PARTITION}
+    up = subprocess.run(["bash", str(REPO / ".ci" / "slurm_up.sh")], env=env, capture_output=True, text=True, timeout=600)
+    if up.returncode == 3:
+        _skip_or_fail(f"cannot bring up SLURM: {up.stderr.strip()}")
+    assert up.returncode == 0, f".ci/slurm_up.sh failed ({up.returncode}):\n{up.stdout}\n{up.stderr}"
+    started = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
+    try:
+        yield {"host": subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip(), "log": up.stderr}
+    finally:
+        down = subprocess.run(["bash", str(REPO / ".ci" / "slurm_down.sh")], env=env, capture_output=True, text=True, timeout=180)
+        assert down.returncode == 0, down.stderr
+        left = {name: pid for name, pid in started.items() if _alive(pid)}
+        assert not left, f"daemons still running after .ci/slurm_down.sh: {left}"
+
+
+def sbatch_wait(script: str, workdir: Path, *args: str, timeout: int = 300) -> tuple[str, str]:
+    """``sbatch -W`` a bash script; return (job id, its output)."""
+    path = workdir / "job.sh"
+    path.write_text("#!/bin/bash\nset -euo pipefail\n" + script)
+    out = workdir / "job.out"
+    proc = subprocess.run(
+        ["timeout", "-s", "INT", str(timeout), "sbatch", "-W", "--parsable", f"--partition={PARTITION}",
+         f"--output={out}", f"--chdir={REPO}", *args, str(path)],
+        capture_output=True, text=True, timeout=timeout + 30,
+    )  # fmt: skip
+    text = out.read_text() if out.exists() else ""
+    assert proc.returncode == 0, f"sbatch failed ({proc.returncode}): {proc.stderr}\n{text[-4000:]}"
+    return proc.stdout.strip().split(";")[0], text
+
+
+# ---------------------------------------------------------------- torchrun inside SLURM jobs
+def _expected_weights():
+    """One process on both ranks' batches = what DDP's gradient averaging must give."""
+    import torch
+
+    import slurm_ddp_probe as probe
+
+    net = probe.model()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for x0, x1 in zip(probe.batches(0), probe.batches(1)):
+        opt.zero_grad()
+        net(torch.cat([x0, x1])).pow(2).mean().backward()
+        opt.step()
+    return net.weight.detach().flatten().tolist(), net.bias.detach().flatten().tolist()
+
+
+def _check_ranks(out: Path, job: str):
+    import numpy as np
+
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    weight, bias = _expected_weights()
+    for r, res in enumerate(ranks):
+        assert res["rank"] == r and res["world_size"] == 2 and res["source"] == "torchrun"
+        assert res["backend"] == "gloo" and res["mean_rank_plus_1"] == 1.5
+        assert res["slurm_job_id"] == job
+        np.testing.assert_allclose(res["weight"], weight, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(res["bias"], bias, rtol=1e-5, atol=1e-6)
+    return ranks
+
+
+LAUNCH = f"export PYTHONPATH={REPO / 'workflow'}:{REPO / 'tests'}\n{sys.executable} -m affectube launch"
+
+
+def test_torchrun_two_processes_in_a_job(slurm, tmp_path):
+    out = tmp_path / "ranks"
+    job, log = sbatch_wait(f"{LAUNCH} --nproc-per-node 2 --module slurm_ddp_probe -- {out}\n", tmp_path, "--cpus-per-task=2")
+    assert "torch.distributed.run --standalone --nnodes=1 --nproc-per-node=2" in log
+    _check_ranks(out, job)
+
+
+def test_torchrun_agents_started_by_srun(slurm, tmp_path):
+    """The multi-node path on one node: srun starts 2 torchrun agents that meet on the allocation's first host."""
+    out = tmp_path / "ranks"
+    job, log = sbatch_wait(f"{LAUNCH} --agents-per-node 2 --module slurm_ddp_probe -- {out}\n", tmp_path, "--cpus-per-task=2")
+    assert re.search(r"srun --nodes=1 --ntasks=2 --ntasks-per-node=2 .*--rdzv-backend=c10d "
+                     rf"--rdzv-endpoint={slurm['host']}:{20000 + int(job) % 20000} --rdzv-id={job}", log), log  # fmt: skip
+    ranks = _check_ranks(out, job)
+    assert sorted(r["slurm_procid"] for r in ranks) == ["0", "1"], "each agent is its own srun task"
+
+
+# ---------------------------------------------------------------- the workflow through --profile slurm
+# A reduced demo (8 one-second videos of 4 subjects, 2 folds, one experiment, a one-block model)
+# with pretrain.gpus=1 so that the GPU rules ask for a GPU; 200 pretraining steps leave time to
+# preempt the job half-way.
+OVERRIDES = {
+    "data": {"transductive": True},
+    "demo": {"subjects": 4, "videos_per_class": 1, "seconds": 1.0, "fps": 10, "size": 96},
+    "decode": {"fps": 10},
+    "crop": {"size": 48},
+    "pretrain": {"depth": 1, "width": 64, "input_size": 32, "patch": 8, "num_frames": 4, "sample_stride": 1,
+                 "tubelet": 2, "decoder_width": 32, "decoder_depth": 1, "batch_size": 2, "steps": 200,
+                 "warmup_steps": 5, "checkpoint_every": 50, "gpus": 1, "recon_clips": 1},
+    "finetune": {"protocol": "group_kfold", "k": 2, "epochs": 1, "batch_size": 2, "test_clips": 1},
+    "experiments": {"videomae": {}},
+    "figures": {"formats": ["png"]},
+}  # fmt: skip
+# What runs through SLURM: everything from pretraining on, plus faces/clips of one video.
+# The other upstream outputs come from the local run (its .snakemake metadata included), which
+# keeps the test inside its time budget; the outputs below are compared with the local run's.
+TRACKS = "results/faces/demo/tracks/s01_happy_00.npz"
+STORE = "results/clips/demo/s01_happy_00.h5"
+RESUBMIT = ["results/pretrain", "results/folds", "results/finetune", "results/evaluate", "results/report",
+            "results/faces/demo/qc.csv", "results/faces/demo/qc.png", TRACKS, STORE]  # fmt: skip
+
+
+def _env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AFFECTUBE_", "SLURM_"))}
+    env.update(PATH=f"{VENV_BIN}:{env['PATH']}", **extra)
+    return env
+
+
+def _snakemake(workdir: Path, *args: str, timeout: int, env: dict, popen: bool = False):
+    cmd = ["timeout", "-s", "INT", "-k", "30", str(timeout), str(VENV_BIN / "snakemake"), *args]
+    if popen:
+        log = open(workdir / "snakemake.out", "w")
+        return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout + 60)
+    assert proc.returncode == 0, f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def _test_profile(workdir: Path) -> None:
+    """The repository's profile with the test node's limits: less memory, squeue for job status."""
+    path = workdir / "slurm" / "profile.yaml"
+    profile = yaml.safe_load(path.read_text())
+    for rule in ("pretrain", "finetune"):
+        profile["set-resources"][rule]["mem_mb"] = "1000 * attempt"
+    profile.update({
+        "slurm-status-command": "squeue",  # no slurmdbd here; MinJobAge=600 keeps finished jobs visible
+        "slurm-init-seconds-before-status-checks": 2,
+        "seconds-between-status-checks": 3,
+        "slurm-keep-successful-logs": True,
+        "latency-wait": 10,
+        "verbose": True,  # logs each sbatch call
+    })  # fmt: skip
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+
+
+def _rows(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, newline="") as fh:
+        return sum(1 for _ in csv.DictReader(fh))
+
+
+def _squeue_job(comment: str) -> str | None:
+    out = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i %k"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        job, _, com = line.partition(" ")
+        if com.strip() == comment:
+            return job
+    return None
+
+
+def _preempt_when_training(proc: subprocess.Popen, ckpt_log: Path, min_rows: int, timeout: float) -> str | None:
+    """SIGTERM the running pretrain job (as SLURM does on preemption) once it has trained a bit."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if _rows(ckpt_log) >= min_rows:
+            job = _squeue_job("rule_pretrain")
+            if job:
+                subprocess.run(["scancel", "--signal=TERM", job], check=True)
+                return job
+        time.sleep(0.1)
+    return None
+
+
+def test_workflow_through_the_profile_equals_a_local_run(slurm, tmp_path, workflow_copy):
+    import h5py
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    local = workflow_copy(OVERRIDES, name="local")
+    _snakemake(local, "--cores", "2", timeout=900, env=_env())
+
+    cluster = tmp_path / "cluster"
+    shutil.copytree(local, cluster, symlinks=True)
+    for rel in RESUBMIT:
+        target = cluster / rel
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    _test_profile(cluster)
+
+    env = _env(AFFECTUBE_PARTITION=PARTITION, AFFECTUBE_CPUS_PER_GPU="1")
+    proc = _snakemake(cluster, "--profile", "slurm", timeout=600, env=env, popen=True)
+    try:
+        preempted = _preempt_when_training(proc, cluster / "results/pretrain/checkpoints/log.csv", 20, timeout=400)
+        rc = proc.wait(timeout=700)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=120)
+    out = (cluster / "snakemake.out").read_text()
+    assert rc == 0, f"snakemake --profile slurm failed ({rc}):\n{out[-8000:]}"
+
+    # every job went through sbatch; the GPU rules asked for a GPU
+    calls = re.findall(r"sbatch call: (sbatch .*)", out)
+    by_rule = {}
+    for call in calls:
+        rule = re.search(r"--comment '?rule_([a-z_]+?)(?:_wildcards_|'| )", call).group(1)
+        by_rule.setdefault(rule, []).append(call)
+    assert {"faces", "clips", "faces_qc", "pretrain", "folds", "finetune", "evaluate", "report"} <= set(by_rule), sorted(by_rule)
+    for rule in ("pretrain", "finetune"):
+        for call in by_rule[rule]:
+            assert " --gpus=1" in call and "--cpus-per-gpu=1" in call and f"-p {PARTITION}" in call, call
+    for rule in ("faces", "clips", "folds", "evaluate"):
+        assert all("--gpus" not in c and "--gres" not in c for c in by_rule[rule]), by_rule[rule]
+    assert "--signal=TERM@600" in by_rule["pretrain"][0]
+    job_ids = dict(re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/", out))
+    for job, rule in job_ids.items():
+        info = subprocess.run(["scontrol", "show", "job", "-d", job], capture_output=True, text=True).stdout
+        if rule in ("pretrain", "finetune"):
+            assert re.search(r"GRES=gpu:1\(IDX:\d\)", info), f"job {job} ({rule}) was granted no GPU:\n{info}"
+
+    # the preempted pretraining job exited with 75 and its retry resumed from the checkpoint
+    assert preempted, "the pretraining job was never seen running with >= 20 steps done"
+    assert len(by_rule["pretrain"]) == 2, "pretrain: expected the preempted attempt and its retry"
+    summary = json.loads((cluster / "results/pretrain/summary.json").read_text())
+    assert summary["resumed_at_step"] and 20 <= summary["resumed_at_step"] < OVERRIDES["pretrain"]["steps"]
+    assert "exit status 75" in out or "exit code 75" in out or "status 75" in _slurm_log(cluster, preempted)
+
+    # outputs equal the local run's
+    def same(rel):
+        return (local / rel).read_bytes() == (cluster / rel).read_bytes()
+
+    a, b = load_file(str(local / "results/pretrain/encoder.safetensors")), load_file(str(cluster / "results/pretrain/encoder.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "pretrained weights differ from the local run"
+    with np.load(local / TRACKS) as x, np.load(cluster / TRACKS) as y:
+        for key in x.files:
+            if key != "meta":
+                np.testing.assert_array_equal(x[key], y[key], err_msg=f"tracks {key}")
+    with h5py.File(local / STORE) as x, h5py.File(cluster / STORE) as y:
+        x.visit(lambda name: isinstance(x[name], h5py.Dataset) and np.testing.assert_array_equal(x[name][()], y[name][()]))
+    for rel in ["results/folds/videomae.json", "results/faces/demo/qc.csv",
+                *(f"results/finetune/videomae/fold{k}/predictions.csv" for k in (0, 1))]:  # fmt: skip
+        assert same(rel), f"{rel} differs from the local run"
+    assert _metrics(local) == _metrics(cluster)
+    assert (cluster / "results/report/report.html").stat().st_size > 0
+
+
+def _metrics(root: Path) -> dict:
+    return json.loads((root / "results/evaluate/videomae/metrics.json").read_text())
+
+
+def _slurm_log(root: Path, job: str) -> str:
+    logs = list((root / "results/logs/slurm").rglob(f"{job}.log"))
+    return logs[0].read_text() if logs else ""
