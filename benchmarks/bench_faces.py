@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
@@ -50,14 +51,15 @@ from affectube.video.probe import probe  # noqa: E402
 GROUPS = {"mead": "videos/mead/*.mp4", "cremad": "videos/cremad/*.flv", "grid": "videos/grid/*.mpg", "pyfeat": "videos/pyfeat/*"}
 CROP = {"strategy": "box", "scale": 1.3, "size": 112, "grayscale": False, "pad_mode": "edge"}
 SWEEP = [
-    {"every_k": 1, "det_size": 320},
-    {"every_k": 2, "det_size": 320},
-    {"every_k": 1, "det_size": 160},
-    {"every_k": 3, "det_size": 160, "tracker": "flow"},
-    {"every_k": 3, "det_size": 160, "tracker": "interpolate"},
-    {"every_k": 5, "det_size": 160, "tracker": "flow"},
-    {"every_k": 5, "det_size": 160, "tracker": "interpolate"},
-    {"every_k": 4, "det_size": 224, "tracker": "flow"},
+    {"det_size": 320, "every_k": 1},
+    {"det_size": 320, "every_k": 2, "tracker": "flow"},
+    {"det_size": 320, "every_k": 5, "tracker": "flow"},
+    {"det_size": 320, "every_k": 5, "tracker": "interpolate"},
+    {"det_size": 320, "every_k": 8, "tracker": "flow"},
+    {"det_size": 224, "every_k": 5, "tracker": "flow"},
+    {"det_size": 160, "every_k": 1},
+    {"det_size": 160, "every_k": 5, "tracker": "flow"},
+    {"det_size": 160, "every_k": 5, "tracker": "interpolate"},
 ]
 
 
@@ -149,6 +151,7 @@ def main() -> int:
     ap.add_argument("--realdata", default=os.environ.get("AFFECTUBE_REALDATA", str(REPO.parent / "shared" / "realdata")))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "faces.json"))
     ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a faces param of the default run (YAML value)")
     ap.add_argument("--repeats", type=int, default=3, help="decode-only repeats (the fastest counts)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -158,6 +161,9 @@ def main() -> int:
     params = load_params(REPO / "params.yaml")
     decode_cfg = params["decode"]
     faces_cfg = {**params["faces"], "backend": "insightface", "model": str(model)}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        faces_cfg[key] = yaml.safe_load(value)
 
     print(f"{len(clips)} clips; decode only ...", flush=True)
     nulls = {}

@@ -39,7 +39,7 @@ rule finetune:
         "results/logs/finetune/{exp}/fold{fold}.log",
     benchmark:
         "results/benchmarks/finetune/{exp}/fold{fold}.tsv"
-    threads: workflow.cores
+    threads: 8  # capped by --cores locally; workflow.cores is undefined under --profile slurm
     resources:
         gpu=1,
         mem_mb=lambda wc, attempt: 8000 * attempt,

@@ -15,7 +15,7 @@ rule pretrain:
         "results/logs/pretrain.log",
     benchmark:
         "results/benchmarks/pretrain.tsv"
-    threads: workflow.cores
+    threads: 8  # capped by --cores locally; workflow.cores is undefined under --profile slurm
     resources:
         gpu=config["pretrain"]["gpus"],
         nodes=1,  # several on a cluster: AFFECTUBE_PRETRAIN_NODES in slurm/profile.yaml

@@ -168,3 +168,26 @@ def test_memory_per_item_is_one_clip_not_one_video(tmp_path):
     tracemalloc.stop()
     clip_span_bytes = (clip_span(8, 2) + 2 * 8) * 48 * 48 * 3  # the span plus partial chunks at both ends
     assert peak < 4 * clip_span_bytes < video_bytes / 20
+
+
+@pytest.mark.parametrize("input_size", [40, 24])
+def test_uint8_output_with_batched_transform_matches_the_float_items(tmp_path, input_size):
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
+    paths = []
+    for v in range(4):  # smooth images (like faces): resampling methods agree on them
+        c = content(f"v{v}", n=30, size=32, seed=v)
+        c.frames = np.stack([np.stack([127 + 100 * np.sin((xx + 2 * t + v) / 5 + k) * np.cos(yy / 7 - k) for k in range(3)], -1)
+                             for t in range(30)]).astype(np.uint8)
+        paths.append(write_store(tmp_path / f"v{v}.h5", c))
+    kw = dict(num_frames=8, sample_stride=2, input_size=input_size, augment=True, seed=4, scale=(0.5, 1.0))
+    f = ClipDataset(paths, **kw)
+    u = ClipDataset(paths, output="uint8", **kw)
+    batch = collate([u[i] for i in range(len(u))])
+    assert batch["video"].dtype == torch.uint8 and batch["video"].shape == (4, 3, 8, 32, 32) and batch["window"].shape == (4, 5)
+    out = u.transform.apply(batch["video"], batch["window"])
+    ref = torch.stack([f[i]["video"] for i in range(len(f))])
+    assert out.shape == ref.shape == (4, 3, 8, input_size, input_size)
+    std = torch.tensor(f.std).view(1, 3, 1, 1, 1) * 255
+    diff = ((out - ref) * std).abs()  # pixel units: OpenCV (uint8) vs torch (float) resampling
+    assert diff.mean() < 1.0 and diff.max() < 8
+    assert [u[i]["start"] for i in range(4)] == [f[i]["start"] for i in range(4)]

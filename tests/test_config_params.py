@@ -53,7 +53,8 @@ def test_params_yaml_validates_and_covers_every_section():
 def test_every_schema_key_is_typed_and_has_a_default():
     problems = []
     for key, sub, required in _leaf_properties(load_schema()):
-        if "type" not in sub and "enum" not in sub:
+        branches = sub.get("oneOf") or sub.get("anyOf") or [sub]
+        if any("type" not in b and "enum" not in b for b in branches):
             problems.append(f"{key}: no type")
         if "default" not in sub and not required:
             problems.append(f"{key}: no default")

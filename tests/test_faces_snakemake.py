@@ -75,4 +75,4 @@ def test_crop_change_reruns_clips_never_faces(workflow_copy, realdata, insightfa
     proc = run_snakemake(wf, "-n", *targets, "results/faces/small/tracks/bbaf2n.npz")
     planned = jobs(proc)
     assert planned.get("faces") == 1 and planned.get("manifest") == 1
-    assert "tracks/bbaf2n.npz" in proc.stdout and "tracks/M030_front_happy_level3_001.npz" not in proc.stdout
+    assert re.findall(r"output: results/faces/small/tracks/(\S+)\.npz", proc.stdout) == ["bbaf2n"]

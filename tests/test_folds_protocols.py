@@ -152,3 +152,19 @@ def test_folds_stage_writes_json(tmp_path):
     assert set(data[0]["test"]["video_ids"]) == {f"s0_v{v}" for v in range(4)}
     assert data[0]["val"]["subjects"] and not set(data[0]["val"]["subjects"]) & {"S0"}
     assert [f.index for f in F.load_folds(out)] == [0, 1, 2, 3]
+
+
+def test_dag_plans_each_experiments_own_folds():
+    from pathlib import Path
+
+    from affectube.config import load_params
+    from affectube.dag import Dag
+
+    cfg = load_params(Path(REPO_WORKFLOW).parent / "params.yaml")
+    cfg["experiments"] = {"a": {}, "b": {"finetune.protocol": "group_kfold", "finetune.k": 2}}
+    dag = Dag(cfg)
+    n_subjects = dag.manifest(cfg["data"]["finetune"]).table["subject"].nunique()
+    assert dag.exp_fold_ids("a") == [str(i) for i in range(n_subjects)]
+    assert dag.exp_fold_ids("b") == ["0", "1"]
+    wc = type("W", (), {"exp": "b"})()
+    assert dag.fold_predictions(wc) == [f"results/finetune/b/fold{k}/predictions.csv" for k in (0, 1)]

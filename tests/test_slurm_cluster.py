@@ -142,7 +142,7 @@ def test_torchrun_agents_started_by_srun(slurm, tmp_path):
 
 # ---------------------------------------------------------------- the workflow through --profile slurm
 # A reduced demo (8 one-second videos of 4 subjects, 2 folds, one experiment, a one-block model)
-# with pretrain.gpus=1 so that the GPU rules ask for a GPU; 200 pretraining steps leave time to
+# with pretrain.gpus=1 so that the GPU rules ask for a GPU; 60 pretraining steps leave time to
 # preempt the job half-way.
 OVERRIDES = {
     "data": {"transductive": True},
@@ -150,8 +150,8 @@ OVERRIDES = {
     "decode": {"fps": 10},
     "crop": {"size": 48},
     "pretrain": {"depth": 1, "width": 64, "input_size": 32, "patch": 8, "num_frames": 4, "sample_stride": 1,
-                 "tubelet": 2, "decoder_width": 32, "decoder_depth": 1, "batch_size": 2, "steps": 200,
-                 "warmup_steps": 5, "checkpoint_every": 50, "gpus": 1, "recon_clips": 1},
+                 "tubelet": 2, "decoder_width": 32, "decoder_depth": 1, "batch_size": 2, "steps": 60,
+                 "warmup_steps": 5, "checkpoint_every": 20, "gpus": 1, "recon_clips": 1},
     "finetune": {"protocol": "group_kfold", "k": 2, "epochs": 1, "batch_size": 2, "test_clips": 1},
     "experiments": {"videomae": {}},
     "figures": {"formats": ["png"]},
@@ -246,7 +246,7 @@ def test_workflow_through_the_profile_equals_a_local_run(slurm, tmp_path, workfl
     env = _env(AFFECTUBE_PARTITION=PARTITION, AFFECTUBE_CPUS_PER_GPU="1")
     proc = _snakemake(cluster, "--profile", "slurm", timeout=600, env=env, popen=True)
     try:
-        preempted = _preempt_when_training(proc, cluster / "results/pretrain/checkpoints/log.csv", 20, timeout=400)
+        preempted = _preempt_when_training(proc, cluster / "results/pretrain/checkpoints/log.csv", 10, timeout=400)
         rc = proc.wait(timeout=700)
     finally:
         if proc.poll() is None:
@@ -275,10 +275,10 @@ def test_workflow_through_the_profile_equals_a_local_run(slurm, tmp_path, workfl
             assert re.search(r"GRES=gpu:1\(IDX:\d\)", info), f"job {job} ({rule}) was granted no GPU:\n{info}"
 
     # the preempted pretraining job exited with 75 and its retry resumed from the checkpoint
-    assert preempted, "the pretraining job was never seen running with >= 20 steps done"
+    assert preempted, "the pretraining job was never seen running with >= 10 steps done"
     assert len(by_rule["pretrain"]) == 2, "pretrain: expected the preempted attempt and its retry"
     summary = json.loads((cluster / "results/pretrain/summary.json").read_text())
-    assert summary["resumed_at_step"] and 20 <= summary["resumed_at_step"] < OVERRIDES["pretrain"]["steps"]
+    assert summary["resumed_at_step"] and 10 <= summary["resumed_at_step"] < OVERRIDES["pretrain"]["steps"]
     assert "exit status 75" in out or "exit code 75" in out or "status 75" in _slurm_log(cluster, preempted)
 
     # outputs equal the local run's

@@ -130,6 +130,8 @@ def test_rules_declare_portable_resources_only():
         block = re.search(rf"^rule {rule}:(.*?)(?=^rule |\Z)", _rules_text(), re.S | re.M).group(1)
         assert re.search(r"^\s+gpu=", block, re.M), f"rule {rule} must declare a gpu resource"
         assert "exec python -m affectube" in block, f"rule {rule} must exec its trainer (signals)"
+    # `workflow.cores` raises under --profile slurm (no --cores): rules must not depend on it
+    assert "workflow.cores" not in _rules_text()
 
 
 def _rules_text() -> str:

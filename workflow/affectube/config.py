@@ -74,6 +74,14 @@ def _describe(err) -> tuple[str, str]:
     """(dotted key, one-line message) of a jsonschema error; unknown keys are named with a suggestion."""
     import difflib
 
+    if err.validator in ("oneOf", "anyOf") and err.context:
+        # name the branch that fits the value's type (e.g. "5000 is greater than the maximum of 1280"
+        # rather than "5000 is not valid under any of the given schemas")
+        fitting = [e for e in err.context if e.validator != "type"]
+        if fitting:
+            return _describe(min(fitting, key=lambda e: len(e.absolute_path)))
+        types = [str(e.validator_value) for e in err.context]
+        return ".".join(str(p) for p in err.absolute_path), f"{err.instance!r} is not of type {' or '.join(types)}"
     path = [str(p) for p in err.absolute_path]
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         allowed = list(err.schema.get("properties", {}))

@@ -2,7 +2,10 @@
 
 Items (dicts, batched by torch's default collate):
 
-``video``          float32 [C,T,S,S], normalised (``dataset.mean``/``dataset.std``, in [0,1] units)
+``video``          float32 [C,T,S,S], normalised (``dataset.mean``/``dataset.std``, in [0,1] units);
+                   with ``output="uint8"``: the stored uint8 crops [C,T,S0,S0] and ``window`` int64 [5]
+                   (the clip's crop window and flip), to be applied on the accelerator with
+                   ``dataset.transform.apply(batch["video"].to(device), batch["window"])``
 ``label``          int64 class index in ``dataset.classes`` (-1: no or another emotion)
 ``targets``        float32 [D] clip-level continuous targets: the mean of the per-frame labels over
                    the clip's frames where the store has them, else the manifest's clip-level value, else NaN
@@ -85,11 +88,15 @@ class ClipDataset(Dataset):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         mask_generator=None,
+        output: str = "float",
         check_frames: bool = True,
         max_open: int = 64,
     ):
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+        if output not in ("float", "uint8"):
+            raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
+        self.output = output
         if num_frames < 1 or sample_stride < 1 or test_clips < 1:
             raise ValueError("num_frames, sample_stride and test_clips must be >= 1")
         self.num_frames, self.sample_stride = int(num_frames), int(sample_stride)
@@ -192,8 +199,13 @@ class ClipDataset(Dataset):
                 frame_t[:, j] = f.frame_labels[name][idx]
                 vals = frame_t[:, j][~np.isnan(frame_t[:, j])]
                 clip_t[j] = vals.mean() if vals.size else np.nan
+        if self.output == "float":
+            video = self.transform(frames, rng)
+        else:
+            window = self.transform.window(frames.shape[1], frames.shape[2], rng)
+            video = torch.from_numpy(frames).permute(3, 0, 1, 2)
         item = {
-            "video": self.transform(frames, rng),
+            "video": video,
             "label": self._class_index.get(e.emotion, -1),
             "targets": torch.from_numpy(clip_t),
             "frame_targets": torch.from_numpy(frame_t),
@@ -204,6 +216,8 @@ class ClipDataset(Dataset):
             "clip": int(clip),
             "start": int(start),
         }
+        if self.output == "uint8":
+            item["window"] = window.as_tensor()
         if self.mask_generator is not None:
             mask_rng = np.random.default_rng([self.seed, epoch, index, 1])
             item["mask"] = torch.from_numpy(np.asarray(self.mask_generator(mask_rng), dtype=bool))

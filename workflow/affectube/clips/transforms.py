@@ -7,6 +7,10 @@ horizontal flip with probability ``flip``, drawn once and shared by all T frames
 keeps following the same face region. Without: the whole crop resized to S (no-op when equal).
 Resizing works on the uint8 frames (OpenCV; area filter when shrinking, bilinear when
 enlarging), then one pass converts to float, transposes and normalises.
+
+GPU path: a loader can instead ship the stored uint8 crops and each clip's :class:`Window`
+(``Window.as_tensor``); :func:`apply_windows` then does the same crop/resize/flip/normalise on
+the accelerator for a whole batch (4x fewer bytes through the loader, no float work on the CPU).
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ class Window:
     h: int
     w: int
     flip: bool = False
+
+    def as_tensor(self) -> torch.Tensor:
+        return torch.tensor([self.y, self.x, self.h, self.w, int(self.flip)], dtype=torch.int64)
 
 
 class TubeTransform:
@@ -63,15 +70,20 @@ class TubeTransform:
         t, h, w, c = frames.shape
         win = self.window(h, w, rng if rng is not None else np.random.default_rng())
         x = frames[:, win.y : win.y + win.h, win.x : win.x + win.w]
-        if win.flip:
-            x = x[:, :, ::-1]
         if (win.h, win.w) != (self.size, self.size):
             x = resize(x, self.size)
+        if win.flip:
+            x = x[:, :, ::-1]
         u = torch.from_numpy(np.ascontiguousarray(x)).permute(3, 0, 1, 2)  # [C,T,S,S] view of uint8
         out = torch.empty(u.shape, dtype=torch.float32)
         out.copy_(u)  # uint8 -> float32 and [T,S,S,C] -> [C,T,S,S] in one pass
         mean, std = self.stats(c)
         return out.mul_((1.0 / (255.0 * std)).view(c, 1, 1, 1)).sub_((mean / std).view(c, 1, 1, 1))
+
+    def apply(self, video: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+        """The same transform on a batch already on its device: see :func:`apply_windows`."""
+        mean, std = self.stats(video.shape[1])
+        return apply_windows(video, windows, self.size, mean, std)
 
     def stats(self, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) per channel in [0, 1] units; grayscale stores use the channel average."""
@@ -82,11 +94,33 @@ class TubeTransform:
 
 
 def resize(frames: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [T,h,w,C] -> [T,size,size,C]: area filter when shrinking, bilinear when enlarging."""
+    """uint8 [T,h,w,C] (a crop window view is fine: no copy) -> [T,size,size,C]:
+    area filter when shrinking, bilinear when enlarging."""
     t, h, w, c = frames.shape
     interp = cv2.INTER_AREA if h >= size and w >= size else cv2.INTER_LINEAR
     out = np.empty((t, size, size, c), np.uint8)
     for i in range(t):
-        r = cv2.resize(np.ascontiguousarray(frames[i]), (size, size), interpolation=interp)
-        out[i] = r.reshape(size, size, c)
+        cv2.resize(frames[i], (size, size), dst=out[i], interpolation=interp)
     return out
+
+
+def apply_windows(video: torch.Tensor, windows: torch.Tensor, size: int, mean, std) -> torch.Tensor:
+    """Batched tube transform on any device: uint8 ``[B,C,T,H,W]`` + windows int64 ``[B,5]``
+    (y, x, h, w, flip) -> float32 ``[B,C,T,size,size]`` normalised by ``mean``/``std`` ([0,1] units).
+
+    Bilinear resizing (antialiased when shrinking), the same window on every frame of a clip;
+    on natural images within about one grey level of the CPU path (OpenCV resampling).
+    """
+    b, c = video.shape[:2]
+    out = torch.empty((b, c, video.shape[2], size, size), dtype=torch.float32, device=video.device)
+    for i, (y, x, h, w, flip) in enumerate(windows.tolist()):
+        clip = video[i, :, :, y : y + h, x : x + w].permute(1, 0, 2, 3).float()  # [T,C,h,w]
+        if (h, w) != (size, size):
+            shrink = h > size or w > size  # antialiased when shrinking (close to OpenCV INTER_AREA on natural images)
+            clip = torch.nn.functional.interpolate(clip, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+        if flip:
+            clip = clip.flip(-1)
+        out[i] = clip.permute(1, 0, 2, 3)
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=video.device).view(1, c, 1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=video.device).view(1, c, 1, 1, 1)
+    return out.sub_(255.0 * mean).div_(255.0 * std)

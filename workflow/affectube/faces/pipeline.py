@@ -34,6 +34,10 @@ def analysis_side(faces_cfg: dict) -> int | None:
 def track_video(path: str | os.PathLike, decode_cfg: dict, faces_cfg: dict, detector: Detector, threads: int = 1, meta: dict | None = None) -> Tracks:
     """Face track of one video. Decode problems raise DataError (the caller records them)."""
     t0 = time.perf_counter()
+    if threads > 0:
+        import cv2
+
+        cv2.setNumThreads(int(threads))  # the job's thread budget (Snakemake threads), not every core
     every_k = int(faces_cfg.get("every_k", 2))
     stream = FrameStream(
         path,

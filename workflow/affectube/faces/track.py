@@ -43,7 +43,7 @@ NO_FACE, DETECTED, TRACKED, INTERPOLATED = 0, 1, 2, 3
 TRACKERS = ("flow", "interpolate")
 LINK_IOU = 0.3
 MERGE_DISTANCE = 0.5  # centre distance / face size under which two time-disjoint tracks are one face
-LK_PARAMS = dict(winSize=(21, 21), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
+LK_PARAMS = dict(winSize=(15, 15), maxLevel=2, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
 FB_MAX_ERR = 1.5  # px, forward-backward optical-flow error above which a point is dropped
 
 
@@ -349,10 +349,11 @@ def smooth_runs(boxes, lms, status, smooth: float) -> None:
 
 
 def _ema(x: np.ndarray, alpha: float) -> np.ndarray:
-    from scipy.signal import lfilter
-
-    zi = (1 - alpha) * x[0]
-    y, _ = lfilter([alpha], [1.0, -(1 - alpha)], x, axis=0, zi=zi[None, :])
+    """Causal exponential moving average along axis 0, started at the first value (no scipy import: it costs ~1 s per job)."""
+    y = np.empty_like(x)
+    y[0] = x[0]
+    for t in range(1, len(x)):
+        y[t] = alpha * x[t] + (1 - alpha) * y[t - 1]
     return y
 
 

@@ -392,12 +392,22 @@ def learning_curves(ctx: Context, spec: P.FigureSpec) -> dict:
             ax_val.legend(handles=handles, fontsize=7)
         else:
             _empty(ax_val, "no validation metric in log.csv")
+        epochs = sorted({int(e) for f in logged for e in f.log["epoch"]})
         for ax in (ax_loss, ax_val):
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            _integer_ticks(ax, epochs)
         fig.suptitle(f"{exp.name}: fine-tuning curves per fold{_failed_note(exp)}")
         ctx.style.save(fig, ctx.out_dir / spec.name)
     out["val_metric"] = val_col
     return out
+
+
+def _integer_ticks(ax, values: list[int]) -> None:
+    """Epoch/step axes: integer ticks (a 1-epoch run must not show 0.96 ... 1.04)."""
+    if 0 < len(values) <= 12:
+        ax.set_xticks(values)
+        ax.set_xlim(values[0] - 0.5, values[-1] + 0.5)
+    else:
+        ax.xaxis.get_major_locator().set_params(integer=True)
 
 
 def _mark_nonfinite(ax, lg: pd.DataFrame, cols, prefix: str = "") -> None:
@@ -433,10 +443,15 @@ def pretrain_curve(ctx: Context, spec: P.FigureSpec) -> dict:
         vals = vals[np.isfinite(vals)]
         if len(vals) and vals.min() > 0 and vals.max() / vals.min() > 10:
             ax.set_yscale("log")
+        elif len(vals):
+            ax.set_ylim(bottom=0, top=float(vals.max()) * 1.08)  # from 0: a 0.2% change must not look like a plunge
+        _integer_ticks(ax, [int(v) for v in lg[xcol]])
         ax.set_xlabel(xcol)
         ax.set_ylabel("reconstruction loss (masked patches)")
         first, last = (float(lg[loss_cols[0]].iloc[0]), float(lg[loss_cols[0]].iloc[-1])) if len(lg) else (math.nan, math.nan)
-        ax.set_title(f"self-supervised pretraining: {loss_cols[0]} {first:.3g} → {last:.3g} (up to {xcol} {last_x}, {len(lg)} log rows)")
+        change = f" ({(last - first) / first:+.1%})" if first else ""
+        ax.set_title(f"self-supervised pretraining: {loss_cols[0]} {first:.4g} → {last:.4g}{change}\n"
+                     f"up to {xcol} {last_x}, {len(lg)} log rows")
         if len(loss_cols) > 1:
             ax.legend()
         ctx.style.save(fig, ctx.out_dir / spec.name)

@@ -39,6 +39,7 @@ RC = {
     "grid.linewidth": 0.6,
     "lines.linewidth": 1.4,
     "figure.constrained_layout.use": True,
+    "savefig.bbox": "tight",  # never clip a legend placed outside the axes
     "pdf.fonttype": 42,  # editable text in PDF/SVG
     "svg.fonttype": "none",
     "image.cmap": "Blues",

@@ -52,26 +52,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stores-dir", required=True, help="directory of the dataset's clip stores ({video_id}.h5)")
     parser.add_argument("--encoder", default="", help="pretrained encoder.safetensors ('' = none: init scratch)")
     parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = finetune.threads or torch's default)")
+    parser.add_argument("--threads", type=int, default=0, help="the job's cores: torch CPU threads unless finetune.threads is set (0 = torch's default)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from affectube.config import parse_cfg, validate
+    from affectube.config import parse_cfg
 
-    raw = parse_cfg(args.cfg)
-    cfg = validate_sections(raw, validate)
+    cfg = validate_sections(parse_cfg(args.cfg))
     folds = {f.index: f for f in load_folds(args.folds)}
     if args.fold not in folds:
         raise DataError(f"{args.folds}: no fold {args.fold} (have {sorted(folds)})")
     result = finetune_fold(cfg, folds[args.fold], Path(args.stores_dir), args.encoder or None, Path(args.out_dir),
-                           threads=args.threads or cfg["finetune"]["threads"])
+                           threads=cfg["finetune"]["threads"] or args.threads)
     log.info("fold %d done: %s", args.fold, json.dumps({k: v for k, v in result["test"].items() if isinstance(v, float)}))
     return 0
 
 
-def validate_sections(raw: dict, validate) -> dict:
-    """Fill schema defaults of the sections given (the rule passes pretrain/finetune/evaluate)."""
-    from affectube.config import load_schema
+def validate_sections(raw: dict) -> dict:
+    """Validate the sections the rule passes (pretrain/finetune/evaluate), filling schema defaults."""
+    from affectube.config import load_schema, validate
 
     schema = load_schema()
     out = dict(raw)

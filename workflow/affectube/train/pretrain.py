@@ -67,7 +67,8 @@ class RunInfo:
     datasets: list[str] = field(default_factory=list)
     transductive: bool = False
     stores: list[str] = field(default_factory=list)
-    excluded_stores: list[str] = field(default_factory=list)
+    excluded_stores: int = 0  # of other datasets (not transductive)
+    empty_stores: int = 0  # videos without a usable face track
     data_hash: str = ""
     num_clips: int = 0
 
@@ -343,7 +344,8 @@ class Pretrainer:
                 "datasets": self.info.datasets,
                 "transductive": self.info.transductive,
                 "stores": len(self.info.stores),
-                "excluded_stores": len(self.info.excluded_stores),
+                "excluded_stores": self.info.excluded_stores,
+                "empty_stores": self.info.empty_stores,
                 "clips": self.info.num_clips or len(self.dataset),
                 "data_hash": self.info.data_hash,
             },
@@ -365,34 +367,24 @@ def _any_rank(flag: bool) -> bool:
 
 
 # ---------------------------------------------------------------- data from the clip stores
-def select_stores(stores: list[str], dcfg: dict) -> tuple[list[str], list[str]]:
-    """``(used, excluded)``: without ``data.transductive``, stores of the fine-tuning dataset are
-    excluded (every one of its subjects is tested in cross-validation)."""
-    finetune = dcfg.get("finetune")
+def allowed_datasets(dcfg: dict) -> list[str] | None:
+    """Datasets pretraining may read: all (None) when ``data.transductive``, else every pretraining
+    dataset but the fine-tuning one (all of whose subjects are tested in cross-validation)."""
     if dcfg.get("transductive", False):
-        return list(stores), []
-    used = [s for s in stores if Path(s).parent.name != finetune]
-    excluded = [s for s in stores if Path(s).parent.name == finetune]
-    if not used:
+        return None
+    finetune = dcfg.get("finetune")
+    allowed = [d for d in dcfg.get("pretrain", []) if d != finetune]
+    if not allowed:
         raise UserError(
-            f"data.transductive is false and every pretraining store belongs to the fine-tuning dataset {finetune!r}, "
-            "whose subjects are all tested: add other datasets to data.pretrain or set data.transductive: true"
+            f"data.transductive is false and data.pretrain {dcfg.get('pretrain', [])} has no dataset besides the "
+            f"fine-tuning dataset {finetune!r}, whose subjects are all tested: add other datasets to data.pretrain "
+            "or set data.transductive: true"
         )
-    return used, excluded
+    return allowed
 
 
-def data_hash(stores: list[str]) -> str:
-    entries = []
-    for s in sorted(stores):
-        p = Path(s)
-        if not p.exists():
-            raise DataError(f"{p}: clip store not found")
-        entries.append([p.parent.name, p.name, p.stat().st_size])
-    return stable_hash(entries)
-
-
-def build_dataset(stores: list[str], pcfg: dict, grid: tuple[int, int, int]) -> tuple[MaskedClips, tuple | None]:
-    """ClipDataset over the stores + tube masks; also the (mean, std) that undo its normalisation."""
+def build_dataset(stores: list[str], pcfg: dict, grid: tuple[int, int, int], datasets: list[str] | None = None):
+    """``(MaskedClips, ClipDataset)`` over the stores of ``datasets`` (None: all), with tube masks."""
     from affectube.clips.dataset import ClipDataset
     from affectube.clips.masking import TubeMaskGenerator
 
@@ -404,11 +396,20 @@ def build_dataset(stores: list[str], pcfg: dict, grid: tuple[int, int, int]) -> 
         mode="train",
         augment=pcfg["augment"],
         seed=pcfg["seed"],
+        datasets=datasets,
         mask_generator=TubeMaskGenerator(grid=grid, ratio=pcfg["mask_ratio"]),
     )
     if len(base) == 0:
-        raise DataError(f"no usable clip store among the {len(stores)} given (skipped: {base.skipped[:3]})")
-    return MaskedClips(base, seed=pcfg["seed"]), (base.mean, base.std)
+        raise DataError(
+            f"no clips to pretrain on: {len(stores)} stores given, datasets allowed: {datasets or 'all'}, "
+            f"{len(base.skipped)} without frames (e.g. {base.skipped[:2]})"
+        )
+    return MaskedClips(base, seed=pcfg["seed"]), base
+
+
+def data_hash(paths: list[str]) -> str:
+    """Identity of the training data: store names and sizes (a complete store is never rewritten in place)."""
+    return stable_hash([[Path(p).parent.name, Path(p).name, Path(p).stat().st_size] for p in sorted(paths)])
 
 
 # ---------------------------------------------------------------- CLI
@@ -428,24 +429,25 @@ def run(args: argparse.Namespace) -> int:
     env, device = distributed.init()
     preempt.install()  # SIGTERM/SIGUSR1 -> checkpoint after the current step, exit EXIT_PREEMPTED
     try:
-        used, excluded = select_stores(args.stores, dcfg)
         spec = ModelSpec.from_cfg(pcfg)
-        dataset, norm = build_dataset(used, pcfg, spec.grid)
+        dataset, base = build_dataset(args.stores, pcfg, spec.grid, allowed_datasets(dcfg))
+        used = [e.path for e in base.entries]
         info = RunInfo(
-            datasets=sorted({Path(s).parent.name for s in used}),
+            datasets=base.datasets,
             transductive=bool(dcfg.get("transductive", False)),
             stores=used,
-            excluded_stores=excluded,
+            excluded_stores=len(args.stores) - len(used) - len(base.skipped),
+            empty_stores=len(base.skipped),
             data_hash=data_hash(used),
             num_clips=len(dataset),
         )
         if env.is_main:
             log.info(
                 "pretraining %s/%s on %d clips from %s (%d stores excluded: transductive=%s), world size %d, device %s",
-                spec.model, spec.size, len(dataset), ",".join(info.datasets), len(excluded), info.transductive,
+                spec.model, spec.size, len(dataset), ",".join(info.datasets), info.excluded_stores, info.transductive,
                 env.world_size, device,
             )  # fmt: skip
-        trainer = Pretrainer(pcfg, dataset, args.out_dir, env=env, device=device, info=info, target_norm=norm)
+        trainer = Pretrainer(pcfg, dataset, args.out_dir, env=env, device=device, info=info, target_norm=(base.mean, base.std))
         return trainer.fit(stop_after=args.stop_after)
     finally:
         preempt.uninstall()

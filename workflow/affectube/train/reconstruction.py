@@ -77,7 +77,7 @@ def save_reconstruction_figure(
                     ax.set_ylabel(f"clip {i}\n{name}", fontsize=7)
                 if i == 0 and r == 0:
                     ax.set_title(f"frame {f}", fontsize=7)
-    fig.suptitle(f"{model.spec.model}: {int(mask[0].float().mean() * 100)}% of tubelets masked", fontsize=8)
+    fig.suptitle(f"{model.spec.model}: {float(mask[0].float().mean()) * 100:.0f}% of tubelets masked", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")

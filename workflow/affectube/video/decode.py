@@ -134,52 +134,71 @@ class FrameStream:
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         h, w = self.size
+        buf = np.empty((self.chunk, h, w, 3), dtype=np.uint8)
+        start = count = 0
+        for count in self._run(lambda k: memoryview(buf[k - start].reshape(-1))):
+            if count - start == self.chunk:
+                t = self._wait_times(count)
+                yield buf.copy(), t[start:count]
+                start = count
+        if count > start:
+            yield buf[: count - start].copy(), self._wait_times(count)[start:count]
+
+    def read_all(self) -> Decoded:
+        """Every frame in one array, read straight from the pipe into it (no chunk copies)."""
+        h, w = self.size
+        holder = [np.empty((max(16, int(self.info["source_frames"] * 1.02) + 4), h, w, 3), dtype=np.uint8)]
+
+        def slot(k: int) -> memoryview:
+            if k >= len(holder[0]):  # more frames than the header promised: grow
+                holder[0] = np.concatenate([holder[0], np.empty_like(holder[0][: max(16, k // 2)])])
+            return memoryview(holder[0][k].reshape(-1))
+
+        count = 0
+        for count in self._run(slot):
+            pass
+        return Decoded(holder[0][:count], self._wait_times(count)[:count], self.info)
+
+    def _run(self, slot) -> Iterator[int]:
+        """Run ffmpeg; read frame k into ``slot(k)``; yield the number of frames read so far."""
+        h, w = self.size
         nbytes = h * w * 3
         proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        times: list[float] = []
+        self._times: list[float] = []
         errors: list[str] = []
-        reader = threading.Thread(target=_read_stderr, args=(proc.stderr, times, errors), daemon=True)
-        reader.start()
+        self._reader = threading.Thread(target=_read_stderr, args=(proc.stderr, self._times, errors), daemon=True)
+        self._reader.start()
         count = 0
-        buf = np.empty((self.chunk, h, w, 3), dtype=np.uint8)
-        n = 0
         try:
             while True:
-                got = _read_exact(proc.stdout, memoryview(buf[n].reshape(-1)))
+                got = _read_exact(proc.stdout, slot(count))
                 if got == 0:
                     break
                 if got < nbytes:
                     errors.append(f"incomplete last frame ({got} of {nbytes} bytes)")
                     break
-                n += 1
-                if n == self.chunk:
-                    reader_times = self._wait_times(times, count + n, reader)
-                    yield buf[:n].copy(), reader_times[count : count + n]
-                    count += n
-                    n = 0
+                count += 1
+                yield count
             proc.stdout.close()
             rc = proc.wait()
-            reader.join()
+            self._reader.join()
             if rc != 0:
                 detail = "; ".join(errors[-3:]) or f"ffmpeg exit code {rc}"
                 raise DataError(f"{self.path}: cannot decode ({detail})")
-            if n:
-                t = self._wait_times(times, count + n, reader)
-                yield buf[:n].copy(), t[count : count + n]
-                count += n
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        self._finish(count, times, errors)
+        self._finish(count, self._times, errors)
 
-    def _wait_times(self, times: list[float], needed: int, reader: threading.Thread) -> np.ndarray:
+    def _wait_times(self, needed: int) -> np.ndarray:
         # showinfo logs a frame before it reaches the pipe, so its line is (almost always) already read
+        times, reader = self._times, self._reader
         while len(times) < needed and reader.is_alive():
             reader.join(0.005)
         if len(times) < needed:
             raise DataError(f"{self.path}: ffmpeg reported {len(times)} frame timestamps for {needed} frames")
-        return np.asarray(times, dtype=np.float64)
+        return np.asarray(times[:needed], dtype=np.float64)
 
     def _finish(self, count: int, times: list[float], errors: list[str]) -> None:
         if count == 0:
@@ -240,12 +259,7 @@ def _read_stderr(pipe, times: list[float], errors: list[str]) -> None:
 
 def decode(path: str | os.PathLike, fps: float | None = 25, max_side: int | None = 640, threads: int = 0) -> Decoded:
     """Decode the whole video into memory (see the module doc for rate, size and errors)."""
-    stream = FrameStream(path, fps=fps, max_side=max_side, chunk=256, threads=threads)
-    frames, times = [], []
-    for f, t in stream:
-        frames.append(f)
-        times.append(t)
-    return Decoded(np.concatenate(frames), np.concatenate(times), stream.info)
+    return FrameStream(path, fps=fps, max_side=max_side, threads=threads).read_all()
 
 
 def decode_cfg(path: str | os.PathLike, decode_cfg: dict, threads: int = 0) -> Decoded:
