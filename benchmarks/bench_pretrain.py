@@ -40,7 +40,7 @@ from affectube.clips.masking import TubeMaskGenerator  # noqa: E402
 from affectube.io import write_json  # noqa: E402
 from affectube.models import ModelSpec, create_model  # noqa: E402
 from affectube.models.flops import pretrain_step_flops  # noqa: E402
-from affectube.models.layers import mask_index, patch_targets  # noqa: E402
+from affectube.models.layers import mask_index, patchify  # noqa: E402
 from affectube.train.optim import build_optimizer, param_groups  # noqa: E402
 
 # name -> (ModelSpec keys, batch); the reference fixes 16 frames
@@ -109,6 +109,16 @@ def copy_weights(ours, ref) -> None:
     ref.load_state_dict(out)
 
 
+def reference_targets(x: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
+    """VideoMAE's engine_for_pretraining.py targets (its einops rearranges written with reshape/permute):
+    ``b c (t p0) (h p1) (w p2) -> b (t h w) (p0 p1 p2) c``, standardised over dim -2, unbiased std."""
+    with torch.no_grad():
+        b, c = x.shape[:2]
+        squeeze = patchify(x, tubelet, patch, channels_last=True).reshape(b, -1, tubelet * patch * patch, c)
+        norm = (squeeze - squeeze.mean(dim=-2, keepdim=True)) / (squeeze.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
+        return norm.reshape(b, norm.shape[1], -1)
+
+
 class Runner:
     """One model's training step on fixed inputs."""
 
@@ -132,7 +142,7 @@ class Runner:
             with self._autocast():
                 pred = self.model(self.x, mask)
             b = self.x.shape[0]
-            target = patch_targets(self.x, self.spec.tubelet, self.spec.patch)[mask].reshape(b, -1, pred.shape[-1])
+            target = reference_targets(self.x, self.spec.tubelet, self.spec.patch)[mask].reshape(b, -1, pred.shape[-1])
         loss = F.mse_loss(pred.float(), target)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

@@ -1,5 +1,5 @@
 """DVC as a second front end: `dvc repro` runs the stages Snakemake would, leaves Snakemake nothing to do,
-and `dvc exp run -S section.key=value` re-runs exactly the affected stage (in a scratch git repo)."""
+and `dvc exp run -S section.key=value` re-runs exactly the affected rule's jobs (in a scratch git repo)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
+import h5py
 import pytest
 import yaml
 
@@ -22,15 +22,15 @@ SMALL = {"demo": {"subjects": 4, "classes": ["happy", "sad"], "videos_per_class"
 
 # The part of the DAG reproduced end to end (the scratch copy's default target is cut down to it):
 # widened as the stages land. The generator and the drift test always cover the full DAG (test_dvc_yaml.py).
-E2E_RULES = ["demo_data", "faces"]
+E2E_RULES = ["demo_data", "manifest", "faces", "clips"]
 DEFAULT_TARGET = "        D.all_targets(),\n"
 
 
 def _targets() -> list[str]:
     from affectube.demo import plan
 
-    rows = plan({**SMALL["demo"], "root": "results/demo"})[:2]  # two face-tracking jobs keep it cheap
-    return [f"results/faces/demo/tracks/{r['video_id']}.npz" for r in rows]
+    rows = plan({**SMALL["demo"], "root": "results/demo"})[:2]  # two videos' jobs keep it cheap
+    return [f"results/clips/demo/{r['video_id']}.h5" for r in rows]
 
 
 def _run(wf: Path, *cmd: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -52,6 +52,16 @@ def _ran_stages(out: str) -> list[str]:
 def _ran_jobs(out: str) -> list[str]:
     """Rules of the Snakemake jobs that finished inside the DVC stages."""
     return re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", out)
+
+
+def _assert_dag_order(ran: list[str], stages: dict) -> None:
+    """Every stage ran once, after the stages that produce its deps."""
+    assert sorted(ran) == sorted(stages)
+    producer = {next(iter(o)): name for name, st in stages.items() for o in st.get("outs", [])}
+    for name, st in stages.items():
+        for dep in st.get("deps", []):
+            if dep in producer:
+                assert ran.index(producer[dep]) < ran.index(name), f"{name} ran before {producer[dep]}"
 
 
 def _mtimes(wf: Path, pattern: str) -> dict[str, int]:
@@ -78,7 +88,7 @@ def repo(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_dvc_repro_runs_the_snakemake_dag_and_leaves_nothing_to_do(repo):
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    assert list(stages) == E2E_RULES
+    assert sorted(stages) == sorted(E2E_RULES)
     assert all(s["cmd"] == f"snakemake --cores all --until {name}" for name, s in stages.items())
 
     dry = run_snakemake(repo, "-n").stdout
@@ -87,7 +97,7 @@ def test_dvc_repro_runs_the_snakemake_dag_and_leaves_nothing_to_do(repo):
 
     proc = _run(repo, str(VENV_BIN / "dvc"), "repro")
     out = proc.stdout + proc.stderr
-    assert _ran_stages(out) == E2E_RULES  # every stage, in DAG order
+    _assert_dag_order(_ran_stages(out), stages)  # every stage, in DAG order
     assert sorted(_ran_jobs(out)) == [r for r in planned if r != "all"]  # exactly the jobs snakemake planned
     assert (repo / "dvc.lock").is_file()
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
@@ -97,7 +107,7 @@ def test_dvc_repro_runs_the_snakemake_dag_and_leaves_nothing_to_do(repo):
     assert "Nothing to be done" in after.stdout + after.stderr
 
     again = _run(repo, str(VENV_BIN / "dvc"), "repro")
-    assert _ran_stages(again.stdout + again.stderr) == E2E_RULES
+    _assert_dag_order(_ran_stages(again.stdout + again.stderr), stages)
     assert _ran_jobs(again.stdout + again.stderr) == []  # Snakemake: nothing to do
 
 
@@ -107,22 +117,26 @@ def test_dvc_exp_run_with_a_param_reruns_only_that_stage(repo):
         pytest.skip("needs the repro test first")  # same module; pytest runs them in order
     _git(repo, "add", "dvc.lock")
     _git(repo, "commit", "-q", "-m", "lock")
-    videos = _mtimes(repo, "results/demo/videos/*.mp4")
-    tracks = _mtimes(repo, "results/faces/demo/tracks/*.npz")
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    upstream = {p: _mtimes(repo, p) for p in ["results/demo/videos/*.mp4", "results/manifests/*.csv",
+                                               "results/faces/demo/tracks/*.npz"]}
+    stores = _mtimes(repo, "results/clips/demo/*.h5")
+    assert len(stores) == 2
 
-    proc = _run(repo, str(VENV_BIN / "dvc"), "exp", "run", "-S", "faces.max_gap=4")
+    proc = _run(repo, str(VENV_BIN / "dvc"), "exp", "run", "-S", "clips.chunk_frames=8")
     out = proc.stdout + proc.stderr
-    assert _ran_stages(out) == E2E_RULES
-    assert _ran_jobs(out) == ["faces"] * len(tracks)  # only the stage whose params changed did work
-    assert yaml.safe_load((repo / "params.yaml").read_text())["faces"]["max_gap"] == 4
-    assert _mtimes(repo, "results/demo/videos/*.mp4") == videos, "demo videos were touched"
-    new_tracks = _mtimes(repo, "results/faces/demo/tracks/*.npz")
-    assert new_tracks.keys() == tracks.keys() and all(new_tracks[k] > tracks[k] for k in tracks)
-    with np.load(next(iter(new_tracks))) as npz:
-        assert json.loads(str(npz["meta"]))["faces"]["max_gap"] == 4  # the job saw the new value
+    _assert_dag_order(_ran_stages(out), stages)
+    assert _ran_jobs(out) == ["clips"] * len(stores)  # only the rule whose params changed did work
+    assert yaml.safe_load((repo / "params.yaml").read_text())["clips"]["chunk_frames"] == 8
+    for pattern, before in upstream.items():
+        assert _mtimes(repo, pattern) == before, f"{pattern} were touched"
+    new_stores = _mtimes(repo, "results/clips/demo/*.h5")
+    assert new_stores.keys() == stores.keys() and all(new_stores[k] > stores[k] for k in stores)
+    with h5py.File(next(iter(new_stores)), "r") as f:
+        assert int(f.attrs["chunk_frames"]) == 8  # the job saw the new value
 
     after = run_snakemake(repo, "-n")
     assert "Nothing to be done" in after.stdout + after.stderr
     shown = json.loads(_run(repo, str(VENV_BIN / "dvc"), "exp", "show", "--json").stdout)
     found = json.dumps(shown)
-    assert '"max_gap": 4' in found
+    assert '"chunk_frames": 8' in found

@@ -47,10 +47,6 @@ def rules_run(text: str) -> list[str]:
     return re.findall(r"^\s*(?:local)?rule (\w+):", text, re.M)
 
 
-def dvc_stages_run(text: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", text)
-
-
 def _set_dpi(wf: Path, dpi: int) -> None:
     params = yaml.safe_load((wf / "params.yaml").read_text())
     params["figures"]["dpi"] = dpi
@@ -152,31 +148,34 @@ def test_snakemake_report_has_a_caption_per_figure(finished_run):
 
 @pytest.mark.slow
 def test_figure_param_change_under_dvc_repro(finished_run):
+    """dvc.yaml hands every stage to Snakemake (always_changed): count the jobs Snakemake ran inside."""
     wf = finished_run
     env = venv_env(DVC_NO_ANALYTICS="1", PYTHONPATH=str(wf / "workflow"))
 
-    def sh(*cmd, check=True):
+    def sh(*cmd):
         proc = subprocess.run(cmd, cwd=wf, capture_output=True, text=True, timeout=1200, env=env)
-        if check and proc.returncode != 0:
+        if proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-        return proc
+        return proc.stdout + proc.stderr
 
     sh(str(VENV_BIN / "python"), "-m", "affectube", "dvc-yaml")
     if not (wf / ".dvc").exists():
         sh(str(VENV_BIN / "dvc"), "init", "--no-scm", "-q")
-    run_snakemake(wf)  # bring Snakemake's results up to date with the current params first
-    sh(str(VENV_BIN / "dvc"), "commit", "-f", "-q")  # record the finished run in dvc.lock
-    clean = sh(str(VENV_BIN / "dvc"), "status").stdout
-    assert "changed" not in clean, clean
+    run_snakemake(wf)  # up to date with the current params (a figure param may have changed in the test before)
+    sh(str(VENV_BIN / "dvc"), "commit", "-f", "-q")  # record the finished run in dvc.lock without re-running it
 
     _set_dpi(wf, 91)
-    status = sh(str(VENV_BIN / "dvc"), "status").stdout
-    changed = set(re.findall(r"^(\S+):\s*$", status, re.M))
-    assert changed and changed <= FIGURE_RULES, status
     out = sh(str(VENV_BIN / "dvc"), "repro")
-    ran = dvc_stages_run(out.stdout + out.stderr)
-    assert "figures" in ran and "report" in ran, out.stdout
-    assert not set(ran) & (TRAINING_RULES | {"evaluate"}), ran
-    # and the Snakemake runs inside the stages started no training or evaluation job either
-    inner = rules_run(out.stdout + out.stderr)
-    assert not [r for r in inner if r in TRAINING_RULES | {"evaluate"}], inner
+    per_stage = jobs_per_stage(out)
+    ran = [job for jobs in per_stage.values() for job in jobs]
+    assert "figures" in ran and "report" in ran, per_stage
+    assert not [r for r in ran if r in TRAINING_RULES | {"evaluate"}], per_stage
+    assert set(ran) <= FIGURE_RULES, per_stage
+    lock = yaml.safe_load((wf / "dvc.lock").read_text())
+    assert lock["stages"]["figures"]["params"]["params.yaml"]["figures"]["dpi"] == 91
+
+
+def jobs_per_stage(text: str) -> dict[str, list[str]]:
+    """DVC stage -> the rules of the Snakemake jobs that stage's command ran."""
+    parts = re.split(r"Running stage '([^']+)'", text)
+    return {parts[i]: rules_run(parts[i + 1]) for i in range(1, len(parts) - 1, 2)}

@@ -191,12 +191,12 @@ class ClipDataset(Dataset):
         idx = sampling.frame_indices(start, self.num_frames, self.sample_stride, e.num_frames)
         f = self._handle(e.path)
         frames = f.read(idx, check=self.check_frames)
-        times = f.timestamps[idx]
+        times = f.array("timestamps", idx)
         frame_t = np.full((self.num_frames, len(self.target_names)), np.nan, np.float32)
         clip_t = np.asarray(e.clip_targets, np.float32)
         for j, name in enumerate(self.target_names):
             if name in e.frame_targets:
-                frame_t[:, j] = f.frame_labels[name][idx]
+                frame_t[:, j] = f.array(f"frame_labels/{name}", idx)
                 vals = frame_t[:, j][~np.isnan(frame_t[:, j])]
                 clip_t[j] = vals.mean() if vals.size else np.nan
         if self.output == "float":
@@ -232,7 +232,7 @@ class ClipDataset(Dataset):
         if f is not None:
             self._handles.move_to_end(path)
             return f
-        f = StoreReader(path)
+        f = StoreReader(path, check_complete=False)  # verified (open_store) when the index was built
         self._handles[path] = f
         while len(self._handles) > self.max_open:
             _, old = self._handles.popitem(last=False)

@@ -380,32 +380,30 @@ def read_frames(f: h5py.File, indices: np.ndarray, check: bool = True, path: Any
 def _read_span(frames: h5py.Dataset, indices: np.ndarray, crc, path) -> np.ndarray:
     indices = np.asarray(indices, dtype=np.int64)
     lo, hi = int(indices[0]), int(indices[-1]) + 1
-    out = frames[lo:hi][indices - lo]  # one hyperslab [lo, hi): the clip's chunks, adjacent in the file
+    # one hyperslab [lo, hi): the clip's chunks, adjacent in the file (HDF5's strided selections
+    # are far slower than reading the span and picking the frames here)
+    out = frames[lo:hi][indices - lo]
     if crc is not None:
-        bad = np.flatnonzero(frame_crc32(out) != crc[indices])
+        bad = np.flatnonzero(frame_crc32(out) != crc[lo:hi][indices - lo])
         if bad.size:
             raise DataError(f"{path}: frame {int(indices[bad[0]])} does not match its checksum (corrupt store)")
     return out
 
 
 class StoreReader:
-    """A store opened for reading clips in one process (no verification beyond the complete marker).
+    """A store opened for reading clips in one process: cheap to open (no verification beyond the
+    complete marker, which ``check_complete=False`` skips for stores :func:`open_store` already
+    verified), then one read of a clip's frame span plus the matching slices of the small
+    per-frame arrays."""
 
-    The small per-frame arrays (crc32, timestamps, per-frame labels: ~20 bytes a frame) are read
-    once at open; each clip then costs one read of its frame span.
-    """
-
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, check_complete: bool = True):
         self.path = str(path)
         self.file = open_h5(path)
         try:
-            if not self.file.attrs.get("complete", False):
+            if check_complete and not self.file.attrs.get("complete", False):
                 raise DataError(f"{path}: incomplete clip store (no 'complete' marker: an interrupted write?)")
             self.frames = self.file["frames"]
-            self.crc = self.file["frame_crc32"][...]
-            self.timestamps = self.file["timestamps"][...]
-            group = self.file.get("frame_labels")
-            self.frame_labels = {k: group[k][...] for k in group} if group is not None else {}
+            self._crc = self.file["frame_crc32"]
         except KeyError as exc:
             self.file.close()
             raise DataError(f"{path}: clip store lacks an array ({exc})") from None
@@ -414,7 +412,13 @@ class StoreReader:
             raise
 
     def read(self, indices: np.ndarray, check: bool = True) -> np.ndarray:
-        return _read_span(self.frames, indices, self.crc if check else None, self.path)
+        """Frames at non-decreasing ``indices``: one read of their span, crc32-checked."""
+        return _read_span(self.frames, indices, self._crc if check else None, self.path)
+
+    def array(self, name: str, indices: np.ndarray) -> np.ndarray:
+        """A per-frame array (``timestamps``, ``frame_labels/valence``, ...) at ``indices`` (one span read)."""
+        lo, hi = int(indices[0]), int(indices[-1]) + 1
+        return self.file[name][lo:hi][np.asarray(indices) - lo]
 
     def close(self) -> None:
         self.file.close()

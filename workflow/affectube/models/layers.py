@@ -166,14 +166,17 @@ def patch_targets(
             shape = (1, -1, 1, 1, 1)
             x = x * std.to(x).view(shape) + mean.to(x).view(shape)
         b, c = x.shape[:2]
-        patches = patchify(x, tubelet, patch, channels_last=True)
+        k = tubelet * patch * patch
+        # statistics over each channel's t*p*p pixels, contiguous in the (c, t, p, p) layout
+        patches = patchify(x, tubelet, patch, channels_last=False)  # [B, N, C*t*p*p]
         if index is not None:
             patches = take(patches, index)
-        patches = patches.reshape(b, patches.shape[1], tubelet * patch * patch, c)
+        n = patches.shape[1]
+        patches = patches.reshape(b, n, c, k)
         if normalize:
-            var, mu = torch.var_mean(patches, dim=-2, correction=1, keepdim=True)
+            var, mu = torch.var_mean(patches, dim=-1, correction=1, keepdim=True)
             patches = (patches - mu) / (var.sqrt() + eps)
-        return patches.reshape(b, patches.shape[1], -1)
+        return patches.transpose(-1, -2).reshape(b, n, k * c)  # -> the (t, p, p, c) layout
 
 
 def init_vit_weights(module: nn.Module) -> None:
