@@ -99,7 +99,11 @@ def generate(cfg: dict) -> list[dict]:
     items = list(_items(cfg))
     rows = [row for *_, row in items]
     fps, size, seed = cfg["fps"], cfg["size"], cfg["seed"]
-    num_frames = max(2, round(cfg["seconds"] * fps))
+    num_frames = round(cfg["seconds"] * fps)
+    if num_frames < 2:
+        from affectube.errors import ConfigError
+
+        raise ConfigError(f"demo.seconds x demo.fps = {cfg['seconds']} x {fps} gives {num_frames} frame(s); need at least 2")
     classes = list(AFFECT)
     renderers: dict[int, FaceRenderer] = {}
     for i, (subj, cls, rep, row) in enumerate(items, 1):

@@ -39,22 +39,33 @@ def track_video(path: str | os.PathLike, decode_cfg: dict, faces_cfg: dict, dete
 
         cv2.setNumThreads(int(threads))  # the job's thread budget (Snakemake threads), not every core
     every_k = int(faces_cfg.get("every_k", 2))
+    tracker = T.FrameTracker(detector, every_k=every_k, batch=faces_cfg.get("batch", 16), tracker=faces_cfg.get("tracker", "flow"))
+    # interpolation needs only the keyframes: ffmpeg drops the frames in between before
+    # converting/piping them (their timestamps are still recorded)
+    keyframes_only = not tracker.flow and every_k > 1
     stream = FrameStream(
         path,
         fps=decode_cfg.get("fps", 25),
         max_side=decode_cfg.get("max_side", 640),
-        chunk=max(32, int(faces_cfg.get("batch", 16)) * every_k),
+        chunk=max(16, int(faces_cfg.get("batch", 16))) if keyframes_only else max(32, int(faces_cfg.get("batch", 16)) * every_k),
         threads=threads,
         work_side=analysis_side(faces_cfg),
+        stride=every_k if keyframes_only else 1,
     )
-    tracker = T.FrameTracker(detector, every_k=every_k, batch=faces_cfg.get("batch", 16), tracker=faces_cfg.get("tracker", "flow"))
     last_log = t0
+    done = 0
     for frames, times in stream:
-        tracker.update(frames, times)
+        if keyframes_only:
+            tracker.update_keyframes(frames)
+        else:
+            tracker.update(frames, times)
+        done += len(frames) * (every_k if keyframes_only else 1)
         now = time.perf_counter()
         if now - last_log > 10:
-            log.info("%s: %d frames processed (%.1f frames/s)", path, len(tracker.candidates), len(tracker.candidates) / (now - t0))
+            log.info("%s: %d frames processed (%.1f frames/s)", path, done, done / (now - t0))
             last_log = now
+    if keyframes_only:
+        tracker.complete(stream.timestamps)
     cands = tracker.candidates
     tracks = T.link(cands, max_gap=faces_cfg.get("max_gap", 8), every_k=tracker.every_k)
     chosen = T.select(tracks, faces_cfg.get("policy", "largest"), cands.frame_size)

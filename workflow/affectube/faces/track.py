@@ -82,7 +82,31 @@ class FrameTracker:
         self.candidates = Candidates()
         self._prev_gray = None
         self._current: list[Face] = []
+        self._keys: list[list[Face]] = []
         self.detected_frames = 0
+
+    def update_keyframes(self, frames: np.ndarray) -> None:
+        """``tracker: interpolate`` fed only the keyframes (frames 0, k, 2k, ...); call :meth:`complete` at the end."""
+        if not self._keys:
+            self.candidates.frame_size = tuple(int(x) for x in frames.shape[1:3])
+        for b in range(0, len(frames), self.batch):
+            for d in self.detector(frames[b : b + self.batch]):
+                self._keys.append([Face(d.boxes[j].copy(), d.landmarks[j].copy(), float(d.scores[j]), DETECTED) for j in range(len(d))])
+        self.detected_frames = len(self._keys)
+
+    def complete(self, timestamps: np.ndarray) -> None:
+        """Lay the keyframes fed to :meth:`update_keyframes` out on the full timeline (empty in between)."""
+        n, k = len(timestamps), self.every_k
+        if len(self._keys) != -(-n // k):
+            raise ValueError(f"{len(self._keys)} keyframes for {n} frames at every_k {k}")
+        c = self.candidates
+        for i, t in enumerate(timestamps):
+            key = i % k == 0
+            faces = self._keys[i // k] if key else []
+            c.timestamps.append(float(t))
+            c.faces.append(faces)
+            c.num_faces.append(len(faces) if key else -1)
+            c.keyframe.append(key)
 
     def update(self, frames: np.ndarray, timestamps: np.ndarray) -> None:
         start = len(self.candidates)

@@ -86,6 +86,7 @@ class FrameStream:
         chunk: int = 32,
         threads: int = 0,
         work_side: int | None = None,
+        stride: int = 1,
     ):
         self.path = Path(path)
         if fps is not None and fps <= 0:
@@ -94,6 +95,10 @@ class FrameStream:
         self.max_side = max_side
         self.chunk = max(1, int(chunk))
         self.threads = int(threads)
+        # `stride` k > 1: deliver only every k-th kept frame (0, k, 2k, ...); `timestamps` still
+        # lists every kept frame (read after iterating), so callers know the full timeline
+        self.stride = max(1, int(stride))
+        self.timestamps: np.ndarray | None = None
         src = probe(self.path)
         w, h = output_size(src["width"], src["height"], max_side)
         # `work_side`: deliver smaller frames than the decoded size (same frames, same timestamps);
@@ -123,6 +128,8 @@ class FrameStream:
             # keep the first frame of each grid slot (stateful select: variable 0 = next free slot)
             stream = stream.filter("select", f"if(gte({slot},ld(0)),st(0,{slot}+1)*0+1,0)")
         stream = stream.filter("showinfo", checksum=0)
+        if self.stride > 1:
+            stream = stream.filter("select", f"not(mod(n,{self.stride}))")
         h, w = self.size
         if (w, h) != (self.info["source_width"], self.info["source_height"]):
             stream = stream.filter("scale", w, h, flags="area")
@@ -136,16 +143,19 @@ class FrameStream:
         h, w = self.size
         buf = np.empty((self.chunk, h, w, 3), dtype=np.uint8)
         start = count = 0
-        for count in self._run(lambda k: memoryview(buf[k - start].reshape(-1))):
+        k = self.stride
+        for count in self._run(lambda i: memoryview(buf[i - start].reshape(-1))):
             if count - start == self.chunk:
-                t = self._wait_times(count)
-                yield buf.copy(), t[start:count]
+                t = self._wait_times((count - 1) * k + 1)
+                yield buf.copy(), t[start * k : count * k : k]
                 start = count
         if count > start:
-            yield buf[: count - start].copy(), self._wait_times(count)[start:count]
+            yield buf[: count - start].copy(), self._wait_times((count - 1) * k + 1)[start * k : count * k : k]
 
     def read_all(self) -> Decoded:
         """Every frame in one array, read straight from the pipe into it (no chunk copies)."""
+        if self.stride > 1:
+            raise ValueError("read_all() delivers every frame: use stride=1")
         h, w = self.size
         holder = [np.empty((max(16, int(self.info["source_frames"] * 1.02) + 4), h, w, 3), dtype=np.uint8)]
 
@@ -189,7 +199,10 @@ class FrameStream:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        self._finish(count, self._times, errors)
+        n = len(self._times) if self.stride > 1 else count
+        if self.stride > 1 and count != -(-n // self.stride):
+            raise DataError(f"{self.path}: ffmpeg delivered {count} frames for {n} timestamps at stride {self.stride}")
+        self._finish(n, self._times, errors)
 
     def _wait_times(self, needed: int) -> np.ndarray:
         # showinfo logs a frame before it reaches the pipe, so its line is (almost always) already read
@@ -205,6 +218,7 @@ class FrameStream:
             detail = "; ".join(errors[-3:]) or "no frame decoded"
             raise DataError(f"{self.path}: no video frames could be decoded ({detail})")
         t = np.asarray(times[:count], dtype=np.float64)
+        self.timestamps = t
         duration = self.info.get("duration")
         if duration:
             end_expected = self.info["start_time"] + duration
