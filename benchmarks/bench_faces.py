@@ -55,11 +55,11 @@ SWEEP = [
     {"det_size": 320, "every_k": 2, "tracker": "flow"},
     {"det_size": 320, "every_k": 5, "tracker": "flow"},
     {"det_size": 320, "every_k": 5, "tracker": "interpolate"},
-    {"det_size": 320, "every_k": 8, "tracker": "flow"},
-    {"det_size": 224, "every_k": 5, "tracker": "flow"},
+    {"det_size": 224, "every_k": 5, "tracker": "interpolate"},
     {"det_size": 160, "every_k": 1},
     {"det_size": 160, "every_k": 5, "tracker": "flow"},
-    {"det_size": 160, "every_k": 5, "tracker": "interpolate"},
+    {"det_size": 160, "every_k": 8, "tracker": "interpolate"},
+    {"det_size": [160, 320], "every_k": 5, "tracker": "interpolate"},
 ]
 
 

@@ -46,11 +46,13 @@ import av  # noqa: E402
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from affectube.clips import sampling  # noqa: E402
 from affectube.clips.dataset import ClipDataset  # noqa: E402
-from affectube.clips.store import COMPRESSION, StoreContent, StoreReader, _read_span, chunk_byte_ranges, write_store  # noqa: E402
+from affectube.clips.store import (  # noqa: E402
+    COMPRESSION, DirectReader, StoreContent, StoreReader, _read_span, chunk_byte_ranges, frame_layout, write_store)
 from affectube.faces.crop import crop_frames  # noqa: E402
 from affectube.io import write_json  # noqa: E402
 from affectube.video.decode import decode  # noqa: E402
@@ -173,23 +175,45 @@ def touched_bytes(paths: list[Path], plan) -> float:
     for v, idx in plan:
         if v not in ranges:
             with h5py.File(paths[v], "r") as f:
-                ranges[v] = chunk_byte_ranges(f["frames"])
+                ds = f["frames"]
+                fb = int(np.prod(ds.shape[1:]))
+                # contiguous: one "chunk" per frame, so the touched bytes are the span's
+                ranges[v] = chunk_byte_ranges(ds) if ds.chunks else [(i, 0, fb) for i in range(ds.shape[0])]
         cf = ranges[v][1][0] - ranges[v][0][0] if len(ranges[v]) > 1 else 10**9
         first, last = int(idx[0]) // cf, int(idx[-1]) // cf
         total += sum(r[2] for r in ranges[v][first : last + 1])
     return total / len(plan)
 
 
-def read_clips(paths: list[Path], plan, cold: bool, check: bool = True) -> float:
+def layouts_of(paths) -> list:
+    out = []
+    for p in paths:
+        with h5py.File(p, "r") as f:
+            out.append(frame_layout(f, p))
+    return out
+
+
+def read_clips(paths: list[Path], plan, cold: bool, check: bool = True, layouts=None, reopen: bool = True) -> float:
+    """Clips (uint8 frames + timestamps) read as the loader reads them: through direct preads where
+    ``layouts`` has one, else h5py; a store opened for each clip (``reopen``: one clip per video per
+    epoch on more videos than open handles) or kept open."""
     if cold:
         evict(paths)
+    layouts = layouts or [None] * len(paths)
     readers = {}
+
+    def reader(v):
+        return DirectReader(paths[v], layouts[v]) if layouts[v] is not None else StoreReader(paths[v], check_complete=False)
+
     t0 = time.perf_counter()
     for v, idx in plan:
-        r = readers.get(v)
-        if r is None:
-            r = readers[v] = StoreReader(paths[v], check_complete=False)
+        r = readers.get(v) or reader(v)
         r.read(idx, check=check)
+        r.array("timestamps", idx)
+        if reopen:
+            r.close()
+        else:
+            readers[v] = r
     dt = time.perf_counter() - t0
     for r in readers.values():
         r.close()
@@ -200,22 +224,25 @@ def layout_sweep(crops, root: Path, clips: int, chunk_sizes, compressions) -> li
     rows = []
     raw_bytes = sum(c["crops"].nbytes for c in crops)
     for comp in compressions:
-        for cf in chunk_sizes:
+        for cf in ((0, *chunk_sizes) if comp == "none" else chunk_sizes):  # 0: contiguous (uncompressed only)
             d = root / f"{comp}_{cf}"
             paths, dt = write_stores(crops, d, comp, cf)
             size = sum(p.stat().st_size for p in paths)
             lengths = [len(c["crops"]) for c in crops]
             plan = clip_plan(lengths, clips)
+            layouts = layouts_of(paths)
             row = {
                 "compression": comp,
                 "chunk_frames": cf,
                 "bytes_on_disk": size,
                 "ratio": raw_bytes / size,
                 "write_MB_per_s": raw_bytes / dt / 1e6,
+                "direct_reads": all(x is not None for x in layouts),
                 "touched_bytes_per_clip": touched_bytes(paths, plan),
-                "read_clips_per_s_cold": read_clips(paths, plan, cold=True),
-                "read_clips_per_s_warm": read_clips(paths, plan, cold=False),
-                "read_clips_per_s_warm_no_crc": read_clips(paths, plan, cold=False, check=False),
+                "read_clips_per_s_cold": read_clips(paths, plan, cold=True, layouts=layouts),
+                "read_clips_per_s_warm": read_clips(paths, plan, cold=False, layouts=layouts),
+                "read_clips_per_s_warm_no_crc": read_clips(paths, plan, cold=False, check=False, layouts=layouts),
+                "read_clips_per_s_warm_h5py": read_clips(paths, plan, cold=False),
             }
             rows.append(row)
             log(f"  layout {comp:9s} chunk {cf:2d}: ratio {row['ratio']:.2f}, write {row['write_MB_per_s']:.0f} MB/s, "
@@ -246,7 +273,7 @@ class DecodeClips(Dataset):
         if b.output == "float":
             return {"video": b.transform(crops, rng), "start": start}
         window = b.transform.window(crops.shape[1], crops.shape[2], rng)
-        return {"video": torch.from_numpy(crops).permute(3, 0, 1, 2), "window": window.as_tensor(), "start": start}
+        return {"video": torch.from_numpy(crops), "window": window.as_tensor(), "start": start}
 
 
 def decode_frames(path: Path, idx: np.ndarray) -> np.ndarray:
@@ -341,20 +368,6 @@ def shard_reads(entries, plan, cold_paths, cold: bool) -> float:
     return len(plan) / dt
 
 
-def reopen_reads(paths, plan, cold: bool) -> float:
-    """Clips read with their store opened and closed for each clip (one clip per video per epoch,
-    more videos than open handles: what the loader does on a large dataset)."""
-    if cold:
-        evict(paths)
-    t0 = time.perf_counter()
-    for v, idx in plan:
-        r = StoreReader(paths[v], check_complete=False)
-        r.read(idx)
-        r.array("timestamps", idx)
-        r.close()
-    return len(plan) / (time.perf_counter() - t0)
-
-
 def per_video_vs_shards(paths: list[Path], crops, root: Path, clips: int, shards: int) -> dict:
     shard_paths = build_shards(paths, root / "shards", shards)
     lengths = [len(c["crops"]) for c in crops]
@@ -367,16 +380,19 @@ def per_video_vs_shards(paths: list[Path], crops, root: Path, clips: int, shards
     order = {name: i for i, (_, name, _) in enumerate(entries)}
     plan = clip_plan(lengths, clips, seed=1)
     shard_plan = [(order[paths[v].stem], idx) for v, idx in plan]
+    layouts = layouts_of(paths)
     out = {
         "stores": len(paths),
         "shards": shards,
         "index_s_per_video_stores_cold": index_per_video,
         "index_s_shards_cold": index_shards,
-        "read_clips_per_s_per_video_open_each_clip_cold": reopen_reads(paths, plan, cold=True),
+        "read_clips_per_s_per_video_direct_open_each_clip_cold": read_clips(paths, plan, cold=True, layouts=layouts),
+        "read_clips_per_s_per_video_h5py_open_each_clip_cold": read_clips(paths, plan, cold=True),
         "read_clips_per_s_shards_kept_open_cold": shard_reads(entries, shard_plan, shard_paths, cold=True),
-        "read_clips_per_s_per_video_open_each_clip_warm": reopen_reads(paths, plan, cold=False),
+        "read_clips_per_s_per_video_direct_open_each_clip_warm": read_clips(paths, plan, cold=False, layouts=layouts),
+        "read_clips_per_s_per_video_h5py_open_each_clip_warm": read_clips(paths, plan, cold=False),
+        "read_clips_per_s_per_video_h5py_kept_open_warm": read_clips(paths, plan, cold=False, reopen=False),
         "read_clips_per_s_shards_kept_open_warm": shard_reads(entries, shard_plan, shard_paths, cold=False),
-        "read_clips_per_s_per_video_kept_open_warm": read_clips(paths, plan, cold=False),
     }
     # adding one video: a new store vs an atomic rewrite of one shard (copy + append + rename)
     c = crops[0]
@@ -409,11 +425,14 @@ def main(argv=None) -> int:
     p.add_argument("--clips", type=int, default=800, help="clips per loader run (at most one epoch: one clip per store)")
     p.add_argument("--decode-clips", type=int, default=160, help="clips per on-the-fly decoding run")
     p.add_argument("--layout-clips", type=int, default=600, help="clips per layout read test")
-    p.add_argument("--compression", default="none", choices=sorted(COMPRESSION), help="layout of the loader runs")
-    p.add_argument("--chunk-frames", type=int, default=16)
+    p.add_argument("--compression", default=None, choices=sorted(COMPRESSION), help="layout of the loader runs (default: params.yaml clips)")
+    p.add_argument("--chunk-frames", type=int, default=None, help="(default: params.yaml clips)")
     p.add_argument("--quick", action="store_true", help="small numbers everywhere (a smoke run)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "loader.json"))
     args = p.parse_args(argv)
+    clips_cfg = yaml.safe_load((REPO / "params.yaml").read_text())["clips"]
+    args.compression = args.compression or clips_cfg["compression"]
+    args.chunk_frames = clips_cfg["chunk_frames"] if args.chunk_frames is None else args.chunk_frames
     if args.quick:
         args.replicas, args.clips, args.decode_clips, args.layout_clips = 2, 160, 32, 100
     # DataLoader workers run with one torch thread; the main process (0 workers) gets the same,

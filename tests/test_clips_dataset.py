@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import tracemalloc
 
@@ -15,6 +16,7 @@ from affectube.clips.masking import TubeMaskGenerator, collate
 from affectube.clips.sampling import clip_span, uniform_starts
 from affectube.clips.store import write_store
 from affectube.clips.transforms import TubeTransform
+from affectube.errors import DataError
 
 from clips_util import content, make_stores
 
@@ -183,7 +185,7 @@ def test_uint8_output_with_batched_transform_matches_the_float_items(tmp_path, i
     f = ClipDataset(paths, **kw)
     u = ClipDataset(paths, output="uint8", **kw)
     batch = collate([u[i] for i in range(len(u))])
-    assert batch["video"].dtype == torch.uint8 and batch["video"].shape == (4, 3, 8, 32, 32) and batch["window"].shape == (4, 5)
+    assert batch["video"].dtype == torch.uint8 and batch["video"].shape == (4, 8, 32, 32, 3) and batch["window"].shape == (4, 5)
     out = u.transform.apply(batch["video"], batch["window"])
     ref = torch.stack([f[i]["video"] for i in range(len(f))])
     assert out.shape == ref.shape == (4, 3, 8, input_size, input_size)
@@ -191,3 +193,39 @@ def test_uint8_output_with_batched_transform_matches_the_float_items(tmp_path, i
     diff = ((out - ref) * std).abs()  # pixel units: OpenCV (uint8) vs torch (float) resampling
     assert diff.mean() < 1.0 and diff.max() < 8
     assert [u[i]["start"] for i in range(4)] == [f[i]["start"] for i in range(4)]
+
+
+def test_direct_reads_and_hdf5_reads_give_identical_items(tmp_path):
+    kw = dict(num_frames=8, sample_stride=3, input_size=24, augment=True, seed=1, targets=["arousal", "valence"])
+    layouts = {"chunked": ("none", 8), "contiguous": ("none", 0), "blosc": ("blosc-lz4", 8)}
+    sets = {k: make_stores(tmp_path / k, n_videos=3, n=40, compression=c, chunk_frames=cf) for k, (c, cf) in layouts.items()}
+    direct = ClipDataset(sets["chunked"], **kw)
+    assert all(e.layout is not None for e in direct.entries)
+    assert all(e.layout is not None for e in ClipDataset(sets["contiguous"], **kw).entries)
+    others = [ClipDataset(sets["chunked"], direct=False, **kw), ClipDataset(sets["contiguous"], **kw), ClipDataset(sets["blosc"], **kw)]
+    assert all(e.layout is None for e in others[0].entries + others[2].entries)  # through h5py
+    for other in others:
+        for i in range(3):
+            a, b = direct[i], other[i]
+            assert torch.equal(a["video"], b["video"]) and torch.equal(a["times"], b["times"])
+            torch.testing.assert_close(a["frame_targets"], b["frame_targets"], rtol=0, atol=0, equal_nan=True)
+            torch.testing.assert_close(a["targets"], b["targets"], rtol=0, atol=0, equal_nan=True)
+            assert type(other._handles[other.entries[i].path]).__name__ == ("DirectReader" if other.entries[i].layout else "StoreReader")
+
+
+def test_loader_refuses_corrupt_or_replaced_stores(tmp_path):
+    paths = make_stores(tmp_path, n_videos=2, n=40)
+    ds = ClipDataset(paths, num_frames=8, sample_stride=2, input_size=32, mode="test", test_clips=1)
+    layout = ds.entries[0].layout
+    st = os.stat(paths[0])
+    with open(paths[0], "r+b") as fh:  # flip one byte of frame 20 (silent bit rot: the mtime stays)
+        fh.seek(layout.frames + 20 * layout.frame_bytes + 100)
+        b = fh.read(1)
+        fh.seek(layout.frames + 20 * layout.frame_bytes + 100)
+        fh.write(bytes([b[0] ^ 1]))
+    os.utime(paths[0], ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(DataError, match=r"v0\.h5: frame 20 does not match its checksum"):
+        ds[0]
+    write_store(paths[1], content("v1", n=40, size=32, seed=9))  # rebuilt under the loader's feet
+    with pytest.raises(DataError, match=r"v1\.h5: clip store changed since the dataset was indexed"):
+        ds[1]

@@ -16,7 +16,7 @@ import pytest
 
 from affectube.clips.labels import align, frame_labels
 from affectube.clips.sampling import clip_span
-from affectube.clips.store import COMPRESSION, REQUIRED_ATTRS, StoreReader, StoreWriter, chunk_byte_ranges, open_store, write_store
+from affectube.clips.store import COMPRESSION, REQUIRED_ATTRS, StoreReader, StoreWriter, chunk_byte_ranges, frame_layout, open_store, write_store
 from affectube.errors import DataError
 
 from clips_util import content
@@ -81,6 +81,22 @@ def test_chunks_hold_whole_frames_and_a_clip_is_one_contiguous_byte_range(tmp_pa
             first, last = start // chunk_frames, (start + span - 1) // chunk_frames
             assert last - first + 1 <= -(-span // chunk_frames) + 1
             assert offsets[last] + sizes[last] - offsets[first] == sizes[first : last + 1].sum()
+
+
+@pytest.mark.parametrize("chunk_frames", [0, 16])
+def test_uncompressed_frames_are_one_byte_range_at_the_offset_hdf5_reports(tmp_path, chunk_frames):
+    c = content(n=100, size=8, per_frame=False)
+    path = write_store(tmp_path / "v.h5", c, compression="none", chunk_frames=chunk_frames)
+    with h5py.File(path, "r") as f:
+        assert f["frames"].chunks == (None if chunk_frames == 0 else (16, 8, 8, 3))
+        assert f.attrs["chunk_frames"] == chunk_frames
+        layout = frame_layout(f, path)
+    raw = path.read_bytes()
+    fb = layout.frame_bytes
+    for i in (0, 15, 16, 99):  # frame i is at offset + i * frame_bytes, chunk boundaries or not
+        assert raw[layout.frames + i * fb : layout.frames + (i + 1) * fb] == c.frames[i].tobytes()
+    with pytest.raises(DataError, match="contiguous, only without compression"):
+        write_store(tmp_path / "w.h5", c, compression="lzf", chunk_frames=0)
 
 
 def test_streamed_writes_in_uneven_blocks_keep_whole_chunks_in_order(tmp_path):

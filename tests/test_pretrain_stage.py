@@ -51,10 +51,14 @@ def test_cli_refuses_tested_subjects_unless_transductive(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_snakemake_pretrains_on_real_grid_videos(realdata, workflow_copy):
+def test_snakemake_pretrains_on_real_grid_videos(realdata, workflow_copy, tmp_path):
+    grid = tmp_path / "grid"  # 4 of the 11 GRID clips (symlinks: nothing is copied), to keep the test short
+    grid.mkdir()
+    for name in ("bbaf2n.mpg", "brbk7n.mpg", "lbax4n.mpg", "sbia1a.mpg"):
+        (grid / name).symlink_to(realdata / "videos" / "grid" / name)
     overrides = {
         "data": {
-            "datasets": {"grid": {"adapter": "grid", "root": str(realdata / "videos" / "grid"),
+            "datasets": {"grid": {"adapter": "grid", "root": str(grid),
                                   "subject_regex": r"grid/(\w+)\.mpg"}},
             "pretrain": ["grid"], "finetune": "grid", "transductive": True,
         },  # fmt: skip
@@ -68,7 +72,7 @@ def test_snakemake_pretrains_on_real_grid_videos(realdata, workflow_copy):
     run_snakemake(wf, "results/pretrain/summary.json", timeout=1200)
     out = wf / "results" / "pretrain"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["steps"] == 3 and summary["data"]["datasets"] == ["grid"] and summary["data"]["clips"] >= 8
+    assert summary["steps"] == 3 and summary["data"]["datasets"] == ["grid"] and summary["data"]["clips"] == 4
     assert summary["data"]["transductive"] is True and summary["model"]["model"] == "svfap"
     assert all(k in summary for k in ("clips_per_s", "tokens_per_s", "data_wait", "final_loss"))
     header = (out / "log.csv").read_text().splitlines()[0]

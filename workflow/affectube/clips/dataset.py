@@ -3,7 +3,7 @@
 Items (dicts, batched by torch's default collate):
 
 ``video``          float32 [C,T,S,S], normalised (``dataset.mean``/``dataset.std``, in [0,1] units);
-                   with ``output="uint8"``: the stored uint8 crops [C,T,S0,S0] and ``window`` int64 [5]
+                   with ``output="uint8"``: the stored uint8 crops [T,S0,S0,C] and ``window`` int64 [5]
                    (the clip's crop window and flip), to be applied on the accelerator with
                    ``dataset.transform.apply(batch["video"].to(device), batch["window"])``
 ``label``          int64 class index in ``dataset.classes`` (-1: no or another emotion)
@@ -24,10 +24,14 @@ worker reads which item. ``set_epoch(e)`` draws new clips and augmentations for 
 epoch they were started with). An index ``i >= len(ds)`` is read as epoch ``i // len(ds)``,
 item ``i % len(ds)`` (for samplers that encode the epoch in the index).
 
-Workers: the constructor reads each store's metadata and closes it again; frames are read
-through HDF5 handles opened lazily inside the process that reads (a worker), kept in a small
-LRU, never inherited across fork (handles are dropped from the pickled state and when the
-process id changes). Memory per item is one clip's frame span, whatever the dataset size.
+Workers: the constructor reads and verifies each store's metadata (:func:`open_store`) and
+closes it again; frames are read through handles opened lazily inside the process that reads
+(a worker), kept in a small LRU, never inherited across fork (handles are dropped from the
+pickled state and when the process id changes). Uncompressed stores are read with ``direct``
+preads at the byte offsets HDF5 reported at indexing (:class:`~affectube.clips.store.DirectReader`:
+one read per clip span, no HDF5 call per item); compressed ones through h5py. Every frame read is
+checked against its crc32 (``check_frames``). Memory per item is one clip's frame span,
+whatever the dataset size.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import torch
 from torch.utils.data import Dataset
 
 from affectube.clips import sampling
-from affectube.clips.store import StoreReader, open_store
+from affectube.clips.store import DirectReader, FrameLayout, StoreReader, frame_layout, open_store
 from affectube.clips.transforms import IMAGENET_MEAN, IMAGENET_STD, TubeTransform
 from affectube.errors import DataError
 
@@ -63,6 +67,7 @@ class VideoEntry:
     emotion: str | None
     clip_targets: tuple  # float per requested target (NaN if none)
     frame_targets: tuple  # names of requested targets the store has per frame
+    layout: FrameLayout | None = None  # byte offsets for direct reads (uncompressed stores)
 
 
 class ClipDataset(Dataset):
@@ -90,6 +95,7 @@ class ClipDataset(Dataset):
         mask_generator=None,
         output: str = "float",
         check_frames: bool = True,
+        direct: bool = True,
         max_open: int = 64,
     ):
         if mode not in ("train", "test"):
@@ -107,6 +113,7 @@ class ClipDataset(Dataset):
         self.transform = TubeTransform(input_size, augment, scale, ratio, flip, mean, std)
         self.mask_generator = mask_generator
         self.check_frames = bool(check_frames)
+        self.direct = bool(direct)
         self.max_open = int(max_open)
         self.skipped: list[tuple[str, str]] = []
 
@@ -127,7 +134,7 @@ class ClipDataset(Dataset):
         self._items = [(v, k) for v in range(len(entries)) for k in range(per_video)]
         mean_t, std_t = self.transform.stats(self.channels)
         self.mean, self.std = tuple(mean_t.tolist()), tuple(std_t.tolist())
-        self._handles: OrderedDict[str, StoreReader] = OrderedDict()
+        self._handles: OrderedDict[str, StoreReader | DirectReader] = OrderedDict()
         self._pid = os.getpid()
 
     # ---------------------------------------------------------------- index
@@ -153,6 +160,7 @@ class ClipDataset(Dataset):
                 emotion=None if emotion is None else str(emotion),
                 clip_targets=tuple(_as_float(labels.get(t), t, path) for t in self.target_names),
                 frame_targets=tuple(t for t in self.target_names if t in per_frame),
+                layout=frame_layout(s.file, path) if self.direct else None,
             )
 
     @property
@@ -189,7 +197,7 @@ class ClipDataset(Dataset):
         else:
             start = sampling.uniform_starts(e.num_frames, self.span, self.test_clips)[clip]
         idx = sampling.frame_indices(start, self.num_frames, self.sample_stride, e.num_frames)
-        f = self._handle(e.path)
+        f = self._handle(e)
         frames = f.read(idx, check=self.check_frames)
         times = f.array("timestamps", idx)
         frame_t = np.full((self.num_frames, len(self.target_names)), np.nan, np.float32)
@@ -203,7 +211,7 @@ class ClipDataset(Dataset):
             video = self.transform(frames, rng)
         else:
             window = self.transform.window(frames.shape[1], frames.shape[2], rng)
-            video = torch.from_numpy(frames).permute(3, 0, 1, 2)
+            video = torch.from_numpy(frames)  # [T,S,S,C] as stored: batching it is a plain copy
         item = {
             "video": video,
             "label": self._class_index.get(e.emotion, -1),
@@ -224,16 +232,19 @@ class ClipDataset(Dataset):
         return item
 
     # ---------------------------------------------------------------- per-process HDF5 handles
-    def _handle(self, path: str) -> StoreReader:
+    def _handle(self, entry: VideoEntry):
         if os.getpid() != self._pid:  # a forked worker: never use the parent's handles
             self._handles = OrderedDict()
             self._pid = os.getpid()
-        f = self._handles.get(path)
+        f = self._handles.get(entry.path)
         if f is not None:
-            self._handles.move_to_end(path)
+            self._handles.move_to_end(entry.path)
             return f
-        f = StoreReader(path, check_complete=False)  # verified (open_store) when the index was built
-        self._handles[path] = f
+        if entry.layout is not None:
+            f = DirectReader(entry.path, entry.layout)  # plain preads at the indexed offsets
+        else:
+            f = StoreReader(entry.path, check_complete=False)  # verified (open_store) when the index was built
+        self._handles[entry.path] = f
         while len(self._handles) > self.max_open:
             _, old = self._handles.popitem(last=False)
             old.close()

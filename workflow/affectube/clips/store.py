@@ -2,9 +2,10 @@
 
 Layout of a store (N = stored frames, S = crop side, C = 3 or 1):
 
-``frames``         uint8 [N,S,S,C], chunked ``(chunk_frames, S, S, C)``: whole frames per chunk,
-                   chunks written in time order so the chunks a clip touches are adjacent in the
-                   file (one clip = one contiguous byte range, read front to back).
+``frames``         uint8 [N,S,S,C], contiguous (``chunk_frames`` 0: frames back to back) or chunked
+                   ``(chunk_frames, S, S, C)``: whole frames per chunk, chunks written in time
+                   order so the chunks a clip touches are adjacent in the file. Either way one
+                   clip = one contiguous byte range, read front to back.
 ``frame_crc32``    uint32 [N]   crc32 of every frame's bytes (checked by the loader on each read).
 ``timestamps``     float64 [N]  seconds of each frame in the source video's timeline.
 ``face_status``    uint8 [N]    tracks status (0 no face, 1 detected, 2 tracked, 3 interpolated).
@@ -153,13 +154,16 @@ class StoreWriter:
         self.path = Path(path)
         if compression not in COMPRESSION:
             raise DataError(f"{path}: unknown compression {compression!r} (known: {', '.join(COMPRESSION)})")
-        if chunk_frames < 1:
-            raise DataError(f"{path}: chunk_frames must be >= 1, got {chunk_frames}")
+        if chunk_frames < 0 or (chunk_frames == 0 and compression != "none"):
+            raise DataError(f"{path}: chunk_frames must be >= 1 (or 0: contiguous, only without compression), "
+                            f"got {chunk_frames} with compression {compression!r}")
         frame_shape = tuple(int(x) for x in frame_shape)
         if len(frame_shape) != 3 or frame_shape[0] != frame_shape[1] or frame_shape[2] not in (1, 3):
             raise DataError(f"{path}: frames must be [N,S,S,C] with C in (1, 3), got frame shape {list(frame_shape)}")
         self.n, self.frame_shape, self.compression = int(num_frames), frame_shape, compression
-        self.chunk_frames = max(1, min(int(chunk_frames), self.n)) if self.n else 0
+        # 0 = contiguous layout (frames back to back, no chunk index); else chunks of whole frames in time
+        self.chunk_frames = max(1, min(int(chunk_frames), self.n)) if self.n and chunk_frames else 0
+        self._block = self.chunk_frames or 1  # frames are written to the file in whole chunks
         self.crc = np.zeros(self.n, np.uint32)
         self.pos = 0  # frames appended
         self._written = 0  # frames written to the file
@@ -169,9 +173,9 @@ class StoreWriter:
         self._done = False
         try:
             self.file = h5py.File(self.tmp, "w", libver=("v110", "latest"), meta_block_size=_meta_block_size(self.n, self.chunk_frames))
-            chunks = (self.chunk_frames, *frame_shape) if self.n else None
+            chunks = (self.chunk_frames, *frame_shape) if self.chunk_frames else None
             self.frames = self.file.create_dataset("frames", shape=(self.n, *frame_shape), dtype=np.uint8, chunks=chunks,
-                                                   **(COMPRESSION[compression]() if self.n else {}))
+                                                   **(COMPRESSION[compression]() if self.chunk_frames else {}))
         except BaseException as exc:
             self._abort(exc)
             raise
@@ -187,7 +191,7 @@ class StoreWriter:
         self.pos += k
         self._pending.append(frames)
         pending = sum(len(p) for p in self._pending)
-        whole = pending if self.pos == self.n else (pending // self.chunk_frames) * self.chunk_frames
+        whole = pending if self.pos == self.n else (pending // self._block) * self._block
         if whole:
             block = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
             self.frames[self._written : self._written + whole] = block[:whole]
@@ -424,6 +428,98 @@ class StoreReader:
         self.file.close()
 
 
+@dataclass(frozen=True)
+class FrameLayout:
+    """Where an uncompressed store's arrays lie in its file (byte offsets), for direct reads.
+
+    Exists only when the frames are stored without filters, frame after frame in time order
+    (contiguous layout, or chunks back to back: what :class:`StoreWriter` writes), and the
+    per-frame arrays are contiguous: then frame ``i`` starts at ``frames + i * frame_bytes``
+    and a clip's span is ONE ``pread``. ``signature`` (inode, size, mtime) detects a store
+    replaced after the layout was read.
+    """
+
+    frames: int
+    frame_bytes: int
+    frame_shape: tuple
+    arrays: dict  # name -> (byte offset, dtype str, item size)
+    signature: tuple
+
+
+def frame_layout(f: h5py.File, path: str | os.PathLike) -> FrameLayout | None:
+    """The :class:`FrameLayout` of an open store, or None when direct reads do not apply."""
+    ds = f["frames"]
+    n = ds.shape[0]
+    if n == 0 or _filters(ds):
+        return None
+    frame_bytes = int(np.prod(ds.shape[1:]))
+    if ds.chunks is None:
+        base = ds.id.get_offset()
+        if base is None:
+            return None
+    else:
+        if ds.chunks[1:] != ds.shape[1:]:
+            return None
+        ranges = chunk_byte_ranges(ds)
+        cf = ds.chunks[0]
+        base = ranges[0][1] if ranges else None
+        expected = [(k * cf, base + k * cf * frame_bytes, cf * frame_bytes) for k in range(-(-n // cf))]
+        if base is None or ranges != expected:
+            return None
+    arrays = {}
+    names = ["frame_crc32", "timestamps"] + [f"frame_labels/{k}" for k in (f["frame_labels"] if "frame_labels" in f else [])]
+    for name in names:
+        a = f[name]
+        off = a.id.get_offset() if a.chunks is None and not _filters(a) else None
+        if off is None or a.shape[:1] != (n,) or a.ndim != 1:
+            return None
+        arrays[name] = (int(off), a.dtype.str, a.dtype.itemsize)
+    st = os.stat(path)
+    return FrameLayout(int(base), frame_bytes, tuple(ds.shape[1:]), arrays, (st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+class DirectReader:
+    """Reads clips of an uncompressed store with plain ``pread`` calls at the offsets of its
+    :class:`FrameLayout` (taken from HDF5 when the store was indexed): one read for the frame
+    span, one each for the crc32s and timestamps. Same interface as :class:`StoreReader`."""
+
+    def __init__(self, path: str | os.PathLike, layout: FrameLayout):
+        self.path, self.layout = str(path), layout
+        self.fd = os.open(self.path, os.O_RDONLY)
+        st = os.fstat(self.fd)
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != layout.signature:
+            os.close(self.fd)
+            raise DataError(f"{path}: clip store changed since the dataset was indexed (rebuilt while training?)")
+
+    def _pread(self, size: int, offset: int) -> bytes:
+        buf = os.pread(self.fd, size, offset)
+        if len(buf) != size:
+            raise DataError(f"{self.path}: clip store is truncated (wanted {size} bytes at {offset}, got {len(buf)})")
+        return buf
+
+    def read(self, indices: np.ndarray, check: bool = True) -> np.ndarray:
+        indices = np.asarray(indices, dtype=np.int64)
+        lo, hi = int(indices[0]), int(indices[-1]) + 1
+        L = self.layout
+        span = np.frombuffer(self._pread((hi - lo) * L.frame_bytes, L.frames + lo * L.frame_bytes), np.uint8)
+        out = span.reshape(hi - lo, *L.frame_shape)[indices - lo]  # a copy: the span buffer is freed
+        if check:
+            crc = self.array("frame_crc32", indices)
+            bad = np.flatnonzero(frame_crc32(out) != crc)
+            if bad.size:
+                raise DataError(f"{self.path}: frame {int(indices[bad[0]])} does not match its checksum (corrupt store)")
+        return out
+
+    def array(self, name: str, indices: np.ndarray) -> np.ndarray:
+        indices = np.asarray(indices, dtype=np.int64)
+        lo, hi = int(indices[0]), int(indices[-1]) + 1
+        off, dtype, size = self.layout.arrays[name]
+        return np.frombuffer(self._pread((hi - lo) * size, off + lo * size), dtype)[indices - lo]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 def chunk_byte_ranges(ds: h5py.Dataset) -> list[tuple[int, int, int]]:
     """(first frame, byte offset, size) of every stored chunk of a frames dataset, in time order."""
     out = []
@@ -487,4 +583,4 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-__all__ = ["COMPRESSION", "Store", "StoreContent", "StoreReader", "StoreWriter", "chunk_byte_ranges", "frame_crc32", "open_store", "read_frames", "write_store"]
+__all__ = ["COMPRESSION", "DirectReader", "FrameLayout", "Store", "StoreContent", "StoreReader", "StoreWriter", "frame_layout", "chunk_byte_ranges", "frame_crc32", "open_store", "read_frames", "write_store"]

@@ -82,7 +82,7 @@ class TubeTransform:
 
     def apply(self, video: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
         """The same transform on a batch already on its device: see :func:`apply_windows`."""
-        mean, std = self.stats(video.shape[1])
+        mean, std = self.stats(video.shape[-1])
         return apply_windows(video, windows, self.size, mean, std)
 
     def stats(self, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,16 +105,16 @@ def resize(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def apply_windows(video: torch.Tensor, windows: torch.Tensor, size: int, mean, std) -> torch.Tensor:
-    """Batched tube transform on any device: uint8 ``[B,C,T,H,W]`` + windows int64 ``[B,5]``
-    (y, x, h, w, flip) -> float32 ``[B,C,T,size,size]`` normalised by ``mean``/``std`` ([0,1] units).
+    """Batched tube transform on any device: uint8 ``[B,T,H,W,C]`` (as stored) + windows int64
+    ``[B,5]`` (y, x, h, w, flip) -> float32 ``[B,C,T,size,size]`` normalised by ``mean``/``std`` ([0,1] units).
 
     Bilinear resizing (antialiased when shrinking), the same window on every frame of a clip;
     on natural images within about one grey level of the CPU path (OpenCV resampling).
     """
-    b, c = video.shape[:2]
-    out = torch.empty((b, c, video.shape[2], size, size), dtype=torch.float32, device=video.device)
+    b, t, c = video.shape[0], video.shape[1], video.shape[4]
+    out = torch.empty((b, c, t, size, size), dtype=torch.float32, device=video.device)
     for i, (y, x, h, w, flip) in enumerate(windows.tolist()):
-        clip = video[i, :, :, y : y + h, x : x + w].permute(1, 0, 2, 3).float()  # [T,C,h,w]
+        clip = video[i, :, y : y + h, x : x + w].permute(0, 3, 1, 2).float()  # [T,C,h,w]
         if (h, w) != (size, size):
             shrink = h > size or w > size  # antialiased when shrinking (close to OpenCV INTER_AREA on natural images)
             clip = torch.nn.functional.interpolate(clip, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)

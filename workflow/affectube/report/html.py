@@ -36,7 +36,7 @@ from affectube.errors import DataError
 from affectube.io import atomic_path, read_json, write_json, write_text
 from affectube.report import compare as C
 from affectube.report import document as D
-from affectube.report.checks import Run, run_checks
+from affectube.report.checks import Run, coverage_column, run_checks
 from affectube.report.figures import metric_label
 from affectube.report.results import Experiment, fmt, load_experiment, read_csv, summarise
 
@@ -225,8 +225,6 @@ def data_section(run: Run, experiments: list[Experiment]) -> list:
         except DataError as exc:
             blocks.append(D.Text(str(exc), "warn"))
             continue
-        from affectube.report.checks import coverage_column
-
         col = coverage_column(table)
         if col is not None:
             cov = pd.to_numeric(table[col], errors="coerce")

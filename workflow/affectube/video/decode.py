@@ -64,7 +64,7 @@ def ffmpeg_exe() -> str:
 
 
 def output_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
-    """(w, h) after scaling the longest side down to ``max_side`` (never up); even-free."""
+    """(w, h) after scaling the longest side down to ``max_side`` (never up; rgb24 needs no even sizes)."""
     if not max_side or max(width, height) <= max_side:
         return int(width), int(height)
     s = max_side / float(max(width, height))
@@ -274,11 +274,6 @@ def _read_stderr(pipe, times: list[float], errors: list[str]) -> None:
 def decode(path: str | os.PathLike, fps: float | None = 25, max_side: int | None = 640, threads: int = 0) -> Decoded:
     """Decode the whole video into memory (see the module doc for rate, size and errors)."""
     return FrameStream(path, fps=fps, max_side=max_side, threads=threads).read_all()
-
-
-def decode_cfg(path: str | os.PathLike, decode_cfg: dict, threads: int = 0) -> Decoded:
-    """:func:`decode` with the params.yaml ``decode`` section."""
-    return decode(path, fps=decode_cfg.get("fps", 25), max_side=decode_cfg.get("max_side", 640), threads=threads)
 
 
 def decode_null_fps(path: str | os.PathLike, threads: int = 1) -> tuple[int, float]:
