@@ -5,6 +5,7 @@ import os
 import sys
 from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -15,8 +16,13 @@ sys.path.insert(0, PKG_DIR)
 from affectube import config as affectube_config  # noqa: E402
 from affectube import dag  # noqa: E402
 
-# Jobs (local, SLURM or conda) find the package without installing it.
-shell.prefix(f"export PYTHONPATH={PKG_DIR}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+# Jobs (local, SLURM or conda) find the package without installing it, and (unless a conda env
+# provides one) run with the Python that runs Snakemake, whatever `python` is on PATH.
+PY_BIN = "" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method else Path(sys.executable).parent
+shell.prefix(
+    f"export PYTHONPATH={PKG_DIR}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    + (f"export PATH={PY_BIN}:$PATH; " if PY_BIN else "")
+)
 
 configfile: "params.yaml"
 

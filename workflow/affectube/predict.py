@@ -104,7 +104,7 @@ def load_run(model: str | Path, fold: str | int = "all", device: str = "cpu") ->
         ft = dict(info["finetune"], init="scratch")  # architecture only; the weights come from the file
         task = S.Task(kind=info["task"]["kind"], classes=info["task"]["classes"], targets=info["task"]["targets"],
                       bins=info["task"]["bins"], target_range=tuple(info["task"]["target_range"]))
-        encoder = S.build_backbone(ft, info["pretrain"], None, in_chans=info["preprocessing"].get("channels"))
+        encoder = _encoder_from(info, ft)
         net = S.build_model(ft, task, encoder)
         state = load_file(str(path))
         result = net.load_state_dict(state, strict=True)
@@ -112,6 +112,18 @@ def load_run(model: str | Path, fold: str | int = "all", device: str = "cpu") ->
         models.append(net.to(device).eval())
     geometry = S.clip_geometry(models[0].encoder, first["pretrain"])
     return RunModels(paths, models, first["task"], first["pretrain"], first["finetune"], first["preprocessing"], geometry)
+
+
+def _encoder_from(info: dict, ft: dict) -> torch.nn.Module:
+    """The fold's encoder architecture (random weights): from its saved spec, else from the run's params."""
+    from affectube.models import ModelSpec, create_encoder
+    from affectube.train import supervised as S
+
+    spec = info.get("encoder_spec")
+    if spec and ft.get("backbone", "encoder") != "resnet_gru":
+        spec = ModelSpec.from_cfg(spec).replace(drop_path=0.0)
+        return create_encoder(spec.model, spec)
+    return S.build_backbone(ft, info["pretrain"], None)
 
 
 # ---------------------------------------------------------------- one video

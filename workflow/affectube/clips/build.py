@@ -79,7 +79,7 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
     if tracks.error or n == 0:
         reason = tracks.error or "the tracks file has no frames"
         log.warning("%s: %s: writing an empty store", video, reason)
-        content = StoreContent(frames=None, timestamps=np.zeros(0), source=tracks.meta.get("info", {}), error=str(reason), **common)
+        content = StoreContent(frames=None, timestamps=np.zeros(0), source={**(tracks.meta.get("info") or {}), "faces": tracks.meta.get("faces")}, error=str(reason), **common)
         with StoreWriter(out, 0, shape, compression, chunk_frames) as w:
             w.finish(content)
         return content
@@ -121,7 +121,7 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
             valid=valid,
             frame_labels=per_frame,
             frame_labels_meta=per_frame_meta,
-            source=stream.info,
+            source={**stream.info, "faces": tracks.meta.get("faces")},  # the face params too: predict reuses them
             **common,
         )
         w.finish(content)

@@ -271,7 +271,7 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
             "encoder": encoder_path or "",
         },
     }
-    write_outputs(out_dir, clips, frames, history, summary, model, cfg, task)
+    write_outputs(out_dir, clips, frames, history, summary, model, cfg, task, store_preprocessing(stores["train"]))
     return summary
 
 
@@ -316,7 +316,22 @@ def evaluate_predictions(clips: pd.DataFrame, frames: pd.DataFrame) -> dict:
 # ---------------------------------------------------------------- outputs
 
 
-def write_outputs(out_dir: Path, clips, frames, history, summary, model, cfg, task) -> None:
+def store_preprocessing(paths: list[Path]) -> dict:
+    """Decode, face and crop params recorded in the training stores (predict reuses exactly these)."""
+    from affectube.clips.store import open_store
+
+    seen = {}
+    for p in paths:
+        with open_store(p) as store:
+            rec = {"decode": store.attrs["decode"], "crop": store.attrs["crop"], "faces": store.attrs["source"].get("faces"),
+                   "channels": int(store.attrs["frame_shape"][-1])}
+        if seen and rec != seen:
+            raise DataError(f"{p}: preprocessed with other decode/face/crop params than {paths[0]}: rebuild the clip stores")
+        seen = rec
+    return seen
+
+
+def write_outputs(out_dir: Path, clips, frames, history, summary, model, cfg, task, preprocessing=None) -> None:
     from safetensors.torch import save_file
 
     from affectube.eval.aggregate import _clean
@@ -332,6 +347,7 @@ def write_outputs(out_dir: Path, clips, frames, history, summary, model, cfg, ta
         "affectube.finetune": json.dumps(cfg["finetune"], sort_keys=True),
         "affectube.pretrain": json.dumps(cfg["pretrain"], sort_keys=True),
         "affectube.encoder_spec": json.dumps(spec.to_dict() if spec is not None else None, sort_keys=True),
+        "affectube.preprocessing": json.dumps(preprocessing, sort_keys=True),
         "affectube.task": json.dumps({"kind": task.kind, "classes": task.classes, "targets": task.targets,
                                       "bins": task.bins, "target_range": list(task.target_range)}),
     }
