@@ -276,6 +276,7 @@ def test_workflow_through_the_profile_equals_a_local_run(slurm, tmp_path, workfl
         assert all("--gpus" not in c and "--gres" not in c for c in by_rule[rule]), by_rule[rule]
     assert "--signal=TERM@600" in by_rule["pretrain"][0]
     job_ids = dict(re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/", out))
+    assert {"pretrain", "finetune"} <= set(job_ids.values()), job_ids
     for job, rule in job_ids.items():
         info = subprocess.run(["scontrol", "show", "job", "-d", job], capture_output=True, text=True).stdout
         if rule in ("pretrain", "finetune"):

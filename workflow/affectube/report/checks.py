@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from affectube.errors import DataError
+from affectube.eval import metrics as M
 from affectube.report.results import Experiment, read_csv
 
 
@@ -190,6 +191,20 @@ def no_frames(run: Run) -> list[str]:
     return out
 
 
+def single_class(run: Run) -> list[str]:
+    """A fold whose model predicts one class for every test video has learned nothing about the others."""
+    out = []
+    for exp in run.experiments:
+        if len(exp.classes) < 2:
+            continue
+        for f in exp.ok_folds:
+            video = M.per_video(f.predictions)
+            if "y_pred" in video and len(video) > 1 and video["y_pred"].nunique() == 1:
+                out.append(f"{exp.name}: fold {f.index}: every one of its {len(video)} test videos is predicted as "
+                           f"'{video['y_pred'].iloc[0]}' (the model outputs a single class)")
+    return out
+
+
 def skipped_stores(run: Run) -> list[str]:
     """Clip stores a fine-tuning fold could not use (its metrics.json lists them)."""
     out = []
@@ -208,6 +223,7 @@ CHECKS: dict[str, Callable[[Run], list[str]]] = {
     "low face coverage": low_coverage,
     "classes missing from a fold": missing_classes,
     "diverging losses": diverging_losses,
+    "single-class predictions": single_class,
     "skipped clip stores": skipped_stores,
     "evaluation out of date": stale_metrics,
     "per-frame predictions missing": no_frames,

@@ -167,7 +167,7 @@ def confusion(ctx: Context, spec: P.FigureSpec) -> dict:
         row_labels = [f"{lab}\n(n={int(n)})" for lab, n in zip(labels, support[:, 0])]
         titles = (
             f"counts (videos, {len(exp.ok_folds)} folds pooled)",
-            f"row-normalised = recall; pooled UAR = {m['uar']:.3f}",
+            f"row-normalised = recall; pooled UAR = {m['uar']:.3f} (chance {1 / len(classes):.3f})",
         )
         for ax, data, title, is_norm in zip(axes[0], (counts, norm), titles, (False, True)):
             shown = np.ma.masked_invalid(data)
@@ -245,7 +245,8 @@ def per_subject(ctx: Context, spec: P.FigureSpec) -> dict:
         ax.set_ylabel(metric_label(col))
         ax.set_xlabel("test subject")
         shown = "" if ctx.subjects is None else " (selected subjects)"
-        ax.set_title(f"{exp.name}: {metric_label(col)} per test subject{shown}{_failed_note(exp)}")
+        at_chance = " — at chance level" if chance and np.isfinite(mean) and abs(mean - chance[0]) < 0.01 else ""
+        ax.set_title(f"{exp.name}: {metric_label(col)} per test subject{shown}{at_chance}{_failed_note(exp)}")
         fig.legend(handles=handles, loc="outside lower center", ncol=min(3, len(handles)), frameon=False)
         ctx.style.save(fig, ctx.out_dir / spec.name)
     return {

@@ -215,6 +215,11 @@ def data_section(run: Run, experiments: list[Experiment]) -> list:
             counts = pd.crosstab(man["subject"].astype(str), man["emotion"].fillna("(none)"), margins=True, margins_name="total")
             counts.index.name = "subject"
             blocks.append(D.Table(counts, f"videos per subject and class in the '{data.get('finetune')}' manifest"))
+            used = list(dict.fromkeys(c for e in experiments for c in e.classes))
+            unused = [c for c in counts.columns if c not in used and c != "total"]
+            if used and unused:
+                blocks.append(D.Text(f"Classes used for fine-tuning and evaluation: {', '.join(used)}; not used: "
+                                     f"{', '.join(unused)} (finetune.classes).", "note"))
         else:
             counts = man.groupby(man["subject"].astype(str)).size().rename("videos").to_frame()
             counts.index.name = "subject"
