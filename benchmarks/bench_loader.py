@@ -49,6 +49,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
+from affectube.clips import dataset as clips_dataset  # noqa: E402
 from affectube.clips import sampling  # noqa: E402
 from affectube.clips.dataset import ClipDataset  # noqa: E402
 from affectube.clips.store import (  # noqa: E402
@@ -371,7 +372,8 @@ def shard_reads(entries, plan, cold_paths, cold: bool) -> float:
 def per_video_vs_shards(paths: list[Path], crops, root: Path, clips: int, shards: int) -> dict:
     shard_paths = build_shards(paths, root / "shards", shards)
     lengths = [len(c["crops"]) for c in crops]
-    # per-video index: ClipDataset reads and verifies each store's metadata
+    # per-video index: ClipDataset reads and verifies each store's metadata (not from its in-process cache)
+    clips_dataset._INDEX.clear()
     evict(paths)
     t0 = time.perf_counter()
     ClipDataset(paths, NUM_FRAMES, STRIDE, 112)

@@ -106,3 +106,20 @@ def test_stale_evaluation_is_flagged(tmp_path):
     t.to_csv(p, index=False)
     stale = build(cfg, res, tmp_path / "out")["evaluation out of date"]
     assert any("uar in results/evaluate/videomae/per_fold.csv differs" in s for s in stale)
+
+
+def test_single_class_fold_and_unlabelled_videos(tmp_path):
+    R.write_run(tmp_path, experiments=["videomae"])
+    p = tmp_path / "results/finetune/videomae/fold1/predictions.csv"
+    t = pd.read_csv(p)
+    for c in R.CLASSES:
+        t[f"prob_{c}"] = 0.9 if c == "happy" else 0.1 / 3  # a collapsed model
+    t.loc[t["video_id"].str.contains("sad"), "y_true"] = None  # two test videos without a label (not scored)
+    t.to_csv(p, index=False)
+    cfg = R.params_cfg(experiments={"videomae": {}}, formats=["png"], dpi=50)
+    found = build(cfg, tmp_path / "results", tmp_path / "out")
+    assert found["single-class predictions"] == [
+        "videomae: fold 1: all 8 test videos are predicted as 'happy' (the model outputs a single class)"]
+    md = (tmp_path / "out/report.md").read_text()
+    assert "| fold | test_subjects | videos | labelled |" in md
+    assert "| 1 | W009 | 8 | 6 |" in md

@@ -58,7 +58,7 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
     from affectube.faces.tracks import load_tracks
 
     decode_cfg, crop_cfg, clips_cfg = cfg.get("decode", {}), cfg.get("crop", {}), cfg.get("clips", {})
-    compression, chunk_frames = clips_cfg.get("compression", "none"), int(clips_cfg.get("chunk_frames", 16))
+    compression, chunk_frames = clips_cfg.get("compression", "none"), int(clips_cfg.get("chunk_frames", 0))
     row = manifest_row(manifest, video_id)
     tracks = load_tracks(tracks_path)
     session = row.get("session")

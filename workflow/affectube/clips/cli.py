@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     clips_cfg = cfg.get("clips", {})
     t0 = time.perf_counter()
     content = build_store(args.video, args.tracks, args.manifest, args.video_id, cfg, args.out)
-    log.info("%s: written (%s, chunks of %d frames) in %.1f s%s", args.out, clips_cfg.get("compression", "none"),
-             int(clips_cfg.get("chunk_frames", 16)), time.perf_counter() - t0, f"; error: {content.error}" if content.error else "")
+    cf = int(clips_cfg.get("chunk_frames", 0))
+    log.info("%s: written (compression %s, %s) in %.1f s%s", args.out, clips_cfg.get("compression", "none"),
+             f"chunks of {cf} frames" if cf else "contiguous", time.perf_counter() - t0, f"; error: {content.error}" if content.error else "")
     return 0

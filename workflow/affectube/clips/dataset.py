@@ -139,29 +139,27 @@ class ClipDataset(Dataset):
 
     # ---------------------------------------------------------------- index
     def _entry(self, path: Path) -> VideoEntry | None:
-        with open_store(path, verify="meta") as s:
-            n = len(s)
-            if n == 0:
-                reason = s.error or "no frames"
-                self.skipped.append((str(path), reason))
-                log.warning("%s: skipped, the store has no frames (%s)", path, reason)
-                return None
-            labels = s.labels
-            per_frame = set(s.frame_label_names)
-            emotion = labels.get("emotion")
-            return VideoEntry(
-                path=str(path),
-                dataset=s.dataset,
-                video_id=s.video_id,
-                subject=s.subject,
-                session=s.session,
-                num_frames=n,
-                channels=int(s.attrs["frame_shape"][-1]),
-                emotion=None if emotion is None else str(emotion),
-                clip_targets=tuple(_as_float(labels.get(t), t, path) for t in self.target_names),
-                frame_targets=tuple(t for t in self.target_names if t in per_frame),
-                layout=frame_layout(s.file, path) if self.direct else None,
-            )
+        m = store_index(path)
+        if m["num_frames"] == 0:
+            reason = m["error"] or "no frames"
+            self.skipped.append((str(path), reason))
+            log.warning("%s: skipped, the store has no frames (%s)", path, reason)
+            return None
+        labels = m["labels"]
+        emotion = labels.get("emotion")
+        return VideoEntry(
+            path=str(path),
+            dataset=m["dataset"],
+            video_id=m["video_id"],
+            subject=m["subject"],
+            session=m["session"],
+            num_frames=m["num_frames"],
+            channels=m["channels"],
+            emotion=None if emotion is None else str(emotion),
+            clip_targets=tuple(_as_float(labels.get(t), t, path) for t in self.target_names),
+            frame_targets=tuple(t for t in self.target_names if t in m["frame_labels"]),
+            layout=m["layout"] if self.direct else None,
+        )
 
     @property
     def subjects(self) -> list[str]:
@@ -265,6 +263,33 @@ class ClipDataset(Dataset):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._pid = os.getpid()
+
+
+_INDEX: dict[str, tuple[tuple, dict]] = {}
+
+
+def store_index(path: str | os.PathLike) -> dict:
+    """What the loader needs from a store, read and verified (:func:`open_store`) once per process
+    and file version (inode, size, mtime): several datasets over the same stores (folds, splits)
+    do not re-read them."""
+    path = str(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such clip store") from None
+    sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+    hit = _INDEX.get(path)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    with open_store(path, verify="meta") as s:
+        meta = {
+            "dataset": s.dataset, "video_id": s.video_id, "subject": s.subject, "session": s.session,
+            "num_frames": len(s), "channels": int(s.attrs["frame_shape"][-1]), "labels": s.labels,
+            "frame_labels": set(s.frame_label_names), "error": s.error,
+            "layout": frame_layout(s.file, path) if len(s) else None,
+        }  # fmt: skip
+    _INDEX[path] = (sig, meta)
+    return meta
 
 
 def _expand(stores) -> list[Path]:

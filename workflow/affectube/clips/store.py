@@ -130,7 +130,7 @@ def frame_crc32(frames: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- write
-def write_store(path: str | os.PathLike, content: StoreContent, compression: str = "none", chunk_frames: int = 16) -> Path:
+def write_store(path: str | os.PathLike, content: StoreContent, compression: str = "none", chunk_frames: int = 0) -> Path:
     """Write ``content`` (frames in memory) atomically to ``path``; see :class:`StoreWriter`."""
     frames = np.asarray(content.frames)
     with StoreWriter(path, len(frames), frames.shape[1:], compression, chunk_frames) as w:
@@ -150,7 +150,7 @@ class StoreWriter:
     the temporary name, which :func:`open_store` refuses.
     """
 
-    def __init__(self, path: str | os.PathLike, num_frames: int, frame_shape, compression: str = "none", chunk_frames: int = 16):
+    def __init__(self, path: str | os.PathLike, num_frames: int, frame_shape, compression: str = "none", chunk_frames: int = 0):
         self.path = Path(path)
         if compression not in COMPRESSION:
             raise DataError(f"{path}: unknown compression {compression!r} (known: {', '.join(COMPRESSION)})")
@@ -273,11 +273,11 @@ def _meta_block_size(n: int, chunk_frames: int) -> int:
 class Store:
     """An open, verified store. Small per-frame arrays are read on demand (``store.array(name)``)."""
 
-    def __init__(self, path: Path, f: h5py.File):
+    def __init__(self, path: Path, f: h5py.File, attrs: dict | None = None):
         self.path = path
         self.file = f
-        a = f.attrs
-        self.attrs = {k: _attr(a[k]) for k in a.keys()}
+        a = attrs if attrs is not None else _read_attrs(f)
+        self.attrs = {k: _attr(v) for k, v in a.items()}
         for name in JSON_ATTRS:
             self.attrs[name] = json.loads(self.attrs[name])
         self.frames: h5py.Dataset = f["frames"]
@@ -343,8 +343,9 @@ def open_store(path: str | os.PathLike, verify: str = "meta") -> Store:
     path = Path(path)
     f = open_h5(path)
     try:
-        check_file(f, path)
-        store = Store(path, f)
+        attrs = _read_attrs(f)  # once: attribute reads dominate opening a store
+        check_file(f, path, attrs)
+        store = Store(path, f, attrs)
         if verify == "full":
             store.verify_frames()
     except BaseException:
@@ -353,8 +354,12 @@ def open_store(path: str | os.PathLike, verify: str = "meta") -> Store:
     return store
 
 
-def check_file(f: h5py.File, path: Path) -> None:
-    a = f.attrs
+def _read_attrs(f: h5py.File) -> dict:
+    return {k: f.attrs[k] for k in f.attrs.keys()}
+
+
+def check_file(f: h5py.File, path: Path, attrs: dict | None = None) -> None:
+    a = attrs if attrs is not None else _read_attrs(f)
     if not a.get("complete", False):
         raise DataError(f"{path}: incomplete clip store (no 'complete' marker: an interrupted write?)")
     missing = [k for k in REQUIRED_ATTRS if k not in a]
@@ -370,7 +375,7 @@ def check_file(f: h5py.File, path: Path) -> None:
     n = int(a["num_frames"])
     if f["frames"].shape[0] != n or any(f[k].shape[0] != n for k in FRAME_ARRAYS):
         raise DataError(f"{path}: clip store arrays disagree with num_frames={n}")
-    got = _meta_checksum(f)
+    got = _meta_checksum(f, a)
     if got != _attr(a["checksum"]):
         raise DataError(f"{path}: clip store checksum mismatch (stored {_attr(a['checksum'])[:12]}..., computed {got[:12]}...): corrupt or modified")
 
@@ -530,14 +535,15 @@ def chunk_byte_ranges(ds: h5py.Dataset) -> list[tuple[int, int, int]]:
 
 
 # ---------------------------------------------------------------- checksum
-def _meta_checksum(f: h5py.File) -> str:
+def _meta_checksum(f: h5py.File, attrs: dict | None = None) -> str:
     """sha256 over every attribute (but checksum/complete) and every array but the frame bytes
     (those are covered through ``frame_crc32``); the frames' shape, dtype, chunks and filters too."""
     h = hashlib.sha256()
-    for key in sorted(f.attrs.keys()):
+    attrs = attrs if attrs is not None else _read_attrs(f)
+    for key in sorted(attrs):
         if key in _UNHASHED:
             continue
-        h.update(f"attr:{key}={_canon(f.attrs[key])};".encode())
+        h.update(f"attr:{key}={_canon(attrs[key])};".encode())
     fr = f["frames"]
     h.update(f"frames:{fr.shape}:{fr.dtype}:{fr.chunks}:{_filters(fr)};".encode())
 

@@ -200,7 +200,7 @@ def single_class(run: Run) -> list[str]:
         for f in exp.ok_folds:
             video = M.per_video(f.predictions)
             if "y_pred" in video and len(video) > 1 and video["y_pred"].nunique() == 1:
-                out.append(f"{exp.name}: fold {f.index}: every one of its {len(video)} test videos is predicted as "
+                out.append(f"{exp.name}: fold {f.index}: all {len(video)} test videos are predicted as "
                            f"'{video['y_pred'].iloc[0]}' (the model outputs a single class)")
     return out
 

@@ -39,6 +39,7 @@ from affectube.report.compare import paired_tests, subject_values
 from affectube.report.results import (
     Experiment,
     load_experiment,
+    labelled_videos,
     per_subject_metrics,
     read_csv,
     summarise,
@@ -206,7 +207,9 @@ def per_subject(ctx: Context, spec: P.FigureSpec) -> dict:
             _empty(ax, f"{exp.name}: metric {ctx.metric!r} not available{_failed_note(exp)}")
             ctx.style.save(fig, ctx.out_dir / spec.name)
             return {"metric": ctx.metric, "subjects": {}}
-        rows = [(str(r.subject), int(r.fold), int(r.videos), float(r[col])) for _, r in subj.iterrows()]
+        preds = exp.predictions()
+        labelled = {str(s): labelled_videos(t) for s, t in preds.groupby(preds["subject"].astype(str))}
+        rows = [(str(r.subject), int(r.fold), labelled.get(str(r.subject), int(r.videos)), float(r[col])) for _, r in subj.iterrows()]
         # a failed fold keeps its slot (hatched, "failed"), so no subject silently disappears
         rows += [(s, f.index, 0, math.nan) for f in exp.failed_folds for s in (f.test_subjects or [f"fold {f.index}"])]
         rows = sorted((r for r in rows if ctx.keep_subject(r[0]) or r[0].startswith("fold ")), key=lambda r: r[0])

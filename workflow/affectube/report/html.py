@@ -38,7 +38,7 @@ from affectube.report import compare as C
 from affectube.report import document as D
 from affectube.report.checks import Run, coverage_column, run_checks
 from affectube.report.figures import metric_label
-from affectube.report.results import Experiment, fmt, load_experiment, read_csv, summarise
+from affectube.report.results import Experiment, fmt, labelled_videos, load_experiment, read_csv, summarise
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,13 @@ def experiment_section(run: Run, exp: Experiment, index: dict, fig_dir: Path) ->
     summary = summary.rename(columns={"mean": "mean over folds", "std": "sd over folds", "n": "folds"})
     blocks.append(D.Table(summary.loc[[c for c in key_columns(summary.T, main)]], "every metric: mean and sd over folds, and pooled over all test videos"))
     cols = key_columns(per_fold, main, short=True)
-    blocks.append(D.Table(per_fold[["fold", "test_subjects", "videos", *cols]].set_index("fold"),
+    labelled = {f.index: labelled_videos(f.predictions) for f in exp.ok_folds}
+    per_fold = per_fold.copy()
+    extra = []
+    if any(labelled.get(int(k)) != int(v) for k, v in zip(per_fold["fold"], per_fold["videos"])):
+        per_fold["labelled"] = [labelled.get(int(k)) for k in per_fold["fold"]]  # unlabelled test videos are not scored
+        extra = ["labelled"]
+    blocks.append(D.Table(per_fold[["fold", "test_subjects", "videos", *extra, *cols]].set_index("fold"),
                           f"per fold (every metric: results/evaluate/{exp.name}/per_fold.csv)"))
     if len(per_subject) != len(per_fold):  # k-fold: several subjects per fold
         blocks.append(D.Table(per_subject[["subject", "fold", "videos", *key_columns(per_subject, main, short=True)]].set_index("subject"),

@@ -220,6 +220,15 @@ def _load_fold(results: Path, exp: str, entry: Fold | int, problems: list[str]) 
     return fold
 
 
+def labelled_videos(predictions: pd.DataFrame) -> int:
+    """Test videos that carry a class label (the ones categorical metrics are computed over)."""
+    video = M.per_video(predictions)
+    if "y_true" not in video or not M.classes_of(predictions):
+        return int(len(video))
+    y = video["y_true"]
+    return int((y.notna() & (y.astype(str) != "")).sum())
+
+
 # ---------------------------------------------------------------- metrics from predictions
 
 
