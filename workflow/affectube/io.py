@@ -31,12 +31,20 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         if tmp_path.exists():
             with open(tmp_path, "rb+") as fh:
                 os.fsync(fh.fileno())
+            if tmp_path.is_file():  # mkstemp made it 0600: give it the mode a plain open() would
+                os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, final)
         _fsync_dir(final.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:
