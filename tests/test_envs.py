@@ -104,8 +104,9 @@ def rules() -> list[tuple[str, str, str]]:
         for block in re.split(r"^rule ", text, flags=re.M)[1:]:
             name = block.split(":", 1)[0].strip()
             conda = re.search(r'conda:\s*\n\s*"\.\./envs/([\w.]+)"', block)
-            stages = re.findall(r"python -m affectube ([a-z][\w-]*)", block)
-            stages = [s for s in stages if s != "launch"] + re.findall(r"-- ([a-z][\w-]*) ", block)
+            flat = re.sub(r'"\s*\n\s*"', "", block)  # join the shell's implicitly concatenated strings
+            stages = re.findall(r"python -m affectube ([a-z][\w-]*)", flat)
+            stages = [s for s in stages if s != "launch"] + re.findall(r"affectube launch .*?-- ([a-z][\w-]*) ", flat)
             if conda and stages:
                 out.append((name, conda.group(1), stages[0]))
     return out

@@ -124,14 +124,16 @@ def test_gpus_per_node_is_required_where_it_matters(site):
 def test_rules_declare_portable_resources_only():
     """Partitions, accounts and SLURM flags live in the profile, never in rules."""
     for smk in (REPO / "rules").glob("*.smk"):
-        text = smk.read_text()
-        assert not re.search(r"slurm_|gres\s*=|partition|account", text), smk
+        code = "\n".join(line.split("#", 1)[0] for line in smk.read_text().splitlines())
+        found = re.search(r"\b(slurm_\w+|gres|partition|account|qos|constraint)\s*=", code)
+        assert not found, f"{smk}: cluster setting {found.group(0)!r} belongs in slurm/profile.yaml"
     for rule in ("pretrain", "finetune"):
         block = re.search(rf"^rule {rule}:(.*?)(?=^rule |\Z)", _rules_text(), re.S | re.M).group(1)
         assert re.search(r"^\s+gpu=", block, re.M), f"rule {rule} must declare a gpu resource"
         assert "exec python -m affectube" in block, f"rule {rule} must exec its trainer (signals)"
     # `workflow.cores` raises under --profile slurm (no --cores): rules must not depend on it
-    assert "workflow.cores" not in _rules_text()
+    code = "\n".join(line.split("#", 1)[0] for line in _rules_text().splitlines())
+    assert "workflow.cores" not in code, "a rule uses workflow.cores"
 
 
 def _rules_text() -> str:
