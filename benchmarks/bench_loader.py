@@ -13,7 +13,8 @@ the repo), replicated to a few GB, and measures:
    and ``uint8`` (stored crops + crop windows; the transform then runs on the accelerator);
 3. (a) VideoMAE's way: the same clips (same starts, same crops, same augmentation, same output)
    decoded on the fly from the source videos with PyAV (one decoder thread, as VideoMAE's
-   decord), 0/1/2 workers, run right after the loader run it is compared with;
+   decord; videos dropped from the page cache first), 0/1/2 workers, run right after the loader
+   run it is compared with;
 4. (b) a raw sequential read (8 MiB reads) of the stores from a cold cache: the physical limit,
    expressed in clips/s for the bytes the loader reads per clip (a clip's frame span: T frames
    `stride` apart are read as one span of (T-1)*stride+1 frames), and also for the chunks that
@@ -492,7 +493,7 @@ def main(argv=None) -> int:
                 raw_now = raw_sequential(paths)  # (b), right before the run it is compared with
                 cold = run_loader(datasets[out], w, args.clips, cold_paths=paths)
                 cold["raw_sequential_bytes_per_s"] = raw_now["bytes_per_s"]
-                dec = run_loader(decoders[out], w, args.decode_clips)
+                dec = run_loader(decoders[out], w, args.decode_clips, cold_paths=list(sources.values()))
                 hot = run_loader(datasets[out], w, args.clips)
                 loader[out].append({"workers": w, "cold": cold, "warm": hot})
                 decode_runs[out].append(dec)

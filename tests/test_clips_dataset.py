@@ -229,3 +229,12 @@ def test_loader_refuses_corrupt_or_replaced_stores(tmp_path):
     write_store(paths[1], content("v1", n=40, size=32, seed=9))  # rebuilt under the loader's feet
     with pytest.raises(DataError, match=r"v1\.h5: clip store changed since the dataset was indexed"):
         ds[1]
+
+
+def test_batched_fetch_gives_the_items_of_single_fetches(stores):
+    ds = ClipDataset(stores, num_frames=8, sample_stride=2, input_size=24, augment=True, seed=2, output="uint8")
+    batch = ds.__getitems__([4, 1, 1, 5])
+    for i, item in zip([4, 1, 1, 5], batch):
+        single = ds[i]
+        assert torch.equal(item["video"], single["video"]) and torch.equal(item["window"], single["window"])
+        assert item["start"] == single["start"] and item["video_id"] == single["video_id"]

@@ -74,3 +74,10 @@ def test_side_by_side_and_unknown_baseline(tmp_path):
     assert len(tests) == 1 and tests[0].baseline == "videomae" and tests[0].n == 4
     with pytest.raises(ConfigError, match="report.baseline"):
         C.paired_tests(exps, "uar", baseline="nope")
+
+
+def test_default_baseline_is_the_experiment_without_overrides():
+    cfg = {"experiments": {"frozen": {"finetune.mode": "frozen"}, "scratch": {"finetune.init": "scratch"}, "videomae": {}}}
+    assert C.default_baseline(cfg) == "videomae"
+    assert C.default_baseline({**cfg, "report": {"baseline": "scratch"}}) == "scratch"
+    assert C.default_baseline({"experiments": {"a": {"x.y": 1}, "b": {"x.y": 2}}}) == "a"

@@ -46,7 +46,7 @@ def test_report_flags_coverage_missing_classes_and_divergence(failed_run):
     # subject 1001 has no 'angry' video: its fold's test side lacks the class
     assert any("fold 3: no test videos of angry" in p for p in found["classes missing from a fold"])
     assert any("scratch: fold 1: train_loss not finite" in p for p in found["diverging losses"])
-    assert any("too few subjects" in p for p in found["too few subjects for a test"])
+    assert any("too few subjects" in p for p in found["comparisons no test can decide"])
 
 
 def test_report_embeds_figures_and_states_provenance(failed_run):

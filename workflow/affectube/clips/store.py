@@ -502,6 +502,15 @@ class DirectReader:
             raise DataError(f"{self.path}: clip store is truncated (wanted {size} bytes at {offset}, got {len(buf)})")
         return buf
 
+    def prefetch(self, indices: np.ndarray) -> None:
+        """Ask the kernel to start reading the clip's frame span (and its crc32s, timestamps) now."""
+        lo, hi = int(indices[0]), int(indices[-1]) + 1
+        L = self.layout
+        os.posix_fadvise(self.fd, L.frames + lo * L.frame_bytes, (hi - lo) * L.frame_bytes, os.POSIX_FADV_WILLNEED)
+        for name in ("frame_crc32", "timestamps"):
+            off, _, size = L.arrays[name]
+            os.posix_fadvise(self.fd, off + lo * size, (hi - lo) * size, os.POSIX_FADV_WILLNEED)
+
     def read(self, indices: np.ndarray, check: bool = True) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64)
         lo, hi = int(indices[0]), int(indices[-1]) + 1

@@ -5,7 +5,7 @@
 - classes missing from a fold's training, validation or test side;
 - diverging losses: NaN/inf, or a loss that ends ``report.divergence_ratio`` times above its minimum;
 - saved evaluation metrics that no longer match the saved predictions;
-- too few subjects for a paired test.
+- comparisons no paired test can decide (too few subjects, or identical results).
 
 :data:`CHECKS` is the registry the report runs; a check never raises on odd input, it
 reports the file it could not read instead.
@@ -227,7 +227,7 @@ CHECKS: dict[str, Callable[[Run], list[str]]] = {
     "skipped clip stores": skipped_stores,
     "evaluation out of date": stale_metrics,
     "per-frame predictions missing": no_frames,
-    "too few subjects for a test": few_subjects,
+    "comparisons no test can decide": few_subjects,
 }
 
 

@@ -3,8 +3,8 @@
 ``params.yaml: experiments`` declares the variants (SSL vs scratch, frozen vs
 fine-tuned, crop sizes, loss weights ...). :func:`side_by_side` puts every metric of
 every experiment in one table (mean +- std over folds, and pooled over all test
-predictions); :func:`paired_tests` compares each experiment with the baseline (the
-first one, or ``report.baseline``) subject by subject with the Wilcoxon signed-rank
+predictions); :func:`paired_tests` compares each experiment with the baseline
+(``report.baseline``, else the experiment without overrides) subject by subject with the Wilcoxon signed-rank
 test (scipy). With few subjects the exact test cannot reach significance at all: the
 smallest two-sided p-value of n non-zero pairs is 2 / 2**n (0.125 for 4 subjects), and
 the result says so instead of printing a p-value that looks like evidence.
@@ -138,6 +138,19 @@ def wide(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     order = list(dict.fromkeys(table["experiment"]))
     metrics = list(dict.fromkeys(table["metric"]))
     return cells.pivot(index="metric", columns="experiment", values="cell").reindex(index=metrics, columns=order)
+
+
+def default_baseline(cfg: dict) -> str | None:
+    """``report.baseline``; else the one experiment without overrides (the params as they are); else the first.
+
+    (Experiment order is not reliable: the rules pass params as JSON with sorted keys.)
+    """
+    chosen = (cfg.get("report") or {}).get("baseline")
+    if chosen:
+        return chosen
+    experiments = cfg.get("experiments") or {}
+    plain = [name for name, over in experiments.items() if not over]
+    return plain[0] if len(plain) == 1 else (next(iter(experiments), None))
 
 
 def paired_tests(experiments: list[Experiment], metric: str, baseline: str | None = None, alpha: float = 0.05) -> list[PairedTest]:

@@ -35,7 +35,7 @@ from affectube.errors import ConfigError, DataError
 from affectube.eval import metrics as M
 from affectube.io import write_json
 from affectube.report import plan as P
-from affectube.report.compare import paired_tests, subject_values
+from affectube.report.compare import default_baseline, paired_tests, subject_values
 from affectube.report.results import (
     Experiment,
     load_experiment,
@@ -473,7 +473,7 @@ def comparison(ctx: Context, spec: P.FigureSpec) -> dict:
     subjects = sorted({s for v in series.values() for s in v.index if ctx.keep_subject(s)})
     paired = [s for s in subjects if all(s in series[n].index and np.isfinite(series[n][s]) for n in names)]
     rcfg = ctx.cfg.get("report", {})
-    tests = paired_tests(exps, metric, rcfg.get("baseline"), rcfg.get("alpha", 0.05))
+    tests = paired_tests(exps, metric, default_baseline(ctx.cfg), rcfg.get("alpha", 0.05))
     colors = ctx.style.color_map(subjects)
     with ctx.style.figure(scale=(max(1.0, 0.3 * len(names) + 0.6), 1.1)) as (fig, axes):
         ax = axes[0, 0]
@@ -482,13 +482,18 @@ def comparison(ctx: Context, spec: P.FigureSpec) -> dict:
             ctx.style.save(fig, ctx.out_dir / spec.name)
             return {"metric": metric, "values": {}}
         x = np.arange(len(names))
-        for s in subjects:
+        # spread the subjects a little sideways so equal values do not hide each other
+        spread = np.linspace(-0.08, 0.08, len(subjects)) if len(subjects) > 1 else np.zeros(1)
+        for s, dx in zip(subjects, spread):
             ys = np.array([series[n].get(s, np.nan) for n in names], dtype=float)
             style = {"marker": "o"} if s in paired else {"marker": "o", "markerfacecolor": "white", "linestyle": ":"}
-            ax.plot(x, ys, color=colors[s], linewidth=1, alpha=0.85, label=s if s in paired else f"{s} (unpaired)", **style)
+            ax.plot(x + dx, ys, color=colors[s], linewidth=1, alpha=0.85, label=s if s in paired else f"{s} (unpaired)", **style)
         means = [float(series[n].reindex(paired).mean()) if paired else np.nan for n in names]
         for xi, m in zip(x, means):
             ax.hlines(m, xi - 0.18, xi + 0.18, color="black", linewidth=2.5, zorder=5)
+        chance = next((c for e in exps if (c := _chance(e, metric)) is not None), None)
+        if chance:
+            ax.axhline(chance[0], color="0.45", linestyle=":", linewidth=1.4, label=f"{chance[1]} = {chance[0]:.2f}")
         handles, _ = ax.get_legend_handles_labels()
         handles.append(Line2D([], [], color="black", linewidth=2.5, label=f"mean over the {len(paired)} paired subjects"))
         ax.set_xticks(x, [wrap_label(n, 14) for n in names])
@@ -503,15 +508,16 @@ def comparison(ctx: Context, spec: P.FigureSpec) -> dict:
         if len(tests) == 1:
             t = tests[0]
             ties = t.n - t.n_nonzero
-            detail = (
-                f"too few subjects for a test (smallest possible p = {t.min_p:.3g})"
-                if t.min_p > rcfg.get("alpha", 0.05)
-                else f"Wilcoxon p = {t.p_value:.3g}"
-            )
+            if t.n_nonzero == 0:
+                detail = "identical values for every subject: nothing to test"
+            elif t.min_p > rcfg.get("alpha", 0.05):
+                detail = f"too few subjects for a test (smallest possible p = {t.min_p:.3g})"
+            else:
+                detail = f"Wilcoxon p = {t.p_value:.3g}"
             title += (
                 f"\n{t.other} − {t.baseline}: mean {t.mean_diff:+.3f}; better for {t.wins} of {t.n} subjects"
                 + (f" ({ties} tied)" if ties else "")
-                + f"\\n{detail}"
+                + f"\n{detail}"
             )
         elif tests:
             title += f"\npaired tests against {tests[0].baseline}: see the report's comparison table"

@@ -301,7 +301,7 @@ def build(cfg: dict, results: str | Path, out_dir: str | Path, fig_dir: str | Pa
     if dataset and (results / "manifests" / f"{dataset}.csv").exists():
         manifest = read_csv(results / "manifests" / f"{dataset}.csv")
     metric = main
-    tests = C.paired_tests(experiments, metric, rcfg.get("baseline"), float(rcfg.get("alpha", 0.05)))
+    tests = C.paired_tests(experiments, metric, C.default_baseline(cfg), float(rcfg.get("alpha", 0.05)))
     run = Run(cfg, results, experiments, main, manifest, tests)
     found = run_checks(run)
     table = C.side_by_side(experiments, main)
