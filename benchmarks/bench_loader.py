@@ -7,7 +7,7 @@ the repo), replicated to a few GB, and measures:
 1. store layouts: compression (none, lzf, gzip, blosc-lz4) x chunk_frames (8, 16, 32): size,
    write speed and the rate of random clip reads (uint8, one process) from a cold and a warm
    page cache;
-2. the loader (ClipDataset + torch DataLoader, train mode, augmentation on, batch 8) with 0, 1
+2. the loader (ClipDataset + torch DataLoader, train mode, augmentation on, batch 32) with 0, 1
    and 2 workers, page cache dropped before each run (posix_fadvise DONTNEED on every store) and
    warm; for both outputs: ``float`` (the tube transform on the CPU, float32 normalised clips)
    and ``uint8`` (stored crops + crop windows; the transform then runs on the accelerator);
@@ -61,7 +61,7 @@ from affectube.video.decode import decode  # noqa: E402
 
 FPS = 25.0
 CROP = {"strategy": "box", "scale": 1.3, "size": 112, "grayscale": False, "pad_mode": "edge"}
-NUM_FRAMES, STRIDE, BATCH = 16, 2, 8
+NUM_FRAMES, STRIDE, BATCH = 16, 2, 32  # BATCH: VideoMAE pretraining's per-GPU batch
 FOLDERS = ("mead", "cremad", "grid", "grid_s1")
 
 
