@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -53,8 +56,19 @@ def apply_override(cfg: dict, item: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw)
 
 
-def validate(cfg: dict, source: str = "params.yaml", schema: dict | None = None) -> dict:
-    """Validate against the schema, filling defaults; raise ConfigError naming the key."""
+def apply_overrides(cfg: dict, overrides: dict) -> dict:
+    """Apply an experiment's ``{section.key: value}`` overrides to ``cfg`` in place; return it."""
+    for key, value in (overrides or {}).items():
+        apply_override(cfg, f"{key}={json.dumps(value)}")
+    return cfg
+
+
+def validate(cfg: dict, source: str = "params.yaml", schema: dict | None = None, experiments: bool = True) -> dict:
+    """Validate against the schema, filling defaults; raise ConfigError naming the key.
+
+    ``experiments``: also expand ``experiments`` (:func:`experiment_variants`) and validate the
+    params of every variant, so a bad override fails here, naming the entry and the key.
+    """
     import jsonschema
 
     schema = schema or load_schema()
@@ -67,7 +81,129 @@ def validate(cfg: dict, source: str = "params.yaml", schema: dict | None = None)
         key, message = _describe(err)
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise ConfigError(f"{source}: {key}: {message}{more}")
+    if experiments and isinstance(cfg.get("experiments"), dict):
+        for variant in experiment_variants(cfg["experiments"], source):
+            resolved = apply_overrides(copy.deepcopy(cfg), variant.overrides)
+            bad = sorted(validator.iter_errors(resolved), key=lambda e: list(e.absolute_path))
+            if bad:
+                key, message = _describe(bad[0])
+                fixed = [k for k in variant.overrides if k not in variant.grid]
+                part = next((p for p, keys in (("grid", variant.grid), ("set", fixed))
+                             if variant.grid and any(key == k or key.startswith(f"{k}.") for k in keys)), None)
+                if part:  # name the grid (or set) key that gave the bad value
+                    raise ConfigError(f"{source}: experiments.{variant.entry}.{part}.{key}: {message} (variant {variant.name})")
+                where = f"experiments.{variant.entry}" + (f" (variant {variant.name})" if variant.grid else "")
+                raise ConfigError(f"{source}: {where}: {key}: {message}")
     return cfg
+
+
+# ---------------------------------------------------------------- experiments
+# The ONE place where ``experiments`` entries become the experiments the DAG runs and the report
+# compares: a plain entry ``name: {section.key: value, ...}`` is one experiment; a grid entry
+# ``name: {grid: {section.key: [v1, v2, ...], ...}, set: {section.key: value}}`` is one experiment
+# per combination of the grid's values (keys in alphabetical order, values in list order), named
+# ``name-key=value-key=value`` (see :func:`variant_name`).
+
+MAX_NAME = 150  # characters of an expanded name (a path component of several results files)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One experiment: its name, the ``experiments`` entry it comes from, its overrides."""
+
+    name: str
+    entry: str
+    overrides: dict = field(default_factory=dict)  # section.key -> value (a grid's `set` plus its combination)
+    grid: dict = field(default_factory=dict)  # grid key -> this combination's value ({} for a plain entry)
+
+
+def experiment_variants(experiments: dict | None, source: str = "params.yaml") -> list[Variant]:
+    """Every experiment of the ``experiments`` section, grid entries expanded (in entry order)."""
+    out: list[Variant] = []
+    for entry, spec in (experiments or {}).items():
+        if isinstance(spec, dict) and "grid" in spec:
+            out += _expand_grid(str(entry), spec, source)
+        elif spec is None or isinstance(spec, dict):
+            out.append(Variant(str(entry), str(entry), dict(spec or {})))
+        else:
+            raise ConfigError(f"{source}: experiments.{entry}: expected a mapping of overrides or a grid, got {spec!r}")
+    seen: dict[str, Variant] = {}
+    for v in out:
+        if v.name in seen:
+            other = seen[v.name]
+            what = "the plain entry" if not other.grid else f"a variant of grid entry {other.entry!r}"
+            raise ConfigError(f"{source}: experiments.{v.entry}: variant name {v.name!r} is already {what}: rename one of them")
+        seen[v.name] = v
+    return out
+
+
+def expand_experiments(experiments: dict | None, source: str = "params.yaml") -> dict[str, dict]:
+    """Experiment name -> its overrides (``section.key: value``), grid entries expanded."""
+    return {v.name: v.overrides for v in experiment_variants(experiments, source)}
+
+
+def variant_name(entry: str, values: dict) -> str:
+    """``entry-key=value-...`` for a grid combination: keys sorted, each named by its last part
+    (the full ``section.key`` when two keys share it), values rendered by :func:`value_label`."""
+    labels = key_labels(values)
+    return entry + "".join(f"-{labels[k]}={value_label(values[k])}" for k in sorted(values))
+
+
+def key_labels(keys: Iterable[str]) -> dict[str, str]:
+    """``section.key`` -> ``key``, or the full ``section.key`` where two of ``keys`` share the last part."""
+    keys = list(keys)
+    short = {k: k.rsplit(".", 1)[-1] for k in keys}
+    return {k: s if list(short.values()).count(s) == 1 else k for k, s in short.items()}
+
+
+def value_label(value: Any) -> str:
+    """A short, path-safe rendering of a value: ``frozen``, ``0.001``, ``true``; a mapping of
+    weights ``{ccc: 1.0, mse: 0.5}`` -> ``ccc+mse0.5`` (weight 1 left out); a list -> ``a+b``."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif value is None:
+        text = "null"
+    elif isinstance(value, float):
+        text = repr(value).removesuffix(".0")
+    elif isinstance(value, dict):
+        text = "+".join(f"{k}" if v == 1 and not isinstance(v, bool) else f"{k}{value_label(v)}" for k, v in sorted(value.items()))
+    elif isinstance(value, (list, tuple)):
+        text = "+".join(value_label(v) for v in value)
+    else:
+        text = str(value)
+    return _UNSAFE.sub("_", text)
+
+
+def _expand_grid(entry: str, spec: dict, source: str) -> list[Variant]:
+    where = f"{source}: experiments.{entry}"
+    unknown = [k for k in spec if k not in ("grid", "set")]
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key of a grid entry (allowed: grid, set)")
+    grid, fixed = spec.get("grid"), spec.get("set") or {}
+    if not isinstance(grid, dict) or not grid:
+        raise ConfigError(f"{where}.grid: expected a mapping section.key -> [values] with at least one key")
+    if not isinstance(fixed, dict):
+        raise ConfigError(f"{where}.set: expected a mapping section.key -> value")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}.grid.{key}: expected a non-empty list of values, got {values!r}")
+    both = [k for k in grid if k in fixed]
+    if both:
+        raise ConfigError(f"{where}.set.{both[0]}: also a grid key; give it in one place only")
+    keys = sorted(grid)
+    variants: dict[str, Variant] = {}
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        values = dict(zip(keys, combo))
+        name = variant_name(entry, values)
+        if name in variants:
+            raise ConfigError(f"{where}.grid: combinations {variants[name].grid} and {values} get the same name {name!r} "
+                              "(repeated or indistinguishable values)")
+        if len(name) > MAX_NAME:
+            raise ConfigError(f"{where}.grid: variant name {name!r} is {len(name)} characters long (at most {MAX_NAME}): "
+                              "use a shorter entry name or split the grid")
+        variants[name] = Variant(name, entry, {**fixed, **values}, values)
+    return list(variants.values())
 
 
 def _describe(err) -> tuple[str, str]:
@@ -83,6 +219,15 @@ def _describe(err) -> tuple[str, str]:
         types = [str(e.validator_value) for e in err.context]
         return ".".join(str(p) for p in err.absolute_path), f"{err.instance!r} is not of type {' or '.join(types)}"
     path = [str(p) for p in err.absolute_path]
+    if err.validator == "pattern" and "propertyNames" in err.absolute_schema_path:
+        # a key name that does not fit: name the key itself, not the mapping holding it
+        if path == ["experiments"]:
+            return f"experiments.{err.instance}", "experiment names may use letters, digits, '_' and '-' only"
+        if path[:1] == ["experiments"]:
+            return ".".join([*path, str(err.instance)]), (
+                "an experiment may override finetune.* and pretrain.* keys only "
+                "(data, decode, faces, crop and clips are shared by all experiments: set them in their own section)")
+        return ".".join([*path, str(err.instance)]), f"key name does not match {err.validator_value!r}"
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         allowed = list(err.schema.get("properties", {}))
         unknown = [k for k in err.instance if k not in allowed]

@@ -33,22 +33,31 @@ class Dag:
         """Like :meth:`cfg`, with experiment ``exp``'s overrides applied."""
         resolved = self.experiment_config(exp)
         out = {s: resolved[s] for s in sections}
-        out["experiment"] = {"name": exp, "overrides": self.config["experiments"][exp]}
+        out["experiment"] = {"name": exp, "overrides": self.experiment_overrides[exp]}
         return json.dumps(out, sort_keys=True)
 
     def experiment_config(self, exp: str) -> dict:
-        from affectube.config import apply_override, validate
+        """The params with experiment ``exp``'s overrides applied (validated, cached; do not modify)."""
+        from affectube.config import apply_overrides, validate
 
-        if exp not in self.config["experiments"]:
-            raise ConfigError(f"params.yaml: experiments: no experiment named {exp!r}")
-        cfg = copy.deepcopy(self.config)
-        for key, value in (self.config["experiments"][exp] or {}).items():
-            apply_override(cfg, f"{key}={json.dumps(value)}")
-        return validate(cfg, source=f"params.yaml (experiment {exp})")
+        cache = self.__dict__.setdefault("_exp_cfgs", {})
+        if exp not in cache:
+            if exp not in self.experiment_overrides:
+                raise ConfigError(f"params.yaml: experiments: no experiment named {exp!r} (experiments: {', '.join(self.experiments)})")
+            cfg = apply_overrides(copy.deepcopy(self.config), self.experiment_overrides[exp])
+            cache[exp] = validate(cfg, source=f"params.yaml (experiment {exp})", experiments=False)
+        return cache[exp]
+
+    @cached_property
+    def experiment_overrides(self) -> dict[str, dict]:
+        """Experiment name -> overrides, grid entries expanded (:func:`affectube.config.expand_experiments`)."""
+        from affectube.config import expand_experiments
+
+        return expand_experiments(self.config["experiments"])
 
     @property
     def experiments(self) -> list[str]:
-        return list(self.config["experiments"])
+        return list(self.experiment_overrides)
 
     # ---------------------------------------------------------------- data
     @cached_property

@@ -1,9 +1,12 @@
 """Experiments side by side, with a paired per-subject test of the difference.
 
 ``params.yaml: experiments`` declares the variants (SSL vs scratch, frozen vs
-fine-tuned, crop sizes, loss weights ...). :func:`side_by_side` puts every metric of
-every experiment in one table (mean +- std over folds, and pooled over all test
-predictions); :func:`paired_tests` compares each experiment with the baseline
+fine-tuned, loss weights ...), one per plain entry and one per combination of a grid
+entry (:func:`affectube.config.experiment_variants`). :func:`side_by_side` puts every
+metric of every experiment in one table (mean +- std over folds, and pooled over all test
+predictions), with the params the experiments differ in as columns
+(:func:`experiment_params`); :func:`grid_tables` lays out each grid entry's results by
+its values; :func:`paired_tests` compares each experiment with the baseline
 (``report.baseline``, else the experiment without overrides) subject by subject with the Wilcoxon signed-rank
 test (scipy). With few subjects the exact test cannot reach significance at all: the
 smallest two-sided p-value of n non-zero pairs is 2 / 2**n (0.125 for 4 subjects), and
@@ -12,6 +15,7 @@ the result says so instead of printing a p-value that looks like evidence.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 
@@ -19,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from affectube.config import experiment_variants, expand_experiments, key_labels, value_label
 from affectube.errors import ConfigError
 from affectube.eval import metrics as M
 from affectube.report.results import Experiment, per_subject_metrics, pooled_metrics, scalar_metrics, summarise
@@ -101,8 +106,42 @@ def subject_values(exp: Experiment, metric: str) -> pd.Series:
     return table.set_index("subject")[metric].astype(float).rename(exp.name)
 
 
-def side_by_side(experiments: list[Experiment], main_metric: str = "uar") -> pd.DataFrame:
-    """Tidy table: one row per (metric, experiment) with fold mean/std/n and the pooled value."""
+def experiment_params(cfg: dict) -> pd.DataFrame:
+    """One row per experiment (index ``experiment``, grid entries expanded): ``grid``, the grid entry it
+    comes from ('' for a plain entry), and one column per ``section.key`` that some experiment overrides,
+    holding its value in that experiment (the params' own value where the experiment leaves it alone).
+    Scalars stay scalars; mappings and lists are JSON (``{"ccc": 1.0, "mse": 1.0}``)."""
+    variants = experiment_variants(cfg.get("experiments"))
+    keys = sorted({k for v in variants for k in v.overrides})
+    rows = []
+    for v in variants:
+        row = {"experiment": v.name, "grid": v.entry if v.grid else ""}
+        for key in keys:
+            row[key] = _param_cell(v.overrides[key] if key in v.overrides else _lookup(cfg, key))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["experiment", "grid", *keys]).set_index("experiment")
+
+
+def _lookup(cfg: dict, key: str):
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _param_cell(value):
+    if value is None:
+        return "null"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def side_by_side(experiments: list[Experiment], main_metric: str = "uar", params: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Tidy table: one row per (metric, experiment) with fold mean/std/n and the pooled value;
+    ``params`` (:func:`experiment_params`): its columns (``grid`` and the overridden keys) follow ``experiment``."""
     rows = []
     for exp in experiments:
         summary = summarise(exp, main_metric)
@@ -120,7 +159,19 @@ def side_by_side(experiments: list[Experiment], main_metric: str = "uar") -> pd.
                     "pooled": pooled.get(metric, math.nan),
                 }
             )
-    return pd.DataFrame(rows, columns=["metric", "experiment", "mean", "std", "folds", "failed_folds", "pooled"])
+    table = pd.DataFrame(rows, columns=["metric", "experiment", "mean", "std", "folds", "failed_folds", "pooled"])
+    if params is None or params.empty:
+        return table
+    cols = [str(c) for c in params.columns]
+    table = table.merge(params.rename(columns=str), left_on="experiment", right_index=True, how="left")
+    return table[["metric", "experiment", *cols, "mean", "std", "folds", "failed_folds", "pooled"]]
+
+
+def mean_std(r, digits: int = 3) -> str:
+    if math.isnan(r["mean"]):
+        return "n/a"
+    std = "" if math.isnan(r["std"]) else f" ± {r['std']:.{digits}f}"
+    return f"{r['mean']:.{digits}f}{std}"
 
 
 def wide(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
@@ -128,16 +179,31 @@ def wide(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame()
 
-    def cell(r):
-        if math.isnan(r["mean"]):
-            return "n/a"
-        std = "" if math.isnan(r["std"]) else f" ± {r['std']:.{digits}f}"
-        return f"{r['mean']:.{digits}f}{std}"
-
-    cells = table.assign(cell=table.apply(cell, axis=1))
+    cells = table.assign(cell=table.apply(lambda r: mean_std(r, digits), axis=1))
     order = list(dict.fromkeys(table["experiment"]))
     metrics = list(dict.fromkeys(table["metric"]))
     return cells.pivot(index="metric", columns="experiment", values="cell").reindex(index=metrics, columns=order)
+
+
+def grid_tables(table: pd.DataFrame, cfg: dict, metric: str, digits: int = 3) -> dict[str, pd.DataFrame]:
+    """Grid entry -> its results laid out by its values: "mean ± std" of ``metric`` over folds, the last
+    grid key (alphabetically) across, the combinations of the others down (one row for a one-key grid)."""
+    rows = table[table["metric"] == metric].set_index("experiment") if not table.empty else pd.DataFrame()
+    out: dict[str, pd.DataFrame] = {}
+    all_variants = experiment_variants(cfg.get("experiments"))
+    for entry in dict.fromkeys(v.entry for v in all_variants if v.grid):
+        variants = [v for v in all_variants if v.entry == entry]
+        keys = list(variants[0].grid)
+        across, down, label = keys[-1], keys[:-1], key_labels(keys)  # labels as in the variants' names
+        cells: dict[str, dict[str, str]] = {}
+        for v in variants:
+            row = ", ".join(f"{label[k]}={value_label(v.grid[k])}" for k in down) or metric
+            col = f"{label[across]}={value_label(v.grid[across])}"
+            cells.setdefault(col, {})[row] = mean_std(rows.loc[v.name], digits) if v.name in rows.index else "n/a"
+        frame = pd.DataFrame(cells)
+        frame.index.name = ", ".join(label[k] for k in down) or "metric"
+        out[entry] = frame
+    return out
 
 
 def default_baseline(cfg: dict) -> str | None:
@@ -148,7 +214,7 @@ def default_baseline(cfg: dict) -> str | None:
     chosen = (cfg.get("report") or {}).get("baseline")
     if chosen:
         return chosen
-    experiments = cfg.get("experiments") or {}
+    experiments = expand_experiments(cfg.get("experiments"))  # grid entries expanded
     plain = [name for name, over in experiments.items() if not over]
     return plain[0] if len(plain) == 1 else (next(iter(experiments), None))
 

@@ -30,7 +30,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from affectube.config import parse_cfg
+from affectube.config import expand_experiments, parse_cfg
 from affectube.errors import ConfigError, DataError
 from affectube.eval import metrics as M
 from affectube.io import write_json
@@ -93,7 +93,7 @@ class Context:
 
     @property
     def experiments(self) -> list[Experiment]:
-        return [self.experiment(n) for n in (self.cfg.get("experiments") or {})]
+        return [self.experiment(n) for n in expand_experiments(self.cfg.get("experiments"))]
 
     def keep_subject(self, subject: str) -> bool:
         return self.subjects is None or str(subject) in {str(s) for s in self.subjects}

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import math
 import subprocess
@@ -31,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from affectube.config import apply_override, parse_cfg
+from affectube.config import apply_overrides, experiment_variants, parse_cfg
 from affectube.errors import DataError
 from affectube.io import atomic_path, read_json, write_json, write_text
 from affectube.report import compare as C
@@ -68,10 +67,8 @@ def code_version(where: Path | None = None) -> str:
 
 
 def resolved(cfg: dict, exp: str) -> dict:
-    out = copy.deepcopy(cfg)
-    for key, value in ((cfg.get("experiments") or {}).get(exp) or {}).items():
-        apply_override(out, f"{key}={json.dumps(value)}")
-    return out
+    overrides = {v.name: v.overrides for v in experiment_variants(cfg.get("experiments"))}
+    return apply_overrides(copy.deepcopy(cfg), overrides.get(exp, {}))
 
 
 def key_columns(frame: pd.DataFrame, main: str, short: bool = False) -> list[str]:
@@ -137,8 +134,10 @@ def experiment_section(run: Run, exp: Experiment, index: dict, fig_dir: Path) ->
     main = run.main_metric
     metrics, per_fold, per_subject = exp.recompute(main)
     blocks: list = [D.Heading(f"Experiment {exp.name}")]
-    overrides = (run.cfg.get("experiments") or {}).get(exp.name) or {}
-    blocks.append(D.Text("Overrides: " + (", ".join(f"{k} = {v}" for k, v in overrides.items()) or "none (the params as they are)") + "."))
+    variant = next((v for v in experiment_variants(run.cfg.get("experiments")) if v.name == exp.name), None)
+    overrides = variant.overrides if variant else {}
+    grid = f" (combination of grid entry '{variant.entry}')" if variant and variant.grid else ""
+    blocks.append(D.Text("Overrides: " + (", ".join(f"{k} = {v}" for k, v in overrides.items()) or "none (the params as they are)") + f"{grid}."))
     if exp.failed_folds:
         blocks.append(D.Text(f"Fold(s) {', '.join(str(f.index) for f in exp.failed_folds)} failed: every number below is over the "
                              f"{len(exp.ok_folds)} fold(s) that have predictions.", "warn"))
@@ -167,14 +166,41 @@ def experiment_section(run: Run, exp: Experiment, index: dict, fig_dir: Path) ->
     return blocks
 
 
-def comparison_section(run: Run, experiments: list[Experiment], index: dict, fig_dir: Path, table: pd.DataFrame) -> list:
+def params_table(run: Run, table: pd.DataFrame, params: pd.DataFrame) -> pd.DataFrame:
+    """One row per experiment: the params it differs in, the main metric, its paired test against the baseline."""
+    main = run.main_metric
+    out = params.copy()
+    if not (out["grid"] != "").any():
+        out = out.drop(columns=["grid"])
+    rows = table[table["metric"] == main].set_index("experiment") if not table.empty else pd.DataFrame()
+    out[f"{main} mean ± sd"] = [C.mean_std(rows.loc[n]) if n in rows.index else "n/a" for n in out.index]
+    out[f"{main} pooled"] = [fmt(rows.loc[n, "pooled"]) if n in rows.index else "n/a" for n in out.index]
+    tests = {t.other: t for t in run.tests}
+    base = run.tests[0].baseline if run.tests else None
+    out["vs baseline: mean difference"] = ["(baseline)" if n == base else fmt(tests[n].mean_diff) if n in tests else "" for n in out.index]
+    out["better / worse / tied"] = ["" if n not in tests else f"{tests[n].wins} / {tests[n].losses} / {tests[n].n - tests[n].n_nonzero}"
+                                    for n in out.index]
+    out["Wilcoxon p"] = ["" if n not in tests else fmt(tests[n].p_value) for n in out.index]
+    out.index.name = "experiment"
+    return out
+
+
+def comparison_section(run: Run, experiments: list[Experiment], index: dict, fig_dir: Path, table: pd.DataFrame,
+                       params: pd.DataFrame | None = None) -> list:
     if len(experiments) < 2:
         return []
     main = run.main_metric
     wide = C.wide(table)
     wide = wide.loc[[m for m in key_columns(wide.T, main)]]
     wide.index.name = "metric (mean ± sd over folds)"
-    blocks: list = [D.Heading("Comparison across experiments"), D.Table(wide, "every experiment side by side (full table: comparison.csv)")]
+    blocks: list = [D.Heading("Comparison across experiments")]
+    if params is not None and len(params.columns) > 1:
+        blocks.append(D.Table(params_table(run, table, params),
+                              f"what each experiment changes (params it overrides; the others' values as in params.yaml), {main} "
+                              "over folds and pooled, and the paired per-subject test against the baseline"))
+    for entry, grid in C.grid_tables(table, run.cfg, main).items():
+        blocks.append(D.Table(grid, f"grid '{entry}': {main} mean ± sd over folds for each combination of its values"))
+    blocks.append(D.Table(wide, "every experiment side by side (full table, with the params above as columns: comparison.csv)"))
     if run.tests:
         rows = [{
             "comparison": f"{t.other} − {t.baseline}",
@@ -293,7 +319,8 @@ def build(cfg: dict, results: str | Path, out_dir: str | Path, fig_dir: str | Pa
     fig_dir = Path(fig_dir) if fig_dir else out_dir / "figures"
     rcfg = cfg.get("report", {})
     main = cfg.get("evaluate", {}).get("main_metric", "uar")
-    names = list(cfg.get("experiments") or {})
+    params = C.experiment_params(cfg)  # grid entries expanded: one row per experiment
+    names = list(params.index)
     experiments = [load_experiment(results, n) for n in names]
     index = read_json(fig_dir / "index.json") if (fig_dir / "index.json").exists() else {"figures": []}
     manifest = None
@@ -304,14 +331,14 @@ def build(cfg: dict, results: str | Path, out_dir: str | Path, fig_dir: str | Pa
     tests = C.paired_tests(experiments, metric, C.default_baseline(cfg), float(rcfg.get("alpha", 0.05)))
     run = Run(cfg, results, experiments, main, manifest, tests)
     found = run_checks(run)
-    table = C.side_by_side(experiments, main)
+    table = C.side_by_side(experiments, main, params)
     protocol = cfg.get("finetune", {}).get("protocol", "?")
     n_folds = max((len(e.folds) for e in experiments), default=0)
     blocks = [
         *overview(run, experiments, f"protocol {protocol}, {n_folds} folds"),
         *problems_section(found),
         *[b for exp in experiments for b in experiment_section(run, exp, index, fig_dir)],
-        *comparison_section(run, experiments, index, fig_dir, table),
+        *comparison_section(run, experiments, index, fig_dir, table, params),
         *pretrain_section(run, index, fig_dir),
         *data_section(run, experiments),
         *folds_section(experiments),

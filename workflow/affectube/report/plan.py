@@ -15,10 +15,10 @@ encoder, and ``comparison`` when there are two or more experiments.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 
-from affectube.config import apply_override
+from affectube.config import apply_overrides, expand_experiments
+from affectube.errors import ConfigError
 
 FIGURE_DIR = "results/report/figures"
 
@@ -47,8 +47,7 @@ class FigureSpec:
 def experiment_finetune(cfg: dict, exp: str) -> dict:
     """The ``finetune`` section with experiment ``exp``'s overrides applied."""
     resolved = {"finetune": copy.deepcopy(cfg.get("finetune", {})), "pretrain": {}}
-    for key, value in ((cfg.get("experiments") or {}).get(exp) or {}).items():
-        apply_override(resolved, f"{key}={json.dumps(value)}")
+    apply_overrides(resolved, expand_experiments(cfg.get("experiments")).get(exp, {}))
     return resolved["finetune"]
 
 
@@ -59,7 +58,7 @@ def tasks(finetune: dict) -> set[str]:
 
 def figure_plan(cfg: dict) -> list[FigureSpec]:
     """Every figure of a run, from the ``finetune``/``experiments``/``figures`` params."""
-    experiments = list(cfg.get("experiments") or {})
+    experiments = list(expand_experiments(cfg.get("experiments")))  # grid entries expanded
     specs: list[FigureSpec] = []
     uses_pretrain = False
     for exp in experiments:
@@ -112,7 +111,11 @@ def report_outputs(cfg: dict, root: str = FIGURE_DIR) -> dict:
                     subcategory=spec.exp or "run",
                     labels={"figure": spec.kind, "experiment": spec.exp or "all"},
                 )
-            out[_ident(spec.name, fmt)] = path
+            key = _ident(spec.name, fmt)
+            if key in out:  # experiment names that differ only in punctuation (e.g. grid values a+b, a_b)
+                raise ConfigError(f"params.yaml: experiments: figure {spec.name}.{fmt} and {out[key]} get the same rule output "
+                                  f"name {key!r}: rename an experiment (or change a grid value)")
+            out[key] = path
     out["index"] = f"{root}/index.json"
     return out
 
