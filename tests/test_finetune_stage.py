@@ -160,3 +160,24 @@ def test_finetune_cli(stores, tmp_path):
     bad_cmd = [*cmd[: cmd.index("--fold") + 1], "7", *cmd[cmd.index("--fold") + 2 :]]
     bad = subprocess.run(bad_cmd, capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "no fold 7" in bad.stderr
+
+
+def test_explicit_classes_leave_out_videos_of_other_emotions():
+    """finetune.classes [happy, sad] on a dataset that also has `contempt`: those videos are neither
+    trained nor tested (they carry no label), and the fold reports them."""
+    from affectube.train.finetune import drop_other_classes
+
+    ident = lambda v, e: {"subject": "s", "video_id": v, "labels": {"emotion": e}}  # noqa: E731
+    stores = {"train": [Path("a.h5"), Path("b.h5")], "val": [Path("c.h5")], "test": [Path("d.h5"), Path("e.h5")]}
+    identity = {"train": [ident("a", "happy"), ident("b", "contempt")], "val": [ident("c", "contempt")],
+                "test": [ident("d", "sad"), ident("e", "contempt")]}
+    ft = {"task": "categorical", "classes": ["happy", "sad"]}
+    kept, ids, dropped = drop_other_classes(ft, stores, identity, ft["classes"])
+    assert kept == {"train": [Path("a.h5")], "val": [], "test": [Path("d.h5")]}
+    assert [i["video_id"] for s in ("train", "test") for i in ids[s]] == ["a", "d"]
+    assert [(d["side"], d["video_id"]) for d in dropped] == [("train", "b"), ("val", "c"), ("test", "e")]
+    # classes discovered from the stores, or a continuous task: nothing is left out
+    assert drop_other_classes({**ft, "classes": None}, stores, identity, ["contempt", "happy", "sad"])[2] == []
+    assert drop_other_classes({**ft, "task": "both"}, stores, identity, ft["classes"])[2] == []
+    with pytest.raises(DataError, match="no test video"):
+        drop_other_classes(ft, {**stores, "test": [Path("e.h5")]}, {**identity, "test": [ident("e", "contempt")]}, ft["classes"])

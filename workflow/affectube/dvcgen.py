@@ -17,11 +17,13 @@ Snakemake owns the DAG; DVC is a second front end to it. One DVC stage per rule:
   of videos (explicit file targets would exceed the 128 KiB limit of one shell argument on
   large datasets, and Snakemake 9.27 stops with "Out of jobs ready" when explicit file
   targets are combined with ``--until``);
-- ``always_changed: true``: DVC decides by content, Snakemake by modification times,
-  params and code. When a stage re-runs and rewrites a file with identical content, DVC
-  would skip the stages below it while Snakemake would re-run them, and ``snakemake -n``
-  would have work left after ``dvc repro``. So DVC always hands every stage to Snakemake,
-  which runs exactly the jobs it would run on its own (a no-op costs one DAG build).
+- no ``always_changed``: DVC skips a stage whose deps, params and outs are unchanged, so
+  after a run ``dvc status`` is clean, and a change re-runs the changed stage and the stages
+  below it (each then asks Snakemake, which runs only the jobs it finds out of date).
+  DVC decides by content, Snakemake by modification times (and, for inputs under
+  ``--max-checksum-file-size``, 1 MB by default, by checksum): if a stage rewrites a large
+  file with identical content, DVC skips the stages below it and ``snakemake -n`` lists their
+  jobs as out of date although their result would be the same.
 
 The jobs come from Snakemake's Python API (the same DAG ``snakemake -n`` prints).
 """
@@ -46,7 +48,7 @@ HEADER = (
     "# Generated from the Snakemake DAG by `python -m affectube dvc-yaml`: do not edit by hand.\n"
     "# One stage per Snakemake rule; every stage runs Snakemake. Results are not cached by DVC\n"
     "# (cache: false, persist: true), so `dvc repro` never rewrites or reorders what Snakemake wrote,\n"
-    "# and every stage is handed to Snakemake (always_changed), which runs only what is out of date.\n"
+    "# DVC skips unchanged stages; a stage it runs asks Snakemake, which runs only what is out of date.\n"
 )
 
 # cfg JSON keys that are not params.yaml sections -> the section they stand for
@@ -99,7 +101,7 @@ def render(stages: list[Stage]) -> str:
     """dvc.yaml text for ``stages`` (deterministic: sorted paths, topological stage order)."""
     doc: dict = {"stages": {}}
     for st in stages:
-        entry: dict = {"cmd": f"snakemake --cores all --until {st.rule}", "always_changed": True}
+        entry: dict = {"cmd": f"snakemake --cores all --until {st.rule}"}
         if st.deps:
             entry["deps"] = sorted(st.deps)
         if st.params:
