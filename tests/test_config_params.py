@@ -160,3 +160,37 @@ def test_snakemake_lint_is_clean(workflow_copy):
     proc = run_snakemake(wf, "--lint", check=False, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def test_params_merge_matches_snakemake_configfile_semantics(tmp_path):
+    """`affectube params --merge F --out params.yaml` gives DVC the config `snakemake --configfile F` sees."""
+    import copy as _copy
+    import subprocess
+    import sys
+
+    import yaml
+    from snakemake.utils import update_config
+
+    from affectube.config import merge_params
+
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    over = yaml.safe_load((REPO / "config" / "realdata.yaml").read_text())
+    expected = _copy.deepcopy(base)
+    update_config(expected, _copy.deepcopy(over))
+    assert merge_params(_copy.deepcopy(base), over) == expected
+    assert set(expected["experiments"]) == {"videomae", "scratch", "frozen"}  # merged, not replaced
+
+    out = tmp_path / "params.yaml"
+    proc = subprocess.run([sys.executable, "-m", "affectube", "params", "--params", str(REPO / "params.yaml"),
+                           "--merge", str(REPO / "config" / "realdata.yaml"), "-S", "figures.dpi=80", "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    written = yaml.safe_load(out.read_text())
+    expected["figures"]["dpi"] = 80
+    assert written == expected
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("finetune: {epochs: -1}\n")
+    proc = subprocess.run([sys.executable, "-m", "affectube", "params", "--params", str(REPO / "params.yaml"),
+                           "--merge", str(bad), "--out", str(tmp_path / "p2.yaml")], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "epochs" in proc.stderr and str(bad) in proc.stderr
+    assert not (tmp_path / "p2.yaml").exists()

@@ -15,6 +15,7 @@ import sys
 # stage name -> (module, one-line help)
 STAGES: dict[str, tuple[str, str]] = {
     "validate": ("affectube.config", "validate params.yaml against the schema"),
+    "params": ("affectube.config", "merge override files into params (as snakemake --configfile), validate, write"),
     "manifest": ("affectube.data.cli", "build and check a dataset manifest"),
     "demo-data": ("affectube.demo", "generate the embedded offline demo dataset"),
     "faces": ("affectube.faces.cli", "decode a video, detect and track its face"),

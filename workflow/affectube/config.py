@@ -273,16 +273,57 @@ def parse_cfg(value: str) -> dict:
         raise ConfigError(f"--cfg: not a JSON object: {exc}") from None
 
 
+def merge_params(base: dict, over: dict) -> dict:
+    """Deep-merge ``over`` into ``base`` in place, as Snakemake merges a ``--configfile`` over its
+    ``configfile:`` (nested mappings merge key by key, anything else is replaced); returns ``base``."""
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge_params(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such params file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of params sections, got {type(data).__name__}")
+    return data
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--merge", action="append", default=[], metavar="FILE",
+                        help="override file merged over the params, as `snakemake --configfile FILE` does (repeatable)")
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a value")
     parser.add_argument("--print", action="store_true", help="print the validated params with defaults")
+    parser.add_argument("--out", default=None, metavar="FILE",
+                        help="write the merged params (validated; without the schema defaults) to FILE, e.g. params.yaml for DVC")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_params(args.params, args.set)
+    from affectube.io import atomic_path
+
+    raw = _read_yaml(Path(args.params))
+    for extra in args.merge:
+        merge_params(raw, _read_yaml(Path(extra)))
+    for item in args.set:
+        apply_override(raw, item)
+    sources = " + ".join([args.params, *args.merge]) + (" (with -S overrides)" if args.set else "")
+    cfg = validate(copy.deepcopy(raw), source=sources)
+    if args.out:
+        header = (f"# Merged by `python -m affectube params` from {sources}; edit the sources, not this file\n"
+                  "# (or edit it and keep it: it is a complete params file).\n")
+        with atomic_path(args.out) as tmp:
+            Path(tmp).write_text(header + yaml.safe_dump(raw, sort_keys=False, width=120))
+        print(f"{args.out}: written ({sources})")
     if args.print:
         print(yaml.safe_dump(cfg, sort_keys=False))
-    else:
-        print(f"{args.params}: OK")
+    elif not args.out:
+        print(f"{sources}: OK")
     return 0
