@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from affectube.clips.dataset import ClipDataset
+from affectube.clips.labels import canonical_row
 from affectube.clips.store import open_store
 from affectube.faces.crop import crop_frames
 from affectube.faces.tracks import Tracks, load_tracks, save_tracks
@@ -85,8 +86,7 @@ def test_store_from_real_video_is_bit_exact_with_all_metadata(mead, tmp_path):
         assert s.attrs["compression"] == "blosc-lz4" and s.frames.chunks == (8, 64, 64, 3)
         assert s.attrs["source"]["codec"] == "h264" and s.attrs["fps"] == 25.0
         row = pd.read_csv(manifest, dtype={"video_id": str, "subject": str, "session": str}).iloc[0].to_dict()
-        row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
-        assert s.attrs["provenance"] == stable_hash({"manifest_row": row, "params": CFG})
+        assert s.attrs["provenance"] == stable_hash({"manifest_row": canonical_row(row), "params": CFG})
         arousal = s.array("frame_labels/arousal")
         inside = dec.timestamps <= 2.9
         np.testing.assert_allclose(arousal[inside], np.cos(dec.timestamps[inside]), atol=2e-3)
@@ -124,3 +124,54 @@ def test_unknown_video_id_is_refused(mead, tmp_path):
     proc = run_clips("--cfg", json.dumps(CFG), "--video", str(video), "--tracks", str(tmp_path / "none.npz"),
                      "--manifest", str(manifest), "--video-id", "nope", "--out", str(tmp_path / "v.h5"))
     assert proc.returncode == 2 and "manifest.csv: no row with video_id 'nope'" in proc.stderr
+
+
+def test_row_json_with_one_annotation_file_per_target(mead, tmp_path):
+    """RECOLA/SEWA-style ``arousal=a.csv;valence=b.csv`` rows, passed as ``--row`` JSON (what the rule does):
+    both targets are read back per frame, each aligned by timestamp on its own file's grid."""
+    video, manifest, _ = mead
+    tracks = fake_tracks(video, CFG["decode"], tmp_path / "tracks.npz")
+    ta = np.arange(0.0, 2.5, 0.04)  # arousal: 25 Hz, two raters (averaged)
+    pd.DataFrame({"time": ta, "FM1": np.sin(ta) - 0.1, "FF1": np.sin(ta) + 0.1}).to_csv(tmp_path / "arousal.csv", sep=";", index=False)
+    tv = np.arange(0.5, 3.5, 0.1)  # valence: 10 Hz, another span
+    pd.DataFrame({"time": tv, "GoldStandard": 0.2 * tv - 0.3}).to_csv(tmp_path / "valence.csv", index=False)
+    row = {"dataset": "mead", "video_id": "M030_happy", "path": str(video), "subject": "MEAD_M030", "session": None,
+           "emotion": "happy", "level": 3.0, "annotation": f"arousal={tmp_path / 'arousal.csv'};valence={tmp_path / 'valence.csv'}"}
+    out = tmp_path / "clips" / "M030_happy.h5"
+    proc = run_clips("--cfg", json.dumps(CFG), "--video", str(video), "--tracks", str(tmp_path / "tracks.npz"),
+                     "--row", json.dumps(row), "--out", str(out))  # --video-id defaults to the row's
+    assert proc.returncode == 0, proc.stderr
+    t = tracks.timestamps
+    with open_store(out, verify="full") as s:
+        assert sorted(s.frame_label_names) == ["arousal", "valence"]
+        np.testing.assert_array_equal(s.array("timestamps"), t)
+        arousal, valence = s.array("frame_labels/arousal"), s.array("frame_labels/valence")
+        a_in = t <= ta[-1] + 0.02
+        np.testing.assert_allclose(arousal[a_in], np.sin(t[a_in]), atol=2e-4)  # linear interpolation of a smooth curve
+        assert np.isnan(arousal[~a_in]).all() and (~a_in).any()  # the video outlasts the arousal file: no extrapolation
+        v_in = (t >= tv[0] - 0.05) & (t <= tv[-1] + 0.05)  # up to half an annotation step either side
+        np.testing.assert_allclose(valence[v_in], 0.2 * np.clip(t[v_in], tv[0], tv[-1]) - 0.3, atol=1e-5)
+        assert np.isnan(valence[~v_in]).all() and (t < tv[0] - 0.05).any()  # before the valence file starts
+        meta = json.loads(s.file["frame_labels"].attrs["meta"])
+        assert sorted(meta["sha256"]) == sorted([str(tmp_path / "arousal.csv"), str(tmp_path / "valence.csv")])
+        assert s.labels == {"emotion": "happy", "level": 3}
+        assert s.attrs["provenance"] == stable_hash({"manifest_row": canonical_row(row), "params": CFG})
+        provenance = s.attrs["provenance"]
+    ds = ClipDataset([out], num_frames=8, sample_stride=2, input_size=64, mode="test", test_clips=3, targets=["arousal", "valence"])
+    for i in range(3):
+        item = ds[i]
+        idx = np.searchsorted(t, item["times"].numpy())
+        torch_targets = item["frame_targets"].numpy()
+        np.testing.assert_array_equal(torch_targets[:, 0], arousal[idx])
+        np.testing.assert_array_equal(torch_targets[:, 1], valence[idx])
+    # the same row read from a manifest CSV (by hand): the same store identity and provenance
+    pd.DataFrame([row]).to_csv(tmp_path / "m.csv", index=False)
+    out2 = tmp_path / "by_hand.h5"
+    proc = run_clips("--cfg", json.dumps(CFG), "--video", str(video), "--tracks", str(tmp_path / "tracks.npz"),
+                     "--manifest", str(tmp_path / "m.csv"), "--video-id", "M030_happy", "--out", str(out2))
+    assert proc.returncode == 0, proc.stderr
+    with open_store(out2) as s:
+        assert s.attrs["provenance"] == provenance and s.labels == {"emotion": "happy", "level": 3}
+    bad = run_clips("--cfg", json.dumps(CFG), "--video", str(video), "--tracks", str(tmp_path / "tracks.npz"),
+                    "--row", json.dumps(row), "--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "x.h5"))
+    assert bad.returncode != 0 and "--row or --manifest" in bad.stderr

@@ -238,7 +238,26 @@ def test_frame_labels_align_by_timestamp(tmp_path):
     np.testing.assert_allclose(labels["valence"][inside], frames_t[inside] * 2, atol=1e-5)
     np.testing.assert_allclose(labels["arousal"][inside], np.sin(frames_t[inside]) + 0.1, atol=1e-3)  # raters averaged
     assert np.isnan(labels["valence"][~inside]).all()  # never extrapolated, gaps stay gaps
-    assert meta["annotation_rows"] == len(t) and len(meta["sha256"]) == 2
+    assert meta["annotation_rows"] == {str(tmp_path / "v.csv"): len(t), str(tmp_path / "a.csv"): len(t)}
+    assert len(meta["sha256"]) == 2
+
+
+def test_frame_labels_from_one_file_per_target_are_aligned_each_on_its_own_grid(tmp_path):
+    import pandas as pd
+
+    ta = np.arange(0, 3.0, 0.04)  # arousal at 25 Hz over 0-3 s, two raters
+    pd.DataFrame({"time": ta, "FM1": 0.5 * ta - 0.3, "FF1": 0.5 * ta - 0.1}).to_csv(tmp_path / "a.csv", sep=";", index=False)
+    tv = np.arange(0.5, 1.5, 0.1)  # valence at 10 Hz over 0.5-1.4 s only
+    pd.DataFrame({"time": tv, "valence": 0.3 - 0.25 * tv}).to_csv(tmp_path / "v.csv", index=False)
+    frames_t = np.arange(0, 3.0, 1 / 30)
+    labels, meta = frame_labels(f"arousal={tmp_path / 'a.csv'};valence={tmp_path / 'v.csv'}", frames_t)
+    np.testing.assert_allclose(labels["arousal"][frames_t <= 2.96], 0.5 * frames_t[frames_t <= 2.96] - 0.2, atol=1e-5)
+    covered = (frames_t >= 0.45) & (frames_t <= 1.45)  # half a step either side of 0.5-1.4 s
+    np.testing.assert_allclose(labels["valence"][covered], 0.3 - 0.25 * np.clip(frames_t[covered], 0.5, 1.4), atol=1e-5)
+    assert np.isnan(labels["valence"][~covered]).all()  # the shorter file is not extrapolated over the longer one's span
+    assert meta["annotation_span"][str(tmp_path / "v.csv")] == [pytest.approx(0.5), pytest.approx(1.4)]
+    with pytest.raises(DataError, match="label 'arousal' comes from more than one file"):
+        frame_labels(f"arousal={tmp_path / 'a.csv'};arousal={tmp_path / 'v.csv'}", frames_t)
 
 
 def test_align_leaves_long_gaps_empty():

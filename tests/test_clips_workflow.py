@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -55,3 +57,43 @@ def test_snakemake_builds_stores_for_real_clips(realdata, workflow_copy, tmp_pat
     ds = ClipDataset(wf / "results/clips/real", num_frames=16, sample_stride=2, input_size=48, mode="test", test_clips=2)
     assert len(ds) == 6 and ds.classes == ["happy", "sad"]
     assert ds[0]["video"].shape == (3, 16, 48, 48)
+
+
+def _planned(out: str) -> dict[str, set[str]]:
+    """rule -> the `video` wildcards (else the outputs) of the jobs a `snakemake -n` plans."""
+    jobs: dict[str, set[str]] = {}
+    for rule, body in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n)*)", out, flags=re.M):
+        video = re.search(r"wildcards:.*\bvideo=([^,\s]+)", body)
+        output = re.search(r"output: (.*)", body)
+        jobs.setdefault(rule, set()).add(video.group(1) if video else (output.group(1) if output else ""))
+    return jobs
+
+
+def test_adding_a_video_runs_only_its_own_faces_and_clips_jobs(realdata, workflow_copy, tmp_path):
+    """A clips job depends on its own video, tracks, annotation files and manifest row, not on the
+    dataset's whole manifest: after a run, adding a video to a dataset plans faces + clips for that
+    video only (and a changed label re-runs that video's clips job only)."""
+    videos = sorted((realdata / "videos" / "grid").glob("*.mpg"))[:3]
+    csv = tmp_path / "extra.csv"
+    rows = [{"path": str(v), "subject": f"GRID_{i}", "emotion": "neutral"} for i, v in enumerate(videos)]
+    pd.DataFrame(rows[:2]).to_csv(csv, index=False)
+    wf = workflow_copy({
+        "data": {"datasets": {"demo": {"adapter": "demo", "root": "results/demo"},
+                              "extra": {"adapter": "csv", "root": str(realdata), "file": str(csv)}},
+                 "pretrain": ["demo", "extra"], "finetune": "demo"},
+        "demo": {"subjects": 4, "classes": ["happy", "sad"], "videos_per_class": 1, "seconds": 0.5, "fps": 10, "size": 128},
+        "decode": {"fps": 10},
+    })
+    # the data part of the default target's DAG: demo videos, manifests, every video's faces + clips jobs
+    run_snakemake(wf, "--until", "clips", "manifest", timeout=1200)
+    ids = [v.stem for v in videos]
+    assert all((wf / f"results/clips/extra/{v}.h5").exists() for v in ids[:2])
+    assert _planned(run_snakemake(wf, "-n", "--until", "clips", "manifest").stdout) == {}  # nothing left to do
+
+    rows[0]["emotion"] = "happy"  # one label changed, one video added
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    planned = _planned(run_snakemake(wf, "-n").stdout)  # the default target: everything downstream too
+    assert planned["faces"] == {ids[2]}
+    assert planned["clips"] == {ids[2], ids[0]}  # the new video; the relabelled one (its row param changed)
+    assert planned["manifest"] == {"results/manifests/extra.csv, results/manifests/extra.missing.csv"}
+    assert "demo_data" not in planned

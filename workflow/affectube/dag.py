@@ -96,6 +96,30 @@ class Dag:
             raise ConfigError(f"dataset {wildcards.dataset}: no video {wildcards.video!r} in its manifest")
         return str(row["path"].iloc[0])
 
+    def manifest_row(self, wildcards) -> str:
+        """JSON of video ``wildcards.video``'s manifest row (canonical: :func:`affectube.clips.labels.canonical_row`),
+        passed to its clips job as a param: the job re-runs when its own row changes, not when
+        another video is added to the dataset's manifest."""
+        from affectube.clips.labels import canonical_row
+
+        return json.dumps(canonical_row(self._row(wildcards)), sort_keys=True)
+
+    def annotation_files(self, wildcards) -> list[str]:
+        """The per-frame annotation files named by the video's manifest row (inputs of its clips job)."""
+        from affectube.data.annotation import entries
+
+        value = self._row(wildcards).get("annotation")
+        if not isinstance(value, str) or not value.strip():
+            return []
+        return [path for _, path in entries(value)]
+
+    def _row(self, wildcards) -> dict:
+        table = self.manifest(wildcards.dataset).table
+        rows = table.loc[table["video_id"] == wildcards.video]
+        if rows.empty:
+            raise ConfigError(f"dataset {wildcards.dataset}: no video {wildcards.video!r} in its manifest")
+        return rows.iloc[0].to_dict()
+
     def manifest_inputs(self, wildcards) -> list[str]:
         """Files a manifest rule depends on: its videos (generated ones included) and the label/list files read."""
         m = self.manifest(wildcards.dataset)

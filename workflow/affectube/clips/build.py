@@ -1,7 +1,8 @@
 """Build one video's store: decode in blocks, crop along the cached face tracks, attach labels, stream to HDF5.
 
-Inputs are the video, its tracks file (stage ``faces``), the dataset manifest (for the
-video's row) and the ``decode``/``crop``/``clips`` params. The frames are decoded with the
+Inputs are the video, its tracks file (stage ``faces``), the video's manifest row (given as
+a dict, e.g. the rule's JSON param, or read from the dataset manifest) and the
+``decode``/``crop``/``clips`` params. The frames are decoded with the
 same ``decode`` params as the tracks; the tracks' timestamps must match the decoded ones
 frame for frame (else the tracks are stale: DataError). A video whose tracks record a decode
 error (N = 0) gets an empty store carrying that error, so the dataset goes on without it.
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from affectube.clips.labels import clip_labels, frame_labels
+from affectube.clips.labels import canonical_row, clip_labels, frame_labels
 from affectube.clips.store import StoreContent, StoreWriter
 from affectube.errors import DataError
 from affectube.io import stable_hash
@@ -49,8 +50,13 @@ def crop_shape(crop_cfg: dict) -> tuple[int, int, int]:
     return s, s, 1 if crop_cfg.get("grayscale", False) else 3
 
 
-def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path, video_id: str, cfg: dict, out: str | Path) -> StoreContent:
+def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path | dict, video_id: str, cfg: dict,
+                out: str | Path) -> StoreContent:
     """Decode ``video`` in blocks, crop each block along its tracks and stream the crops into store ``out``.
+
+    ``manifest``: the video's manifest row (a dict) or the dataset manifest (.csv) holding it; either
+    way the row is canonicalised (:func:`~affectube.clips.labels.canonical_row`) and its hash with ``cfg`` is the store's
+    ``provenance``.
 
     Memory holds one decoded block (256 frames) and one chunk of crops, whatever the video's length.
     Returns the store's content (metadata; ``frames`` None).
@@ -59,7 +65,12 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
 
     decode_cfg, crop_cfg, clips_cfg = cfg.get("decode", {}), cfg.get("crop", {}), cfg.get("clips", {})
     compression, chunk_frames = clips_cfg.get("compression", "none"), int(clips_cfg.get("chunk_frames", 0))
-    row = manifest_row(manifest, video_id)
+    row = canonical_row(manifest if isinstance(manifest, dict) else manifest_row(manifest, video_id))
+    if str(row.get("video_id")) != str(video_id):
+        raise DataError(f"manifest row of video {row.get('video_id')!r} given for video {video_id!r}")
+    for col in ("dataset", "video_id", "path", "subject"):
+        if col not in row:
+            raise DataError(f"manifest row of video {video_id!r} has no {col!r}")
     tracks = load_tracks(tracks_path)
     session = row.get("session")
     common = dict(
@@ -72,7 +83,7 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
         decode=decode_cfg,
         crop=crop_cfg,
         clips=clips_cfg,
-        provenance=stable_hash({"manifest_row": {k: _plain(v) for k, v in row.items()}, "params": cfg}),
+        provenance=stable_hash({"manifest_row": row, "params": cfg}),
     )
     shape = crop_shape(crop_cfg)
     n = len(tracks)
@@ -138,11 +149,3 @@ def check_alignment(decoded: np.ndarray, tracked: np.ndarray, video, tracks_path
         i = int(np.argmax(np.abs(decoded - tracked)))
         raise DataError(f"{tracks_path}: frame {offset + i} is at {tracked[i]:.4f} s in the tracks but {decoded[i]:.4f} s in {video} "
                         "(tracks made with other decode params? re-run the faces stage)")
-
-
-def _plain(value):
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

@@ -29,9 +29,13 @@ closes it again; frames are read through handles opened lazily inside the proces
 (a worker), kept in a small LRU, never inherited across fork (handles are dropped from the
 pickled state and when the process id changes). Uncompressed stores are read with ``direct``
 preads at the byte offsets HDF5 reported at indexing (:class:`~affectube.clips.store.DirectReader`:
-one read per clip span, no HDF5 call per item); compressed ones through h5py. Every frame read is
-checked against its crc32 (``check_frames``). Memory per item is one clip's frame span,
-whatever the dataset size.
+one ``preadv`` per run of consecutive clip frames, no HDF5 call per item); compressed ones through
+h5py. Every frame read is checked against its crc32 (``check_frames``). Memory per item is one
+clip, whatever the dataset size.
+
+Training picks the output by device (:func:`loader_output`): ``"uint8"`` on CUDA (pretraining:
+:meth:`affectube.train.masked_data.MaskedClips.to_device`; fine-tuning:
+:func:`affectube.train.supervised.clip_input`), ``"float"`` on the CPU; both give the same pixels.
 """
 
 from __future__ import annotations
@@ -280,6 +284,14 @@ class ClipDataset(Dataset):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._pid = os.getpid()
+
+
+def loader_output(device) -> str:
+    """The loader output for training on ``device``: ``"uint8"`` on CUDA (the stored crops cross the
+    loader and the host-device link as uint8; ``transform.apply`` crops/resizes/normalises them on
+    the GPU: the path that meets the loader's throughput targets), ``"float"`` elsewhere (the
+    transform in the loader's workers)."""
+    return "uint8" if torch.device(device).type == "cuda" else "float"
 
 
 _INDEX: dict[str, tuple[tuple, dict]] = {}

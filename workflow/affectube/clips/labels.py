@@ -1,8 +1,9 @@
 """Labels of a store: clip-level labels from the manifest row, per-frame labels from its annotation file.
 
 Annotation (manifest column ``annotation``): read with :func:`affectube.data.annotation.load_annotation`
-(its format: ``[names=]path`` entries, a time column in seconds of the source video's
-timeline and one column per continuous label).
+(its format: ``[names=]path`` entries separated by ``;``, a time column in seconds of the source
+video's timeline and one column per continuous label), one entry at a time: RECOLA/SEWA-style
+values name one file per target (``arousal=a.csv;valence=b.csv``), each aligned on its own times.
 
 Alignment: each label is linearly interpolated at the stored frames' timestamps (the decode
 timestamps, so annotations at any rate line up with the kept frames). A frame earlier than
@@ -23,6 +24,21 @@ from affectube.io import file_sha256
 
 # manifest columns that are neither labels nor identity
 NON_LABEL = {"dataset", "video_id", "path", "subject", "session", "annotation"}
+
+
+def canonical_row(row: dict) -> dict:
+    """A manifest row as plain JSON values: NaN -> None, numpy scalars -> Python, integral floats ->
+    int (a column read as floats because another row lacks the value gives the same row)."""
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and math.isnan(value):
+            value = None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        out[str(key)] = value
+    return out
 
 
 def clip_labels(row: dict) -> dict:
@@ -61,21 +77,36 @@ def align(times: np.ndarray, ann_times: np.ndarray, values: np.ndarray, max_gap:
 
 
 def frame_labels(annotation: str, timestamps: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
-    """Per-frame labels at ``timestamps`` from a manifest ``annotation`` value, and their provenance."""
-    table = load_annotation(annotation)
-    files = [path for _, path in entries(annotation)]
-    t = table["time"].to_numpy(np.float64)
-    if len(t) < 2:
-        raise DataError(f"{files[0]}: annotation has {len(t)} row(s); at least 2 are needed to align it")
-    dup = np.flatnonzero(np.diff(t) == 0)
-    if dup.size:
-        raise DataError(f"{files[0]}: annotation time {t[dup[0]]} appears twice")
-    labels = {str(c): align(timestamps, t, table[c].to_numpy(np.float64)) for c in table.columns if c != "time"}
+    """Per-frame labels at ``timestamps`` from a manifest ``annotation`` value, and their provenance.
+
+    A value of several entries (RECOLA/SEWA: ``arousal=a.csv;valence=b.csv``, one file per target)
+    is read entry by entry with :func:`load_annotation` and each file is aligned on its own time
+    grid, so files at different rates or spans are neither resampled twice nor extrapolated."""
+    parts = entries(annotation)
+    if not parts:
+        raise DataError(f"annotation {annotation!r}: no file given")
+    labels: dict[str, np.ndarray] = {}
+    rows, spans = {}, {}
+    for names, path in parts:
+        table = load_annotation(f"{','.join(names)}={path}" if names else path)
+        t = table["time"].to_numpy(np.float64)
+        if len(t) < 2:
+            raise DataError(f"{path}: annotation has {len(t)} row(s); at least 2 are needed to align it")
+        dup = np.flatnonzero(np.diff(t) == 0)
+        if dup.size:
+            raise DataError(f"{path}: annotation time {t[dup[0]]} appears twice")
+        for c in table.columns:
+            if c == "time":
+                continue
+            if str(c) in labels:
+                raise DataError(f"annotation {annotation!r}: label {c!r} comes from more than one file")
+            labels[str(c)] = align(timestamps, t, table[c].to_numpy(np.float64))
+        rows[str(path)], spans[str(path)] = int(len(table)), [float(t[0]), float(t[-1])]
     meta = {
         "annotation": str(annotation),
-        "sha256": {str(f): file_sha256(f) for f in files},
-        "method": "linear interpolation at frame timestamps; NaN outside the annotated span and in gaps",
-        "annotation_rows": int(len(table)),
-        "annotation_span": [float(t[0]), float(t[-1])],
+        "sha256": {str(path): file_sha256(path) for _, path in parts},
+        "method": "linear interpolation at frame timestamps, each file on its own time grid; NaN outside the annotated span and in gaps",
+        "annotation_rows": rows,
+        "annotation_span": spans,
     }
     return labels, meta

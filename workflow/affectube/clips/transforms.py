@@ -15,6 +15,7 @@ the accelerator for a whole batch (4x fewer bytes through the loader, no float w
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -108,19 +109,75 @@ def apply_windows(video: torch.Tensor, windows: torch.Tensor, size: int, mean, s
     """Batched tube transform on any device: uint8 ``[B,T,H,W,C]`` (as stored) + windows int64
     ``[B,5]`` (y, x, h, w, flip) -> float32 ``[B,C,T,size,size]`` normalised by ``mean``/``std`` ([0,1] units).
 
-    Bilinear resizing (antialiased when shrinking), the same window on every frame of a clip;
-    on natural images within about one grey level of the CPU path (OpenCV resampling).
+    The same window on every frame of a clip, resampled exactly as the CPU path (:func:`resize`,
+    OpenCV on uint8): bilinear with OpenCV's fixed-point arithmetic (integer ops: the same pixels),
+    or, when the window is at least ``size`` both ways, area averaging (float64, rounded half up:
+    the same pixels but for about 1 in 20,000, one grey level off where OpenCV's float sums round
+    the other way); then the CPU path's normalisation. ``tests/test_clips_training_path.py``.
     """
     b, t, c = video.shape[0], video.shape[1], video.shape[4]
-    out = torch.empty((b, c, t, size, size), dtype=torch.float32, device=video.device)
+    dev = video.device
+    out = torch.empty((b, c, t, size, size), dtype=torch.float32, device=dev)
     for i, (y, x, h, w, flip) in enumerate(windows.tolist()):
-        clip = video[i, :, y : y + h, x : x + w].permute(0, 3, 1, 2).float()  # [T,C,h,w]
+        clip = video[i, :, y : y + h, x : x + w]  # [T,h,w,C] uint8
         if (h, w) != (size, size):
-            shrink = h > size or w > size  # antialiased when shrinking (close to OpenCV INTER_AREA on natural images)
-            clip = torch.nn.functional.interpolate(clip, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+            clip = _resize_area(clip, size) if h >= size and w >= size else _resize_linear(clip, size)
         if flip:
-            clip = clip.flip(-1)
-        out[i] = clip.permute(1, 0, 2, 3)
-    mean = torch.as_tensor(mean, dtype=torch.float32, device=video.device).view(1, c, 1, 1, 1)
-    std = torch.as_tensor(std, dtype=torch.float32, device=video.device).view(1, c, 1, 1, 1)
-    return out.sub_(255.0 * mean).div_(255.0 * std)
+            clip = clip.flip(2)
+        out[i] = clip.permute(3, 0, 1, 2)  # uint8 -> float32, [T,S,S,C] -> [C,T,S,S]
+    mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+    scale, shift = (1.0 / (255.0 * std)).view(1, c, 1, 1, 1), (mean / std).view(1, c, 1, 1, 1)  # as TubeTransform.__call__
+    return out.mul_(scale.to(dev)).sub_(shift.to(dev))
+
+
+@functools.lru_cache(maxsize=4096)
+def _linear_taps(n_in: int, n_out: int, clamp: bool, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """OpenCV's INTER_LINEAR taps for uint8 images: source indices and 11-bit fixed-point weights
+    (cached per size and device: no host-to-device copy per clip).
+    ``clamp`` (the x axis): border outputs take the border pixel alone; along y OpenCV keeps the
+    fraction and clamps the source rows instead."""
+    scale = 1.0 / (n_out / n_in)
+    f = ((np.arange(n_out) + 0.5) * scale - 0.5).astype(np.float32)
+    s = np.floor(f)
+    frac = (f - s).astype(np.float32)
+    s = s.astype(np.int64)
+    if clamp:
+        frac = np.where(s < 0, np.float32(0), frac)
+        s = np.maximum(s, 0)
+        frac = np.where(s >= n_in - 1, np.float32(0), frac)
+        s = np.minimum(s, n_in - 1)
+    w0, w1 = np.round((np.float32(1) - frac) * 2048), np.round(frac * 2048)
+    index = [torch.as_tensor(np.clip(i, 0, n_in - 1), dtype=torch.int64, device=device) for i in (s, s + 1)]
+    return (*index, *(torch.as_tensor(w.astype(np.int32), device=device) for w in (w0, w1)))
+
+
+def _resize_linear(clip: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [T,h,w,C] -> [T,size,size,C], bit-exact with ``cv2.resize(..., INTER_LINEAR)`` (its
+    vectorised fixed-point path: horizontal pass x2048, vertical pass in 16-bit steps)."""
+    t, h, w, c = clip.shape
+    x0, x1, a0, a1 = _linear_taps(w, size, True, clip.device)
+    y0, y1, b0, b1 = _linear_taps(h, size, False, clip.device)
+    src = clip.to(torch.int32)
+    rows = src[:, :, x0] * a0.view(1, 1, -1, 1) + src[:, :, x1] * a1.view(1, 1, -1, 1)  # [T,h,S,C]
+    out = (((rows[:, y0] >> 4) * b0.view(1, -1, 1, 1)) >> 16) + (((rows[:, y1] >> 4) * b1.view(1, -1, 1, 1)) >> 16)
+    return ((out + 2) >> 2).clamp_(0, 255).to(torch.uint8)
+
+
+def _resize_area(clip: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [T,h,w,C] -> [T,size,size,C] (h, w >= size): ``cv2.resize(..., INTER_AREA)``, each output
+    pixel the mean of the source area it covers (float64: no TF32 on GPUs), rounded half up."""
+    wy = _area_weights(clip.shape[1], size, clip.device)
+    wx = _area_weights(clip.shape[2], size, clip.device)
+    out = torch.einsum("oh,thwc,pw->topc", wy, clip.to(torch.float64), wx)
+    return out.add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)
+
+
+@functools.lru_cache(maxsize=4096)
+def _area_weights(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    """[n_out, n_in] weights of area resampling (shrinking): the fraction of each output cell that
+    each source pixel covers."""
+    scale = n_in / n_out
+    edges = torch.arange(n_out + 1, dtype=torch.float64) * scale
+    j = torch.arange(n_in, dtype=torch.float64)
+    cover = torch.minimum(edges[1:, None], j[None] + 1) - torch.maximum(edges[:-1, None], j[None])
+    return (cover.clamp_(min=0) / scale).to(device)

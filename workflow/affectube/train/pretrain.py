@@ -92,7 +92,7 @@ class Pretrainer:
         self.info = info or RunInfo()
         self.ckpt_path = self.out / "checkpoints" / "last.pt"
         self.partial_log = self.out / "checkpoints" / "log.csv"
-        first = dataset[0][0]
+        first = dataset.clips([0])[0][0]  # [C,T,H,W] as the model gets it (uint8 path: transformed)
         self.spec = ModelSpec.from_cfg(pcfg, in_chans=int(first.shape[0]))
         if tuple(first.shape[1:]) != (self.spec.num_frames, self.spec.input_size, self.spec.input_size):
             raise DataError(
@@ -221,10 +221,10 @@ class Pretrainer:
                 losses = []
                 for micro in range(self.accum):
                     tw = time.perf_counter()
-                    video, mask = next(batches)
+                    batch = next(batches)
                     wait += time.perf_counter() - tw
-                    index = mask_index(mask).to(self.device, non_blocking=True)  # counted on the CPU: no sync
-                    video = video.to(self.device, non_blocking=True)
+                    index = mask_index(batch[1]).to(self.device, non_blocking=True)  # counted on the CPU: no sync
+                    video, _ = self.dataset.to_device(batch, self.device)  # uint8 path: crop/resize/normalise here
                     sync = model.no_sync() if (self.env.distributed and micro < self.accum - 1) else contextlib.nullcontext()
                     with sync:
                         with self._autocast():
@@ -309,8 +309,8 @@ class Pretrainer:
 
     def figure(self) -> None:
         k = min(self.cfg["recon_clips"], len(self.dataset))
-        video = torch.stack([self.dataset[i][0] for i in range(k)]).to(self.device)
-        mask = torch.stack([self.dataset[i][1] for i in range(k)]).to(self.device)
+        video, mask = self.dataset.clips(range(k), self.device)
+        mask = mask.to(self.device)
         save_reconstruction_figure(self.out / "reconstruction.png", self.model, video, mask)
 
     def summary(self, rows: list[dict], start: int) -> dict:
@@ -383,8 +383,11 @@ def allowed_datasets(dcfg: dict) -> list[str] | None:
     return allowed
 
 
-def build_dataset(stores: list[str], pcfg: dict, grid: tuple[int, int, int], datasets: list[str] | None = None):
-    """``(MaskedClips, ClipDataset)`` over the stores of ``datasets`` (None: all), with tube masks."""
+def build_dataset(stores: list[str], pcfg: dict, grid: tuple[int, int, int], datasets: list[str] | None = None,
+                  output: str = "float"):
+    """``(MaskedClips, ClipDataset)`` over the stores of ``datasets`` (None: all), with tube masks.
+    ``output="uint8"``: the loader ships uint8 crops, transformed on the training device
+    (:meth:`MaskedClips.to_device`; :func:`affectube.clips.dataset.loader_output` picks it for CUDA)."""
     from affectube.clips.dataset import ClipDataset
     from affectube.clips.masking import TubeMaskGenerator
 
@@ -398,6 +401,7 @@ def build_dataset(stores: list[str], pcfg: dict, grid: tuple[int, int, int], dat
         seed=pcfg["seed"],
         datasets=datasets,
         mask_generator=TubeMaskGenerator(grid=grid, ratio=pcfg["mask_ratio"]),
+        output=output,
     )
     if len(base) == 0:
         raise DataError(
@@ -430,7 +434,9 @@ def run(args: argparse.Namespace) -> int:
     preempt.install()  # SIGTERM/SIGUSR1 -> checkpoint after the current step, exit EXIT_PREEMPTED
     try:
         spec = ModelSpec.from_cfg(pcfg)
-        dataset, base = build_dataset(args.stores, pcfg, spec.grid, allowed_datasets(dcfg))
+        from affectube.clips.dataset import loader_output
+
+        dataset, base = build_dataset(args.stores, pcfg, spec.grid, allowed_datasets(dcfg), output=loader_output(device))
         used = [e.path for e in base.entries]
         info = RunInfo(
             datasets=base.datasets,
@@ -443,9 +449,9 @@ def run(args: argparse.Namespace) -> int:
         )
         if env.is_main:
             log.info(
-                "pretraining %s/%s on %d clips from %s (%d stores excluded: transductive=%s), world size %d, device %s",
+                "pretraining %s/%s on %d clips from %s (%d stores excluded: transductive=%s), world size %d, device %s, loader %s",
                 spec.model, spec.size, len(dataset), ",".join(info.datasets), info.excluded_stores, info.transductive,
-                env.world_size, device,
+                env.world_size, device, base.output,
             )  # fmt: skip
         trainer = Pretrainer(pcfg, dataset, args.out_dir, env=env, device=device, info=info, target_norm=(base.mean, base.std))
         return trainer.fit(stop_after=args.stop_after)

@@ -122,13 +122,22 @@ def loss_targets(outputs: dict, batch: dict) -> tuple[dict, dict]:
     return outputs, targets
 
 
+def clip_input(batch: dict, loader) -> torch.Tensor:
+    """The batch's clips as the model takes them, float32 [B,C,T,S,S]. On the uint8 path
+    (``ClipDataset(output="uint8")``: items carry the stored crops and a ``window``) the dataset's
+    transform crops/resizes/normalises them here, on the device they are on."""
+    if "window" in batch:
+        return loader.dataset.transform.apply(batch["video"], batch["window"])
+    return batch["video"]
+
+
 def train_epoch(model, loader, loss_fn, optimizer, scheduler, frozen: bool, clip_grad: float | None = 1.0,
                 progress_every: int = 10) -> dict:
     set_train_mode(model, frozen)
     total, n, parts_sum = 0.0, 0, {}
     params = [p for p in model.parameters() if p.requires_grad]
     for step, batch in enumerate(loader):
-        outputs, targets = loss_targets(model(batch["video"]), batch)
+        outputs, targets = loss_targets(model(clip_input(batch, loader)), batch)
         loss, parts = loss_fn(outputs, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -158,7 +167,7 @@ def predict(model, loader, task: Task, fold: int, loss_fn=None) -> tuple[pd.Data
     rows, frame_rows = [], []
     loss_sum, n = 0.0, 0
     for batch in loader:
-        raw = model(batch["video"])
+        raw = model(clip_input(batch, loader))
         if loss_fn is not None:
             outputs, targets = loss_targets(raw, batch)
             loss, _ = loss_fn(outputs, targets)
