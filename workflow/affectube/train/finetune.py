@@ -114,7 +114,9 @@ def fold_stores(fold: Fold, stores_dir: Path) -> dict[str, list[Path]]:
     return out
 
 
-def open_datasets(stores: dict[str, list[Path]], geom: dict, ft: dict, classes, seed: int) -> dict:
+def open_datasets(stores: dict[str, list[Path]], geom: dict, ft: dict, classes, seed: int, output: str = "float") -> dict:
+    """``output="uint8"``: the loaders ship uint8 crops, transformed where the model runs
+    (:func:`affectube.train.supervised.clip_input`; :func:`affectube.clips.dataset.loader_output`)."""
     from affectube.clips.dataset import ClipDataset
 
     common = dict(num_frames=geom["num_frames"], sample_stride=geom["sample_stride"], input_size=geom["input_size"],
@@ -126,7 +128,7 @@ def open_datasets(stores: dict[str, list[Path]], geom: dict, ft: dict, classes, 
             continue
         train = side == "train"
         out[side] = ClipDataset([str(p) for p in stores[side]], mode="train" if train else "test",
-                                test_clips=int(ft["test_clips"]), augment=train, **common)
+                                test_clips=int(ft["test_clips"]), augment=train, output=output, **common)
     return out
 
 
@@ -182,7 +184,10 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
     classes = discover_classes(ft, [i for s in SIDES for i in identity[s]])
     task = make_task(ft, classes)
     check_selection(ft, main_metric, task)
-    data = open_datasets(stores, geom, ft, classes or None, seed)
+    from affectube.clips.dataset import loader_output
+
+    device = torch.device("cpu")  # fine-tuning runs on the CPU (no device placement yet): the float loader path
+    data = open_datasets(stores, geom, ft, classes or None, seed, output=loader_output(device))
     check_channels(encoder, data["train"], stores_dir)
     skipped = [x for s in SIDES if data[s] is not None for x in data[s].skipped]
     log.info("fold %d: train %d clips (%s), val %d (%s), test %d (%s)", fold.index,
