@@ -114,6 +114,25 @@ def fold_stores(fold: Fold, stores_dir: Path) -> dict[str, list[Path]]:
     return out
 
 
+def drop_other_classes(ft: dict, stores: dict, identity: dict, classes: list[str]):
+    """A categorical task with explicit ``finetune.classes`` trains and tests only on videos of those
+    emotions (others, e.g. MEAD's contempt when comparing with CREMA-D, would carry no label).
+    Returns the kept stores and identities per side, and the videos left out."""
+    if ft["task"] != "categorical" or not ft["classes"]:
+        return stores, identity, []
+    keep_stores, keep_ids, dropped = {}, {}, []
+    for side in SIDES:
+        pairs = list(zip(stores[side], identity[side]))
+        keep = [(p, i) for p, i in pairs if str(i["labels"].get("emotion")) in classes]
+        dropped += [{"side": side, "video_id": i["video_id"], "emotion": str(i["labels"].get("emotion"))}
+                    for p, i in pairs if str(i["labels"].get("emotion")) not in classes]
+        keep_stores[side] = [p for p, _ in keep]
+        keep_ids[side] = [i for _, i in keep]
+        if pairs and not keep and side != "val":
+            raise DataError(f"fold: no {side} video has an emotion in finetune.classes {classes}")
+    return keep_stores, keep_ids, dropped
+
+
 def open_datasets(stores: dict[str, list[Path]], geom: dict, ft: dict, classes, seed: int, output: str = "float") -> dict:
     """``output="uint8"``: the loaders ship uint8 crops, transformed where the model runs
     (:func:`affectube.train.supervised.clip_input`; :func:`affectube.clips.dataset.loader_output`)."""
@@ -184,6 +203,10 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
     classes = discover_classes(ft, [i for s in SIDES for i in identity[s]])
     task = make_task(ft, classes)
     check_selection(ft, main_metric, task)
+    stores, identity, other_classes = drop_other_classes(ft, stores, identity, classes)
+    if other_classes:
+        log.info("fold %d: %d videos of emotions outside finetune.classes left out: %s", fold.index,
+                 len(other_classes), ", ".join(sorted({v["emotion"] for v in other_classes})))
     from affectube.clips.dataset import loader_output
 
     device = torch.device("cpu")  # fine-tuning runs on the CPU (no device placement yet): the float loader path
@@ -252,6 +275,7 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
         "videos": {s: len(fold.videos(s)) for s in SIDES},
         "clips": {s: (len(data[s]) if data[s] is not None else 0) for s in SIDES},
         "skipped_stores": [{"path": p, "reason": r} for p, r in skipped],
+        "other_class_videos": other_classes,
         "main_metric": main_metric,
         "test": test_metrics,
         "val": val_metrics,
