@@ -101,7 +101,7 @@ def test_bad_value_is_one_line_naming_the_key_in_the_cli(override, key, words):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("affectube validate: error: params.yaml: ")
+    assert lines[0].startswith("affectube validate: error: params.yaml (with -S overrides): ")
     assert f"{key}:" in lines[0]
     for word in words:
         assert word in lines[0]

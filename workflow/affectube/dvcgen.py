@@ -2,7 +2,8 @@
 
 Snakemake owns the DAG; DVC is a second front end to it. One DVC stage per rule:
 
-- ``deps``: the union of the input files of the rule's jobs;
+- ``deps``: the union of the input files of the rule's jobs (plus the manifest of a job that
+  gets its manifest row as ``params.row``: a relabelled video re-runs the clips stage);
 - ``params``: the params.yaml sections named by the top-level keys of the JSON the
   rule passes as ``params.cfg`` (the convention of :mod:`affectube.dag`;
   ``experiment`` stands for the ``experiments`` section);
@@ -86,6 +87,7 @@ def collect_stages(snakefile: str | Path = "Snakefile", workdir: str | Path = ".
         st = stages.setdefault(job.rule.name, Stage(job.rule.name))
         st.outs.update(str(f) for f in job.output)
         st.deps.update(str(f) for f in job.input)
+        st.deps.update(_row_deps(job))
         st.params.update(_cfg_sections(job, sections))
         for f in job.output:
             producer[str(f)] = job.rule.name
@@ -95,6 +97,14 @@ def collect_stages(snakefile: str | Path = "Snakefile", workdir: str | Path = ".
         st.upstream = {producer[d] for d in st.deps if d in producer} - {st.rule}
         st.order = rule_order[st.rule]
     return _toposort(stages)
+
+
+def _row_deps(job) -> list[str]:
+    """A job that gets its video's manifest row as ``params.row`` (rule clips) depends on that
+    manifest's content: Snakemake sees a changed row as a changed param; DVC needs the file."""
+    if "row" not in job.params.keys() or "dataset" not in job.wildcards.keys():
+        return []
+    return [f"results/manifests/{job.wildcards.dataset}.csv"]
 
 
 def render(stages: list[Stage]) -> str:
