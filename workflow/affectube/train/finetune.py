@@ -209,7 +209,8 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
                  len(other_classes), ", ".join(sorted({v["emotion"] for v in other_classes})))
     from affectube.clips.dataset import loader_output
 
-    device = torch.device("cpu")  # fine-tuning runs on the CPU (no device placement yet): the float loader path
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")  # the job's GPU, if any
+    log.info("fold %d: device %s", fold.index, device if device.type == "cpu" else torch.cuda.get_device_name(device))
     data = open_datasets(stores, geom, ft, classes or None, seed, output=loader_output(device))
     check_channels(encoder, data["train"], stores_dir)
     skipped = [x for s in SIDES if data[s] is not None for x in data[s].skipped]
@@ -218,14 +219,14 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
                                           ",".join(sorted({i["subject"] for i in identity[s]})))))
 
     seed_everything(seed + 1)
-    model = S.build_model(ft, task, encoder)
+    model = S.build_model(ft, task, encoder).to(device)
     frozen = ft["mode"] == "frozen"
     class_weight = None
     if task.categorical and ft["class_weights"]:
         class_weight = L.balanced_class_weights(train_labels(data["train"]), len(classes))
         log.info("class weights: %s", dict(zip(classes, class_weight.tolist())))
     loss_fn = L.CompositeLoss(dict(ft["losses"]), ft["task"], L.Bins(int(ft["bins"]), *map(float, ft["target_range"])),
-                              float(ft["label_smoothing"]), class_weight)
+                              float(ft["label_smoothing"]), class_weight.to(device) if class_weight is not None else None)
 
     train_loader = loader(data["train"], int(ft["batch_size"]), True, seed, int(ft["num_workers"]))
     val_loader = loader(data["val"], int(ft["batch_size"]), False, seed, int(ft["num_workers"])) if data["val"] is not None else None
@@ -267,6 +268,7 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
     if val_loader is not None:
         vclips, vframes, _ = S.predict(model, val_loader, task, fold.index)
         val_metrics = evaluate_predictions(vclips, vframes)
+    model.cpu()  # saved from the CPU
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     summary = {

@@ -131,13 +131,35 @@ def clip_input(batch: dict, loader) -> torch.Tensor:
     return batch["video"]
 
 
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def on_device(batch: dict, device: torch.device) -> dict:
+    """The batch's tensors on ``device`` (others as they are); a no-op on the CPU."""
+    if device.type == "cpu":
+        return batch
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (as pretraining), nothing on the CPU."""
+    import contextlib
+
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def train_epoch(model, loader, loss_fn, optimizer, scheduler, frozen: bool, clip_grad: float | None = 1.0,
                 progress_every: int = 10) -> dict:
     set_train_mode(model, frozen)
     total, n, parts_sum = 0.0, 0, {}
     params = [p for p in model.parameters() if p.requires_grad]
+    device = model_device(model)
     for step, batch in enumerate(loader):
-        outputs, targets = loss_targets(model(clip_input(batch, loader)), batch)
+        batch = on_device(batch, device)
+        with autocast(device):
+            raw = model(clip_input(batch, loader))
+        outputs, targets = loss_targets({k: v.float() for k, v in raw.items()}, batch)
         loss, parts = loss_fn(outputs, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -166,13 +188,18 @@ def predict(model, loader, task: Task, fold: int, loss_fn=None) -> tuple[pd.Data
     model.eval()
     rows, frame_rows = [], []
     loss_sum, n = 0.0, 0
+    device = model_device(model)
     for batch in loader:
-        raw = model(clip_input(batch, loader))
+        moved = on_device(batch, device)
+        with autocast(device):
+            raw = model(clip_input(moved, loader))
+        raw = {k: v.float() for k, v in raw.items()}
         if loss_fn is not None:
-            outputs, targets = loss_targets(raw, batch)
+            outputs, targets = loss_targets(raw, moved)
             loss, _ = loss_fn(outputs, targets)
             loss_sum += float(loss) * len(batch["label"])
             n += len(batch["label"])
+        raw = {k: v.cpu() for k, v in raw.items()}  # rows are built from the CPU batch
         rows += _clip_rows(raw, batch, task, fold)
         if task.continuous and raw["reg"].shape[1] > 1:
             frame_rows += _frame_rows(raw, batch, task, fold)
