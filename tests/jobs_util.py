@@ -46,3 +46,13 @@ def set_param(wf: Path, section: str, key: str, value) -> None:
     params = yaml.safe_load((wf / "params.yaml").read_text())
     params[section][key] = value
     (wf / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def assert_dag_order(ran: list[str], stages: dict) -> None:
+    """Every stage of dvc.yaml ``stages`` ran once, after the stages that produce its deps."""
+    assert sorted(ran) == sorted(stages)
+    producer = {next(iter(o)): name for name, st in stages.items() for o in st.get("outs", [])}
+    for name, st in stages.items():
+        for dep in st.get("deps", []):
+            if dep in producer:
+                assert ran.index(producer[dep]) < ran.index(name), f"{name} ran before {producer[dep]}"

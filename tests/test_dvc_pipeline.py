@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import REPO, VENV_BIN, copy_workflow, run_snakemake, venv_env
+from jobs_util import assert_dag_order
 
 # A tiny demo (8 videos of 5 frames at 128 px) so the whole round trip stays cheap.
 SMALL = {"demo": {"subjects": 4, "classes": ["happy", "sad"], "videos_per_class": 1, "seconds": 0.5, "fps": 10, "size": 128},
@@ -55,14 +56,6 @@ def _ran_jobs(out: str) -> list[str]:
     return re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", out)
 
 
-def _assert_dag_order(ran: list[str], stages: dict) -> None:
-    """Every stage ran once, after the stages that produce its deps."""
-    assert sorted(ran) == sorted(stages)
-    producer = {next(iter(o)): name for name, st in stages.items() for o in st.get("outs", [])}
-    for name, st in stages.items():
-        for dep in st.get("deps", []):
-            if dep in producer:
-                assert ran.index(producer[dep]) < ran.index(name), f"{name} ran before {producer[dep]}"
 
 
 def _mtimes(wf: Path, pattern: str) -> dict[str, int]:
@@ -98,7 +91,7 @@ def test_dvc_repro_runs_the_snakemake_dag_and_leaves_nothing_to_do(repo):
 
     proc = _run(repo, str(VENV_BIN / "dvc"), "repro")
     out = proc.stdout + proc.stderr
-    _assert_dag_order(_ran_stages(out), stages)  # every stage, in DAG order
+    assert_dag_order(_ran_stages(out), stages)  # every stage, in DAG order
     assert sorted(_ran_jobs(out)) == [r for r in planned if r != "all"]  # exactly the jobs snakemake planned
     assert (repo / "dvc.lock").is_file()
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]

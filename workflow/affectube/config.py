@@ -31,12 +31,7 @@ def load_schema() -> dict:
 def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] = ()) -> dict:
     """Read params.yaml, apply ``section.key=value`` overrides, validate, fill defaults."""
     path = Path(path)
-    try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such params file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    cfg = _read_yaml(path)
     for item in overrides:
         apply_override(cfg, item)
     return validate(cfg, source=str(path))
