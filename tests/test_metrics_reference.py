@@ -125,3 +125,16 @@ def test_evaluate_frames():
     assert out["frame_ccc_valence"] == pytest.approx(_ccc_closed_form(t[:, 0], t[:, 0] * 0.5))
     assert out["frame_rmse_arousal"] == pytest.approx(0.2)
     assert out["frame_ccc"] == pytest.approx((out["frame_ccc_valence"] + out["frame_ccc_arousal"]) / 2)
+
+
+def test_pearson_of_a_constant_prediction_is_nan_up_to_float_noise():
+    rng = np.random.default_rng(0)
+    y = rng.normal(0, 1, 50)
+    const = np.full(50, 0.3127, dtype=np.float32).astype(np.float64)
+    assert math.isnan(M.pearson(y, const))
+    # float noise on a constant output (a model that predicts one value): still no correlation to report
+    noisy = const + rng.normal(0, 1e-9, 50)
+    assert noisy.std() > 0 and math.isnan(M.pearson(y, noisy)) and math.isnan(M.pearson(noisy, y))
+    # a small but real spread is kept
+    small = 0.3 + 1e-3 * y
+    assert M.pearson(y, small) == pytest.approx(1.0)

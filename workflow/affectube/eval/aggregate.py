@@ -6,7 +6,7 @@ the sibling ``predictions_frames.csv``) and the folds file; every number comes f
 
 - ``per_fold.csv``: one row per fold (test subjects, videos, every scalar metric);
 - ``per_subject.csv``: one row per test subject;
-- ``metrics.json``: ``mean``/``std`` over folds (population std, ddof 0) of every scalar
+- ``metrics.json``: ``mean``/``std`` over folds (sample standard deviation, ddof 1; NaN with one fold) of every scalar
   metric, ``pooled`` (all test predictions of all folds together, with the confusion
   matrix), the main metric and the number of folds.
 """
@@ -107,7 +107,7 @@ def _finite_mean(col: pd.Series) -> float:
 
 def _finite_std(col: pd.Series) -> float:
     v = pd.to_numeric(col, errors="coerce").dropna().to_numpy()
-    return float(v.std(ddof=0)) if len(v) else math.nan
+    return float(v.std(ddof=1)) if len(v) > 1 else math.nan
 
 
 # ---------------------------------------------------------------- stage

@@ -109,12 +109,23 @@ def ccc(y, p) -> float:
     return float(2 * cov / denom) if denom > 0 else math.nan
 
 
+CONSTANT_RTOL = 1e-6  # a series whose sd is below this times max(1, |mean|) is constant (float noise only)
+
+
+def is_constant(x) -> bool:
+    """True when ``x`` varies by no more than float noise: its sd is at most ``CONSTANT_RTOL * max(1, |mean|)``."""
+    x = np.asarray(x, dtype=np.float64)
+    return bool(len(x) == 0 or x.std(ddof=0) <= CONSTANT_RTOL * max(1.0, abs(float(x.mean()))))
+
+
 def pearson(y, p) -> float:
+    """Pearson's r; NaN when either side is constant up to float noise (:func:`is_constant`), where
+    r would only measure rounding errors (e.g. float32 outputs of a model that predicts one value)."""
     y, p = _pair(y, p)
     if len(y) < 2:
         return math.nan
     sy, sp = y.std(ddof=0), p.std(ddof=0)
-    if sy == 0 or sp == 0:
+    if is_constant(y) or is_constant(p):
         return math.nan
     return float(np.mean((y - y.mean()) * (p - p.mean())) / (sy * sp))
 

@@ -253,7 +253,7 @@ def pooled_metrics(exp: Experiment, main_metric: str = "uar") -> dict:
 
 
 def summarise(exp: Experiment, main_metric: str = "uar") -> pd.DataFrame:
-    """Mean and std over folds of every metric (as the evaluate stage: population std, ddof 0)."""
+    """Mean and std over folds of every metric (as the evaluate stage: sample sd, ddof 1)."""
     metrics, per_fold, _ = exp.recompute(main_metric)
     if not metrics:
         return pd.DataFrame(columns=["mean", "std", "n"])
