@@ -5,7 +5,14 @@
 - classes missing from a fold's training, validation or test side;
 - diverging losses: NaN/inf, or a loss that ends ``report.divergence_ratio`` times above its minimum;
 - saved evaluation metrics that no longer match the saved predictions;
-- comparisons no paired test can decide (too few subjects, or identical results).
+- comparisons no paired test can decide (too few subjects, or identical results);
+- folds whose selected epoch lies inside the warmup, or whose model does not fit its training
+  data at the selected epoch (training accuracy below ``report.underfit_accuracy``, training CCC
+  below ``report.underfit_ccc``; the fold's ``metrics.json`` ``training`` and ``log.csv``);
+- folds whose test predictions are at chance (main metric at most the within-subject
+  permutation chance level plus ``report.chance_margin``; :func:`affectube.eval.stats.chance_level`);
+- pretraining/test overlap: test subjects or test videos (by content hash) among the clips
+  pretraining used (:mod:`affectube.eval.overlap`).
 
 :data:`CHECKS` is the registry the report runs; a check never raises on odd input, it
 reports the file it could not read instead.
@@ -36,6 +43,7 @@ class Run:
     main_metric: str
     manifest: pd.DataFrame | None = None
     tests: list | None = None  # PairedTest results
+    overlap: object | None = None  # affectube.eval.overlap.Overlap (None: not checked)
 
 
 def failed_folds(run: Run) -> list[str]:
@@ -218,12 +226,109 @@ def skipped_stores(run: Run) -> list[str]:
     return out
 
 
+def _training(f) -> dict:
+    return (f.metrics_file or {}).get("training") or {}
+
+
+def _finetune_cfg(run: Run, exp: str) -> dict:
+    from affectube.report.plan import experiment_finetune
+
+    try:
+        return experiment_finetune(run.cfg, exp)
+    except Exception:  # noqa: BLE001 - a check never raises; odd experiments are reported elsewhere
+        return run.cfg.get("finetune", {}) or {}
+
+
+def selected_in_warmup(run: Run) -> list[str]:
+    """A fold whose kept model comes from an epoch inside the learning-rate warmup barely trained."""
+    out = []
+    for exp in run.experiments:
+        ft = _finetune_cfg(run, exp.name)
+        for f in exp.ok_folds:
+            tr = _training(f)
+            best, warmup = tr.get("best_epoch"), tr.get("warmup_epochs", ft.get("warmup_epochs"))
+            if best is None or warmup is None:
+                continue
+            if int(best) <= int(warmup):
+                out.append(f"{exp.name}: fold {f.index}: the selected epoch {int(best)} is inside the warmup "
+                           f"({int(warmup)} epoch(s)): the kept model barely trained")
+    return out
+
+
+def _train_at_best(f) -> dict:
+    tr = _training(f)
+    at = dict(tr.get("train_at_best") or {})
+    best = tr.get("best_epoch")
+    if f.log is not None and best is not None and "epoch" in f.log.columns:
+        row = f.log[pd.to_numeric(f.log["epoch"], errors="coerce") == int(best)]
+        if len(row):
+            for col in f.log.columns:
+                if col.startswith("train_") and col != "train_loss" and col not in at:
+                    at[col] = row[col].iloc[-1]
+    return {k: float(v) for k, v in at.items() if v is not None and not isinstance(v, str)}
+
+
+def underfit(run: Run) -> list[str]:
+    """A model that does not fit its own training data at the selected epoch cannot be expected to generalise."""
+    rcfg = run.cfg.get("report", {}) or {}
+    acc_min, ccc_min = float(rcfg.get("underfit_accuracy", 0.8)), float(rcfg.get("underfit_ccc", 0.5))
+    out = []
+    for exp in run.experiments:
+        for f in exp.ok_folds:
+            at = _train_at_best(f)
+            best = _training(f).get("best_epoch", "?")
+            acc, ccc = at.get("train_accuracy"), at.get("train_ccc")
+            if acc is not None and math.isfinite(acc) and acc < acc_min:
+                out.append(f"{exp.name}: fold {f.index}: training accuracy {acc:.2f} at the selected epoch {best} "
+                           f"(< {acc_min:g}, report.underfit_accuracy): the model underfits its training videos")
+            if ccc is not None and math.isfinite(ccc) and ccc < ccc_min:
+                out.append(f"{exp.name}: fold {f.index}: training CCC {ccc:.2f} at the selected epoch {best} "
+                           f"(< {ccc_min:g}, report.underfit_ccc): the model underfits its training targets")
+    return out
+
+
+def chance_level(run: Run) -> list[str]:
+    """Folds whose test metric is no better than predictions shuffled among each test subject's videos."""
+    from affectube.eval.stats import chance_level as chance
+
+    rcfg = run.cfg.get("report", {}) or {}
+    margin = float(rcfg.get("chance_margin", 0.05))
+    metric = run.main_metric
+    higher = M.higher_is_better(metric)
+    out = []
+    for exp in run.experiments:
+        _, per_fold, _ = exp.recompute(metric)
+        if per_fold.empty or metric not in per_fold.columns:
+            continue
+        values = dict(zip(per_fold["fold"].astype(int), pd.to_numeric(per_fold[metric], errors="coerce")))
+        for f in exp.ok_folds:
+            value = values.get(f.index, math.nan)
+            level = chance(f.predictions, metric, seed=int(rcfg.get("stats_seed", 0)))
+            if math.isnan(value) or math.isnan(level):
+                continue
+            if (value <= level + margin) if higher else (value >= level - margin):
+                out.append(f"{exp.name}: fold {f.index}: {metric} {value:.3f} is at chance (labels shuffled among each "
+                           f"test subject's videos give {level:.3f} on average; margin {margin:g}, report.chance_margin)")
+    return out
+
+
+def overlap(run: Run) -> list[str]:
+    """Test subjects or test videos that pretraining saw (its data, not its dataset names)."""
+    if run.overlap is None:
+        return []
+    return list(run.overlap.problems())
+
+
 CHECKS: dict[str, Callable[[Run], list[str]]] = {
     "failed folds": failed_folds,
     "low face coverage": low_coverage,
     "classes missing from a fold": missing_classes,
     "diverging losses": diverging_losses,
     "single-class predictions": single_class,
+    "chance-level test predictions": chance_level,
+    "selected epoch inside the warmup": selected_in_warmup,
+    "underfitting at the selected epoch": underfit,
+    "pretraining/test overlap": overlap,
     "skipped clip stores": skipped_stores,
     "evaluation out of date": stale_metrics,
     "per-frame predictions missing": no_frames,

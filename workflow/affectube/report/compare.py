@@ -11,6 +11,18 @@ its values; :func:`paired_tests` compares each experiment with the baseline
 test (scipy). With few subjects the exact test cannot reach significance at all: the
 smallest two-sided p-value of n non-zero pairs is 2 / 2**n (0.125 for 4 subjects), and
 the result says so instead of printing a p-value that looks like evidence.
+
+**Seeds.** Experiments that differ only in ``finetune.seed`` (a grid over the seed,
+``experiments: {videomae: {grid: {finetune.seed: [0, 1, 2]}}}``) form one *seed group*
+(:func:`seed_groups`): one row of :func:`side_by_side` with ``mean`` and ``std`` (sample sd,
+ddof 1) over every fold of every seed, ``sd_seeds`` (sample sd of the seeds' fold means),
+``pooled`` (mean over seeds of each seed's pooled value), and the paired test on the
+per-subject values averaged over seeds.
+
+**Against chance** (:func:`chance_stats`, :mod:`affectube.eval.stats`): on the main metric's
+row, ``p_perm`` (within-subject permutation test of the pooled metric, ``chance`` its null
+mean) and ``ci_low``/``ci_high``, a bootstrap interval over test subjects (``ci_unit`` says
+what was resampled, ``ci_n`` how many).
 """
 
 from __future__ import annotations
@@ -23,9 +35,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from affectube.config import experiment_variants, expand_experiments, key_labels, value_label
+from affectube.config import experiment_variants, expand_experiments, key_labels, value_label, variant_name
 from affectube.errors import ConfigError
 from affectube.eval import metrics as M
+from affectube.eval import stats as S
 from affectube.report.results import Experiment, per_subject_metrics, pooled_metrics, scalar_metrics, summarise
 
 
@@ -98,12 +111,53 @@ def paired_test(a: pd.Series, b: pd.Series, metric: str, baseline: str, other: s
     )
 
 
-def subject_values(exp: Experiment, metric: str) -> pd.Series:
-    """The metric per test subject (index = subject), recomputed from saved predictions."""
-    table = per_subject_metrics(exp)
-    if table.empty or metric not in table.columns:
-        return pd.Series(dtype=float, name=exp.name)
-    return table.set_index("subject")[metric].astype(float).rename(exp.name)
+SEED_KEY = "finetune.seed"
+
+
+@dataclass
+class Group:
+    """Experiments that differ only in ``finetune.seed`` (one member when it has no seed siblings)."""
+
+    name: str
+    members: list[str]
+    seeds: list  # finetune.seed of each member
+
+
+def seed_groups(cfg: dict) -> list[Group]:
+    """The experiments grouped by everything but the seed: a grid entry with ``finetune.seed`` among its
+    keys gives one group per combination of its other keys, named like a variant without the seed
+    (``videomae`` for ``grid: {finetune.seed: [0, 1, 2]}``); any other experiment is a group of one."""
+    base_seed = (cfg.get("finetune") or {}).get("seed", 0)
+    groups: dict[str, Group] = {}
+    for v in experiment_variants(cfg.get("experiments")):
+        if v.grid and SEED_KEY in v.grid:
+            rest = {k: val for k, val in v.grid.items() if k != SEED_KEY}
+            name = variant_name(v.entry, rest) if rest else v.entry
+        else:
+            name = v.name
+        g = groups.setdefault(name, Group(name, [], []))
+        g.members.append(v.name)
+        g.seeds.append(v.overrides.get(SEED_KEY, base_seed))
+    return list(groups.values())
+
+
+def group_of(groups: list[Group], experiment: str) -> str:
+    return next((g.name for g in groups if experiment in g.members), experiment)
+
+
+def subject_values(exp: Experiment | list[Experiment], metric: str) -> pd.Series:
+    """The metric per test subject (index = subject), recomputed from saved predictions; for a seed
+    group (a list), each subject's mean over the seeds that have it."""
+    exps = exp if isinstance(exp, list) else [exp]
+    name = exps[0].name if len(exps) == 1 else exps[0].name + "+"
+    series = []
+    for e in exps:
+        table = per_subject_metrics(e)
+        if not table.empty and metric in table.columns:
+            series.append(table.groupby(table["subject"].astype(str))[metric].mean().astype(float))
+    if not series:
+        return pd.Series(dtype=float, name=name)
+    return pd.concat(series, axis=1).mean(axis=1).rename(name)
 
 
 def experiment_params(cfg: dict) -> pd.DataFrame:
@@ -139,32 +193,87 @@ def _param_cell(value):
     return value
 
 
-def side_by_side(experiments: list[Experiment], main_metric: str = "uar", params: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Tidy table: one row per (metric, experiment) with fold mean/std/n and the pooled value;
-    ``params`` (:func:`experiment_params`): its columns (``grid`` and the overridden keys) follow ``experiment``."""
+STAT_COLUMNS = ["chance", "p_perm", "ci_low", "ci_high", "ci_unit", "ci_n"]
+VALUE_COLUMNS = ["seeds", "mean", "std", "folds", "sd_seeds", "failed_folds", "pooled", *STAT_COLUMNS]
+
+
+def _fold_values(exp: Experiment, metric: str, main_metric: str) -> np.ndarray:
+    per_fold = exp.recompute(main_metric)[1]
+    if per_fold.empty or metric not in per_fold.columns:
+        return np.zeros(0)
+    v = pd.to_numeric(per_fold[metric], errors="coerce").to_numpy(float)
+    return v[np.isfinite(v)]
+
+
+def _sd(values) -> float:
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.std(ddof=1)) if len(v) > 1 else math.nan
+
+
+def chance_stats(experiments: list[Experiment], metric: str, cfg: dict | None = None) -> S.Stats:
+    """Permutation test against chance and bootstrap interval of one experiment or seed group (the
+    ``report`` params ``permutations``, ``bootstrap``, ``stats_seed``, ``ci_level``)."""
+    rcfg = (cfg or {}).get("report") or {}
+    tables = [e.predictions() for e in experiments if e.ok_folds]
+    return S.experiment_stats(tables, metric, permutations=int(rcfg.get("permutations", 1000)),
+                              resamples=int(rcfg.get("bootstrap", 2000)), seed=int(rcfg.get("stats_seed", 0)),
+                              level=float(rcfg.get("ci_level", 0.95)))
+
+
+def side_by_side(experiments: list[Experiment], main_metric: str = "uar", params: pd.DataFrame | None = None,
+                 groups: list[Group] | None = None, stats: dict[str, S.Stats] | None = None) -> pd.DataFrame:
+    """Tidy table: one row per (metric, experiment or seed group) with ``seeds``, fold ``mean``/``std``
+    (sample sd, ddof 1, over every fold of every seed)/``folds``, ``sd_seeds`` (sample sd of the seeds'
+    means), ``failed_folds``, ``pooled`` (mean over seeds) and, on the main metric's row, the
+    statistics against chance (``stats``: group name -> :class:`affectube.eval.stats.Stats`);
+    ``params`` (:func:`experiment_params`): its columns (``grid`` and the overridden keys) follow
+    ``experiment`` (a seed group's ``finetune.seed`` cell lists its seeds)."""
+    by_name = {e.name: e for e in experiments}
+    groups = [g for g in (groups or [Group(e.name, [e.name], [None]) for e in experiments]) if any(m in by_name for m in g.members)]
     rows = []
-    for exp in experiments:
-        summary = summarise(exp, main_metric)
-        pooled = scalar_metrics(pooled_metrics(exp, main_metric))
-        for metric in dict.fromkeys([*summary.index, *pooled]):
-            row = summary.loc[metric] if metric in summary.index else None
-            rows.append(
-                {
-                    "metric": metric,
-                    "experiment": exp.name,
-                    "mean": float(row["mean"]) if row is not None else math.nan,
-                    "std": float(row["std"]) if row is not None else math.nan,
-                    "folds": int(row["n"]) if row is not None else 0,
-                    "failed_folds": len(exp.failed_folds),
-                    "pooled": pooled.get(metric, math.nan),
-                }
-            )
-    table = pd.DataFrame(rows, columns=["metric", "experiment", "mean", "std", "folds", "failed_folds", "pooled"])
+    for g in groups:
+        members = [by_name[m] for m in g.members if m in by_name]
+        metrics = list(dict.fromkeys(m for e in members for m in [*summarise(e, main_metric).index,
+                                                                      *scalar_metrics(pooled_metrics(e, main_metric))]))
+        st = (stats or {}).get(g.name)
+        for metric in metrics:
+            folds = [_fold_values(e, metric, main_metric) for e in members]
+            allv = np.concatenate(folds) if folds else np.zeros(0)
+            means = [float(v.mean()) for v in folds if len(v)]
+            pooled = [scalar_metrics(pooled_metrics(e, main_metric)).get(metric, math.nan) for e in members]
+            pooled = [p for p in pooled if not math.isnan(p)]
+            row = {
+                "metric": metric,
+                "experiment": g.name,
+                "seeds": len(members),
+                "mean": float(allv.mean()) if len(allv) else math.nan,
+                "std": _sd(allv),
+                "folds": int(len(allv)),
+                "sd_seeds": _sd(means),
+                "failed_folds": sum(len(e.failed_folds) for e in members),
+                "pooled": float(np.mean(pooled)) if pooled else math.nan,
+            }
+            on = st is not None and metric == st.metric
+            row.update({c: (getattr(st, {"p_perm": "p_value", "ci_n": "units", "ci_unit": "unit"}.get(c, c)) if on else (math.nan if c != "ci_unit" else ""))
+                        for c in STAT_COLUMNS})
+            rows.append(row)
+    table = pd.DataFrame(rows, columns=["metric", "experiment", *VALUE_COLUMNS])
     if params is None or params.empty:
         return table
     cols = [str(c) for c in params.columns]
-    table = table.merge(params.rename(columns=str), left_on="experiment", right_index=True, how="left")
-    return table[["metric", "experiment", *cols, "mean", "std", "folds", "failed_folds", "pooled"]]
+    prm = params.rename(columns=str)
+    grouped = []
+    for g in groups:
+        row = prm.loc[g.members[0]].copy() if g.members[0] in prm.index else pd.Series(index=cols, dtype=object)
+        if len(g.members) > 1 and SEED_KEY in row.index:
+            row = row.astype(object)
+            row[SEED_KEY] = " ".join(str(x) for x in g.seeds)
+        row.name = g.name
+        grouped.append(row)
+    prm = pd.DataFrame(grouped, columns=cols)
+    table = table.merge(prm, left_on="experiment", right_index=True, how="left")
+    return table[["metric", "experiment", *cols, *VALUE_COLUMNS]]
 
 
 def mean_std(r, digits: int = 3) -> str:
@@ -187,19 +296,26 @@ def wide(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 def grid_tables(table: pd.DataFrame, cfg: dict, metric: str, digits: int = 3) -> dict[str, pd.DataFrame]:
     """Grid entry -> its results laid out by its values: "mean ± std" of ``metric`` over folds, the last
-    grid key (alphabetically) across, the combinations of the others down (one row for a one-key grid)."""
+    grid key (alphabetically) across, the combinations of the others down (one row for a one-key grid).
+    ``finetune.seed`` is not laid out: its values are averaged (a seed group's row of ``table``); a grid
+    over the seed only has no table."""
     rows = table[table["metric"] == metric].set_index("experiment") if not table.empty else pd.DataFrame()
     out: dict[str, pd.DataFrame] = {}
     all_variants = experiment_variants(cfg.get("experiments"))
+    groups = seed_groups(cfg)
     for entry in dict.fromkeys(v.entry for v in all_variants if v.grid):
         variants = [v for v in all_variants if v.entry == entry]
-        keys = list(variants[0].grid)
-        across, down, label = keys[-1], keys[:-1], key_labels(keys)  # labels as in the variants' names
+        all_keys = list(variants[0].grid)
+        keys = [k for k in all_keys if k != SEED_KEY]
+        if not keys:
+            continue
+        across, down, label = keys[-1], keys[:-1], key_labels(all_keys)  # labels as in the variants' names
         cells: dict[str, dict[str, str]] = {}
         for v in variants:
             row = ", ".join(f"{label[k]}={value_label(v.grid[k])}" for k in down) or metric
             col = f"{label[across]}={value_label(v.grid[across])}"
-            cells.setdefault(col, {})[row] = mean_std(rows.loc[v.name], digits) if v.name in rows.index else "n/a"
+            name = group_of(groups, v.name)
+            cells.setdefault(col, {})[row] = mean_std(rows.loc[name], digits) if name in rows.index else "n/a"
         frame = pd.DataFrame(cells)
         frame.index.name = ", ".join(label[k] for k in down) or "metric"
         out[entry] = frame
@@ -219,15 +335,19 @@ def default_baseline(cfg: dict) -> str | None:
     return plain[0] if len(plain) == 1 else (next(iter(experiments), None))
 
 
-def paired_tests(experiments: list[Experiment], metric: str, baseline: str | None = None, alpha: float = 0.05) -> list[PairedTest]:
-    """Each experiment against the baseline on ``metric``, paired by test subject."""
-    if len(experiments) < 2:
+def paired_tests(experiments: list[Experiment], metric: str, baseline: str | None = None, alpha: float = 0.05,
+                 groups: list[Group] | None = None) -> list[PairedTest]:
+    """Each experiment (seed group: per-subject values averaged over its seeds) against the baseline on
+    ``metric``, paired by test subject. ``baseline`` may name a group or one of its members."""
+    by_name = {e.name: e for e in experiments}
+    groups = [g for g in (groups or [Group(e.name, [e.name], [None]) for e in experiments]) if any(m in by_name for m in g.members)]
+    if len(groups) < 2:
         return []
-    names = [e.name for e in experiments]
-    if baseline is not None and baseline not in names:
-        raise ConfigError(f"params.yaml: report.baseline: {baseline!r} is not one of the experiments {names}")
-    base = next(e for e in experiments if e.name == (baseline or names[0]))
-    a = subject_values(base, metric)
-    return [
-        paired_test(a, subject_values(e, metric), metric, base.name, e.name, alpha) for e in experiments if e.name != base.name
-    ]
+    names = [g.name for g in groups]
+    if baseline is not None:
+        baseline = group_of(groups, baseline)
+        if baseline not in names:
+            raise ConfigError(f"params.yaml: report.baseline: {baseline!r} is not one of the experiments {names}")
+    base = next(g for g in groups if g.name == (baseline or names[0]))
+    values = {g.name: subject_values([by_name[m] for m in g.members if m in by_name], metric) for g in groups}
+    return [paired_test(values[base.name], values[g.name], metric, base.name, g.name, alpha) for g in groups if g.name != base.name]

@@ -7,7 +7,13 @@ the face QC tables, the pretraining summary and the figures (``figures/index.jso
 never a model. It recomputes every metric from the saved predictions with the
 evaluation's own code and says so when the saved metrics disagree. It states the data,
 the folds, the params and the code version (``git describe``), and lists problems
-first: failed folds, low face coverage, classes missing from a fold, diverging losses.
+first: failed folds, low face coverage, classes missing from a fold, diverging losses, chance-level
+folds, models selected inside the warmup or underfitting their training data, pretraining/test
+overlap. For each experiment (experiments differing only in ``finetune.seed`` are one seed
+group) it gives the mean and the sample sd (ddof 1) over folds and over seeds, a permutation
+p-value of the main metric against chance and a bootstrap 95% interval over test subjects; a
+*Validity* section says whether the folds are subject-independent and whether pretraining saw
+test subjects or test videos.
 
 A failed or missing fold does not stop it: the report is built from the folds that
 have predictions and names the ones that do not (run it by hand after
@@ -35,6 +41,7 @@ from affectube.errors import DataError
 from affectube.io import atomic_path, read_json, write_json, write_text
 from affectube.report import compare as C
 from affectube.report import document as D
+from affectube.eval import overlap as O
 from affectube.report.checks import Run, coverage_column, run_checks
 from affectube.report.figures import metric_label
 from affectube.report.results import Experiment, fmt, labelled_videos, load_experiment, read_csv, summarise
@@ -97,28 +104,61 @@ def _figure_blocks(index: dict, fig_dir: Path, exp: str | None, kinds: tuple[str
 # ---------------------------------------------------------------- sections
 
 
-def overview(run: Run, experiments: list[Experiment], fold_text: str) -> list:
+def _ci(st) -> str:
+    if st is None or math.isnan(st.ci_low):
+        return "n/a"
+    return f"[{fmt(st.ci_low)}, {fmt(st.ci_high)}] ({st.units} {st.unit}s)"
+
+
+def _p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "n/a"
+    return f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
+
+
+def overview(run: Run, experiments: list[Experiment], fold_text: str, table: pd.DataFrame | None = None,
+             groups: list | None = None, stats: dict | None = None) -> list:
     main = run.main_metric
-    rows = []
-    for exp in experiments:
-        summary = summarise(exp, main)
-        m = summary.loc[main] if main in summary.index else None
-        pooled = exp.recompute(main)[0].get("main", {}).get("pooled", math.nan)
-        rows.append({
-            "experiment": exp.name,
-            f"{main} mean ± sd over folds": f"{fmt(m['mean'])} ± {fmt(m['std'])}" if m is not None else "n/a",
-            f"{main} pooled": fmt(pooled),
-            "folds ok": len(exp.ok_folds),
-            "folds failed": ", ".join(str(f.index) for f in exp.failed_folds) or ("none" if exp.folds else "no results"),
+    by_name = {e.name: e for e in experiments}
+    groups = groups or [C.Group(e.name, [e.name], [None]) for e in experiments]
+    rows_of = table[table["metric"] == main].set_index("experiment") if table is not None and len(table) else pd.DataFrame()
+    rows, multi = [], any(len(g.members) > 1 for g in groups)
+    for g in groups:
+        members = [by_name[m] for m in g.members if m in by_name]
+        r = rows_of.loc[g.name] if g.name in rows_of.index else None
+        st = (stats or {}).get(g.name)
+        failed = [(e, f) for e in members for f in e.failed_folds]
+        row = {"experiment": g.name}
+        if multi:
+            row["seeds"] = " ".join(str(x) for x in g.seeds) if len(g.members) > 1 else str(g.seeds[0] if g.seeds[0] is not None else "")
+        row[f"{main} mean ± sd over folds"] = C.mean_std(r) if r is not None else "n/a"
+        if multi:
+            row["sd over seeds"] = fmt(r["sd_seeds"]) if r is not None else "n/a"
+        row.update({
+            f"{main} pooled": fmt(r["pooled"]) if r is not None else "n/a",
+            "chance": fmt(st.chance) if st is not None else "n/a",
+            "p vs chance": _p(st.p_value) if st is not None else "n/a",
+            "95% CI (bootstrap)": _ci(st),
+            "folds ok": sum(len(e.ok_folds) for e in members),
+            "folds failed": ", ".join((f"{e.name}:{f.index}" if len(members) > 1 else str(f.index)) for e, f in failed)
+            or ("none" if any(e.folds for e in members) else "no results"),
         })
-    table = pd.DataFrame(rows).set_index("experiment")
-    return [
-        D.Heading("Summary"),
-        D.Text(f"{len(experiments)} experiment(s); {fold_text}. Main metric: {metric_label(main)}. "
-               "'mean ± sd over folds' treats each fold as one result (sd with ddof 0, as the evaluate stage); "
-               "'pooled' computes the metric once over all test videos of all folds."),
-        D.Table(table),
-    ]
+        rows.append(row)
+    level = float((run.cfg.get("report") or {}).get("ci_level", 0.95))
+    perms = int((run.cfg.get("report") or {}).get("permutations", 1000))
+    text = (f"{len(groups)} experiment(s); {fold_text}. Main metric: {metric_label(main)}. "
+            "'mean ± sd over folds' treats each fold as one result (sample sd, ddof 1"
+            + (", over every fold of every seed; 'sd over seeds': sample sd, ddof 1, of each seed's mean over folds" if multi else "")
+            + "); 'pooled' computes the metric once over all test videos of all folds"
+            + (" (averaged over seeds)" if multi else "") + ". "
+            f"'p vs chance': one-sided permutation test of the pooled {main} ({perms} permutations of the labels among each "
+            f"test subject's videos; 'chance' is their mean); '{level:.0%} CI': percentile bootstrap interval of the pooled "
+            f"{main}, resampling test subjects (test videos when there is a single test subject).")
+    blocks = [D.Heading("Summary"), D.Text(text), D.Table(pd.DataFrame(rows).set_index("experiment"))]
+    notes = [f"{name}: {st.note}" for name, st in (stats or {}).items() if st.note]
+    if notes:
+        blocks.append(D.Bullets(notes))
+    return blocks
 
 
 def problems_section(found: dict[str, list[str]]) -> list:
@@ -169,10 +209,11 @@ def experiment_section(run: Run, exp: Experiment, index: dict, fig_dir: Path) ->
 def params_table(run: Run, table: pd.DataFrame, params: pd.DataFrame) -> pd.DataFrame:
     """One row per experiment: the params it differs in, the main metric, its paired test against the baseline."""
     main = run.main_metric
-    out = params.copy()
+    rows = table[table["metric"] == main].set_index("experiment") if not table.empty else pd.DataFrame()
+    cols = [str(c) for c in params.columns]
+    out = rows[cols].copy() if not rows.empty and all(c in rows.columns for c in cols) else params.copy()
     if not (out["grid"] != "").any():
         out = out.drop(columns=["grid"])
-    rows = table[table["metric"] == main].set_index("experiment") if not table.empty else pd.DataFrame()
     out[f"{main} mean ± sd"] = [C.mean_std(rows.loc[n]) if n in rows.index else "n/a" for n in out.index]
     out[f"{main} pooled"] = [fmt(rows.loc[n, "pooled"]) if n in rows.index else "n/a" for n in out.index]
     tests = {t.other: t for t in run.tests}
@@ -187,7 +228,7 @@ def params_table(run: Run, table: pd.DataFrame, params: pd.DataFrame) -> pd.Data
 
 def comparison_section(run: Run, experiments: list[Experiment], index: dict, fig_dir: Path, table: pd.DataFrame,
                        params: pd.DataFrame | None = None) -> list:
-    if len(experiments) < 2:
+    if len(table["experiment"].unique() if len(table) else []) < 2:
         return []
     main = run.main_metric
     wide = C.wide(table)
@@ -215,6 +256,82 @@ def comparison_section(run: Run, experiments: list[Experiment], index: dict, fig
     return blocks + _figure_blocks(index, fig_dir, None, ("comparison",))
 
 
+PROTOCOL_LABELS = {
+    "loso": "subject-independent (leave one subject out)",
+    "group_kfold": "subject-independent (k folds of subjects)",
+    "official": "the dataset's official split (subjects kept apart)",
+    "session_kfold": "subject-dependent (k folds of sessions: test subjects are also trained on, in other sessions)",
+}
+
+
+def protocol_label(protocol: str, folds: list) -> str:
+    """What a fold protocol's results mean; decided from the folds themselves when they share subjects."""
+    shared = any(set(f.test_subjects) & (set(f.train_subjects) | set(f.val_subjects)) for f in folds)
+    if "within" in protocol:
+        return "within-subject (each subject's videos are split between training and test: subject-dependent)"
+    label = PROTOCOL_LABELS.get(protocol, protocol)
+    if shared and "subject-dependent" not in label:
+        label += "; subject-dependent: test subjects also appear in training or validation"
+    return label
+
+
+def validity_section(run: Run, experiments: list[Experiment]) -> list:
+    blocks: list = [D.Heading("Validity")]
+    items = []
+    for exp in experiments:
+        folds = exp.folds
+        protos = {f.fold.extra.get("protocol") for f in folds if f.fold is not None} - {None}
+        protocol = ", ".join(sorted(protos)) or str(resolved(run.cfg, exp.name).get("finetune", {}).get("protocol", "?"))
+        items.append(f"{exp.name}: protocol {protocol}: {protocol_label(protocol, folds)}.")
+    # one line per distinct statement
+    seen: dict[str, list[str]] = {}
+    for it in items:
+        name, _, rest = it.partition(": ")
+        seen.setdefault(rest, []).append(name)
+    blocks.append(D.Bullets([f"{', '.join(names)}: {rest}" for rest, names in seen.items()]))
+    dependent = [rest for rest in seen if "subject-dependent" in rest]
+    if dependent:
+        blocks.append(D.Text("Subject-dependent results measure recognition of people the model was trained on; they are not "
+                             "comparable with subject-independent (leave-one-subject-out) results.", "warn"))
+    if run.overlap is not None:
+        kind = "warn" if run.overlap.any() or not run.overlap.checked else "p"
+        blocks.append(D.Text(run.overlap.sentence(), kind))
+    elif C_uses_pretrain(run.cfg):
+        blocks.append(D.Text("Pretraining/test overlap not checked: no results/pretrain/summary.json.", "warn"))
+    else:
+        blocks.append(D.Text("No experiment starts from the pretrained encoder: no pretraining/test overlap to check.", "note"))
+    return blocks
+
+
+def C_uses_pretrain(cfg: dict) -> bool:
+    from affectube.report.plan import uses_pretrain
+
+    return uses_pretrain(cfg)
+
+
+def check_overlap(cfg: dict, results: Path, experiments: list[Experiment]) -> O.Overlap | None:
+    """Pretraining/test overlap from results/pretrain/summary.json and the test side of the folds."""
+    if not C_uses_pretrain(cfg):
+        return None
+    summary_path = results / "pretrain" / "summary.json"
+    if not summary_path.exists():
+        return None
+    try:
+        summary = read_json(summary_path)
+    except (ValueError, OSError):
+        summary = None
+    subjects, videos = set(), set()
+    for exp in experiments:
+        for f in exp.folds:
+            subjects |= set(map(str, f.test_subjects))
+            if f.fold is not None and "videos" in f.fold.extra:
+                videos |= set(map(str, f.fold.videos("test")))
+            elif f.predictions is not None:
+                videos |= set(f.predictions["video_id"].astype(str))
+    data = cfg.get("data", {}) or {}
+    return O.check(summary, str(data.get("finetune")), subjects, videos, results / "clips", bool(data.get("transductive", False)))
+
+
 def pretrain_section(run: Run, index: dict, fig_dir: Path) -> list:
     pre = run.results / "pretrain"
     if not pre.exists():
@@ -225,6 +342,8 @@ def pretrain_section(run: Run, index: dict, fig_dir: Path) -> list:
         try:
             data = read_json(summary)
             flat = {k: v for k, v in data.items() if isinstance(v, (str, int, float, bool)) or v is None}
+            dd = data.get("data") if isinstance(data.get("data"), dict) else {}
+            flat.update({f"data.{k}": v for k, v in dd.items() if isinstance(v, (str, int, float, bool))})
             if flat:
                 blocks.append(D.Table(pd.DataFrame({"value": {k: str(v) for k, v in flat.items()}}).rename_axis("key"), "pretraining summary.json"))
         except (ValueError, OSError) as exc:
@@ -296,7 +415,10 @@ def folds_section(experiments: list[Experiment]) -> list:
                 f" (failed: {', '.join(str(f.index) for f in exp.failed_folds)})" if exp.failed_folds else ""), "note"))
             continue
         seen[key] = exp.name
-        blocks.append(D.Table(table, f"{exp.name}: subject-disjoint folds (inner validation subjects select the model; test subjects select nothing)"))
+        protos = {f.fold.extra.get("protocol") for f in exp.folds if f.fold is not None} - {None}
+        label = protocol_label(", ".join(sorted(protos)) or "?", exp.folds)
+        disjoint = "subject-disjoint folds" if "subject-dependent" not in label else "subject-dependent folds"
+        blocks.append(D.Table(table, f"{exp.name}: {disjoint} (inner validation selects the model; the test side selects nothing)"))
     return blocks
 
 
@@ -328,17 +450,21 @@ def build(cfg: dict, results: str | Path, out_dir: str | Path, fig_dir: str | Pa
     if dataset and (results / "manifests" / f"{dataset}.csv").exists():
         manifest = read_csv(results / "manifests" / f"{dataset}.csv")
     metric = main
-    tests = C.paired_tests(experiments, metric, C.default_baseline(cfg), float(rcfg.get("alpha", 0.05)))
-    run = Run(cfg, results, experiments, main, manifest, tests)
+    groups = C.seed_groups(cfg)
+    by_name = {e.name: e for e in experiments}
+    stats = {g.name: C.chance_stats([by_name[m] for m in g.members if m in by_name], main, cfg) for g in groups}
+    tests = C.paired_tests(experiments, metric, C.default_baseline(cfg), float(rcfg.get("alpha", 0.05)), groups)
+    run = Run(cfg, results, experiments, main, manifest, tests, check_overlap(cfg, results, experiments))
     found = run_checks(run)
-    table = C.side_by_side(experiments, main, params)
+    table = C.side_by_side(experiments, main, params, groups, stats)
     protocol = cfg.get("finetune", {}).get("protocol", "?")
     n_folds = max((len(e.folds) for e in experiments), default=0)
     blocks = [
-        *overview(run, experiments, f"protocol {protocol}, {n_folds} folds"),
+        *overview(run, experiments, f"protocol {protocol}, {n_folds} folds", table, groups, stats),
         *problems_section(found),
         *[b for exp in experiments for b in experiment_section(run, exp, index, fig_dir)],
         *comparison_section(run, experiments, index, fig_dir, table, params),
+        *validity_section(run, experiments),
         *pretrain_section(run, index, fig_dir),
         *data_section(run, experiments),
         *folds_section(experiments),
@@ -349,22 +475,34 @@ def build(cfg: dict, results: str | Path, out_dir: str | Path, fig_dir: str | Pa
     write_text(out_dir / "report.md", D.to_markdown(title, blocks, out_dir))
     with atomic_path(out_dir / "comparison.csv") as tmp:
         table.to_csv(tmp, index=False)
-    write_json(out_dir / "summary.json", _summary(experiments, main, tests, found))
+    write_json(out_dir / "summary.json", _summary(experiments, main, tests, found, table, groups, stats))
     return found
 
 
-def _summary(experiments: list[Experiment], main: str, tests: list, found: dict) -> dict:
-    """Small, flat-ish numbers for ``dvc metrics show``: the main metric per experiment and the tests."""
+def _summary(experiments: list[Experiment], main: str, tests: list, found: dict, table: pd.DataFrame | None = None,
+             groups: list | None = None, stats: dict | None = None) -> dict:
+    """Small, flat-ish numbers for ``dvc metrics show``: the main metric per experiment (seed group) and the tests."""
     out: dict = {"main_metric": main, "experiments": {}, "problems": sum(len(v) for v in found.values())}
-    for exp in experiments:
-        metrics = exp.recompute(main)[0]
-        mm = metrics.get("main", {}) if metrics else {}
-        out["experiments"][exp.name] = {
-            "mean": _num(mm.get("mean")),
-            "std": _num(mm.get("std")),
-            "pooled": _num(mm.get("pooled")),
-            "folds_ok": len(exp.ok_folds),
-            "folds_failed": len(exp.failed_folds),
+    by_name = {e.name: e for e in experiments}
+    groups = groups or [C.Group(e.name, [e.name], [None]) for e in experiments]
+    rows = table[table["metric"] == main].set_index("experiment") if table is not None and len(table) else pd.DataFrame()
+    for g in groups:
+        members = [by_name[m] for m in g.members if m in by_name]
+        r = rows.loc[g.name] if g.name in rows.index else None
+        st = (stats or {}).get(g.name)
+        out["experiments"][g.name] = {
+            "mean": _num(r["mean"]) if r is not None else None,
+            "std": _num(r["std"]) if r is not None else None,
+            "pooled": _num(r["pooled"]) if r is not None else None,
+            "seeds": len(members),
+            "sd_seeds": _num(r["sd_seeds"]) if r is not None else None,
+            "folds_ok": sum(len(e.ok_folds) for e in members),
+            "folds_failed": sum(len(e.failed_folds) for e in members),
+            "chance": _num(st.chance) if st is not None else None,
+            "p_perm": _num(st.p_value) if st is not None else None,
+            "ci_low": _num(st.ci_low) if st is not None else None,
+            "ci_high": _num(st.ci_high) if st is not None else None,
+            "ci_unit": st.unit if st is not None else None,
         }
     out["paired_tests"] = {f"{t.other}_vs_{t.baseline}": {"n": t.n, "mean_diff": _num(t.mean_diff), "p": _num(t.p_value)} for t in tests}
     return out

@@ -71,6 +71,8 @@ class RunInfo:
     empty_stores: int = 0  # videos without a usable face track
     data_hash: str = ""
     num_clips: int = 0
+    fingerprints: list = field(default_factory=list)  # {dataset, video_id, subject, content} of every store used
+    overlap_notes: list = field(default_factory=list)  # stores left out for content equal to the fine-tuning data
 
 
 # ---------------------------------------------------------------- the training loop
@@ -348,6 +350,8 @@ class Pretrainer:
                 "empty_stores": self.info.empty_stores,
                 "clips": self.info.num_clips or len(self.dataset),
                 "data_hash": self.info.data_hash,
+                "overlap_notes": self.info.overlap_notes,
+                "fingerprints": self.info.fingerprints,  # the report checks pretraining/test overlap on these
             },
             "params_hash": self.meta["params_hash"],
             "torch": torch.__version__,
@@ -436,8 +440,15 @@ def run(args: argparse.Namespace) -> int:
         spec = ModelSpec.from_cfg(pcfg)
         from affectube.clips.dataset import loader_output
 
-        dataset, base = build_dataset(args.stores, pcfg, spec.grid, allowed_datasets(dcfg), output=loader_output(device))
+        from affectube.eval.overlap import select_pretrain_stores
+
+        allowed = allowed_datasets(dcfg)
+        stores, prints, notes = select_pretrain_stores(args.stores, dcfg)  # by content, not only by dataset name
+        for note in notes:
+            log.warning("pretraining data: %s", note)
+        dataset, base = build_dataset(stores, pcfg, spec.grid, allowed, output=loader_output(device))
         used = [e.path for e in base.entries]
+        by_path = {os.path.normpath(str(s)): p for s, p in zip(stores, prints)}
         info = RunInfo(
             datasets=base.datasets,
             transductive=bool(dcfg.get("transductive", False)),
@@ -446,6 +457,8 @@ def run(args: argparse.Namespace) -> int:
             empty_stores=len(base.skipped),
             data_hash=data_hash(used),
             num_clips=len(dataset),
+            fingerprints=[by_path[k] for k in (os.path.normpath(str(u)) for u in used) if k in by_path],
+            overlap_notes=notes,
         )
         if env.is_main:
             log.info(
