@@ -132,11 +132,12 @@ class Overlap:
 
 
 def check(summary: dict | None, test_dataset: str, test_subjects: set[str], test_videos: set[str],
-          clips_dir: str | Path, transductive: bool) -> Overlap:
-    """Compare the pretraining summary's fingerprints with the test subjects and the test videos' stores."""
+          clips_dir: str | Path, transductive: bool, pretrain_datasets: list[str] | None = None) -> Overlap:
+    """Compare the pretraining summary's fingerprints with the test subjects and the test videos' stores
+    (``transductive``, ``pretrain_datasets``: the params', used where the summary does not say)."""
     data = (summary or {}).get("data") or {}
     prints = data.get("fingerprints")
-    out = Overlap(bool(data.get("transductive", transductive)), list(data.get("datasets") or []), test_dataset,
+    out = Overlap(bool(data.get("transductive", transductive)), list(data.get("datasets") or pretrain_datasets or []), test_dataset,
                   checked=prints is not None, test_subjects=len(test_subjects), test_videos=len(test_videos))
     if prints is None:
         return out

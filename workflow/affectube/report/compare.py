@@ -259,6 +259,7 @@ def side_by_side(experiments: list[Experiment], main_metric: str = "uar", params
                         for c in STAT_COLUMNS})
             rows.append(row)
     table = pd.DataFrame(rows, columns=["metric", "experiment", *VALUE_COLUMNS])
+    table["ci_n"] = pd.array([None if isinstance(v, float) and math.isnan(v) else v for v in table["ci_n"]], dtype="Int64")
     if params is None or params.empty:
         return table
     cols = [str(c) for c in params.columns]

@@ -113,7 +113,7 @@ def _ci(st) -> str:
 def _p(p: float) -> str:
     if p is None or math.isnan(p):
         return "n/a"
-    return f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
+    return f"{p:.2g}"
 
 
 def overview(run: Run, experiments: list[Experiment], fold_text: str, table: pd.DataFrame | None = None,
@@ -261,14 +261,13 @@ PROTOCOL_LABELS = {
     "group_kfold": "subject-independent (k folds of subjects)",
     "official": "the dataset's official split (subjects kept apart)",
     "session_kfold": "subject-dependent (k folds of sessions: test subjects are also trained on, in other sessions)",
+    "video_kfold": "within-subject (k folds of each subject's videos: the test subject is also trained on; subject-dependent)",
 }
 
 
 def protocol_label(protocol: str, folds: list) -> str:
     """What a fold protocol's results mean; decided from the folds themselves when they share subjects."""
     shared = any(set(f.test_subjects) & (set(f.train_subjects) | set(f.val_subjects)) for f in folds)
-    if "within" in protocol:
-        return "within-subject (each subject's videos are split between training and test: subject-dependent)"
     label = PROTOCOL_LABELS.get(protocol, protocol)
     if shared and "subject-dependent" not in label:
         label += "; subject-dependent: test subjects also appear in training or validation"
@@ -329,7 +328,8 @@ def check_overlap(cfg: dict, results: Path, experiments: list[Experiment]) -> O.
             elif f.predictions is not None:
                 videos |= set(f.predictions["video_id"].astype(str))
     data = cfg.get("data", {}) or {}
-    return O.check(summary, str(data.get("finetune")), subjects, videos, results / "clips", bool(data.get("transductive", False)))
+    return O.check(summary, str(data.get("finetune")), subjects, videos, results / "clips", bool(data.get("transductive", False)),
+                   list(data.get("pretrain") or []))
 
 
 def pretrain_section(run: Run, index: dict, fig_dir: Path) -> list:
