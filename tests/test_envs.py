@@ -1,7 +1,11 @@
-"""envs/*.yaml (conda, per rule family) agree with envs/requirements.txt and the installed versions.
+"""The pinned environment: envs/requirements.txt (direct dependencies, ranges), envs/requirements.lock
+(exact versions of everything, made by ``python3 envs/lock.py update``) and envs/*.yaml agree.
 
-* every pip pin in an env file is exact (``==``), equals the version installed here (the one
-  the tests ran with) and satisfies envs/requirements.txt's specifier for that package;
+* the lock pins every package of requirements.txt inside its range, lists nothing that
+  requirements.txt does not pull in (directly or transitively), and is what is installed here;
+* the install stamp in .venv follows the lock's hash (a changed lock reinstalls);
+* every pip pin in an env file is exact (``==``), equals the lock's version and satisfies
+  envs/requirements.txt's specifier for that package;
 * every package of requirements.txt is in some env file, except the tools that drive the
   workflow from outside the rule environments (snakemake and its plugin, dvc, pytest);
 * each rule's ``conda:`` env provides every third-party package that its stage's modules
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata as md
+import os
 import re
 import sys
 from functools import lru_cache
@@ -40,6 +45,87 @@ def requirements() -> dict[str, Requirement]:
             req = Requirement(line)
             out[canonicalize_name(req.name)] = req
     return out
+
+
+def lock() -> dict[str, str]:
+    """{canonical name: version} of envs/requirements.lock."""
+    out = {}
+    for line in (ENVS / "requirements.lock").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            specs = list(req.specifier)
+            assert len(specs) == 1 and specs[0].operator == "==", f"requirements.lock: {line!r} is not an exact pin"
+            name = canonicalize_name(req.name)
+            assert name not in out, f"requirements.lock: {req.name} listed twice"
+            out[name] = specs[0].version
+    return out
+
+
+def test_lock_pins_every_requirement_inside_its_range():
+    locked = lock()
+    for name, req in requirements().items():
+        assert name in locked, f"{req.name} is in envs/requirements.txt but not in envs/requirements.lock: run `python3 envs/lock.py update`"
+        assert req.specifier.contains(locked[name], prereleases=True), (
+            f"requirements.lock pins {req.name}=={locked[name]}, outside requirements.txt's {req}: run `python3 envs/lock.py update`"
+        )
+
+
+def _required_closure(roots: dict[str, Requirement]) -> set[str]:
+    """Canonical names that ``roots`` pull in, following the installed packages' metadata
+    (environment markers and extras evaluated for this interpreter)."""
+    seen: set[str] = set()
+    todo = [(name, set(req.extras)) for name, req in roots.items()]
+    done_extras: dict[str, set[str]] = {}
+    while todo:
+        name, extras = todo.pop()
+        if name in seen and extras <= done_extras.get(name, set()):
+            continue
+        seen.add(name)
+        done_extras[name] = done_extras.get(name, set()) | extras
+        try:
+            requires = md.requires(name) or []
+        except md.PackageNotFoundError:
+            continue
+        for line in requires:
+            dep = Requirement(line)
+            envs = [{"extra": e} for e in sorted(extras)] or [{"extra": ""}]
+            if dep.marker is None or any(dep.marker.evaluate(env) for env in envs):
+                todo.append((canonicalize_name(dep.name), set(dep.extras)))
+    return seen
+
+
+def test_lock_lists_only_what_requirements_pull_in():
+    stale = set(lock()) - _required_closure(requirements()) - {"setuptools"}  # setuptools: build backend of sdists
+    assert not stale, (f"envs/requirements.lock lists {sorted(stale)}, which nothing in envs/requirements.txt requires"
+                       " (a package removed from requirements.txt?): run `python3 envs/lock.py update`")
+
+
+def test_installed_environment_is_the_lock():
+    wrong = {}
+    for name, version in lock().items():
+        try:
+            have = md.version(name)
+        except md.PackageNotFoundError:
+            have = None
+        if have is None or have.split("+", 1)[0] != version:
+            wrong[name] = (version, have)
+    assert not wrong, f"installed versions differ from envs/requirements.lock (locked, installed): {wrong}; rerun `bash .ci/run`"
+
+
+def test_install_stamp_follows_the_lock():
+    """.ci/run's stamp is sha256(Python version + lock + pyproject.toml): a changed lock reinstalls."""
+    import hashlib
+
+    stamp = REPO / ".venv" / ".affectube-install"
+    text = (REPO / ".ci" / "run").read_text()
+    assert "cat envs/requirements.lock pyproject.toml" in text and "-r envs/requirements.lock" in text
+    if not stamp.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{stamp} missing: .ci/run installs and stamps .venv")
+        pytest.skip(f"{stamp}: .venv was not installed by .ci/run")
+    body = (sys.version + "\n").encode() + (ENVS / "requirements.lock").read_bytes() + (REPO / "pyproject.toml").read_bytes()
+    assert stamp.read_text().strip() == hashlib.sha256(body).hexdigest(), f"{stamp} does not match the lock: .ci/run would reinstall"
 
 
 def env_files() -> list[Path]:
@@ -71,8 +157,9 @@ def test_env_files_exist_and_are_conda_envs():
 
 
 @pytest.mark.parametrize("path", env_files(), ids=lambda p: p.name)
-def test_pins_are_exact_installed_and_allowed_by_requirements(path):
+def test_pins_are_exact_locked_and_allowed_by_requirements(path):
     reqs = requirements()
+    locked = lock()
     pins = pip_pins(path)
     assert pins, f"{path}: no pip section"
     for name, (req, line) in pins.items():
@@ -83,8 +170,9 @@ def test_pins_are_exact_installed_and_allowed_by_requirements(path):
         assert reqs[name].specifier.contains(pinned, prereleases=True), (
             f"{path}: {line!r} is outside envs/requirements.txt's {reqs[name]}"
         )
-        installed = md.version(req.name)
-        assert installed == pinned, f"{path}: {line!r} but {installed} is installed (and tested)"
+        assert locked.get(name) == pinned, (
+            f"{path}: {line!r} but envs/requirements.lock has {locked.get(name)}: run `python3 envs/lock.py sync`"
+        )
 
 
 def test_every_requirement_is_in_an_env():
