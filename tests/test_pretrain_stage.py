@@ -30,6 +30,8 @@ def test_cli_trains_on_clip_stores(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["data"]["datasets"] == ["d"] and summary["data"]["clips"] == 4
     assert summary["data"]["transductive"] is False and summary["data"]["excluded_stores"] == 0
+    prints = summary["data"]["fingerprints"]  # the report checks pretraining/test overlap on these
+    assert sorted(p["video_id"] for p in prints) == ["v0", "v1", "v2", "v3"] and all(len(p["content"]) == 16 for p in prints)
     assert summary["model"]["num_frames"] == 4 and summary["visible_tokens_per_clip"] == 2 * 4  # 2 time steps x 4 of 16
     encoder = load_encoder(out / "encoder.safetensors")
     assert encoder.forward_features(torch.zeros(1, 3, 4, 32, 32)).shape == (1, 2 * 4 * 4, 64)
