@@ -6,7 +6,8 @@ Items (dicts, batched by torch's default collate):
                    with ``output="uint8"``: the stored uint8 crops [T,S0,S0,C] and ``window`` int64 [5]
                    (the clip's crop window and flip), to be applied on the accelerator with
                    ``dataset.transform.apply(batch["video"].to(device), batch["window"])``
-``label``          int64 class index in ``dataset.classes`` (-1: no or another emotion)
+``label``          int64 class index in ``dataset.classes`` of the store's ``label`` column (default
+                   ``emotion``; any clip-level categorical label, e.g. GRID's ``colour``; -1: none or another)
 ``targets``        float32 [D] clip-level continuous targets: the mean of the per-frame labels over
                    the clip's frames where the store has them, else the manifest's clip-level value, else NaN
 ``frame_targets``  float32 [T,D] per-frame labels at the clip's frames (NaN where the store has none)
@@ -15,7 +16,9 @@ Items (dicts, batched by torch's default collate):
 ``start`` (int: first frame), ``mask`` (bool [N], only with ``mask_generator``)
 
 Sampling (see :mod:`affectube.clips.sampling`): ``mode="train"`` gives one item per video at a
-random start; ``mode="test"`` gives ``test_clips`` items per video at uniform starts.
+random start; ``mode="test"`` gives ``test_clips`` items per video at uniform starts. With
+``event=True`` every store must carry an event span (``event_start``/``event_end`` in its labels):
+training clips are centred on it +- ``event_jitter`` seconds, test clips centred on it.
 
 Determinism: every random choice of item ``i`` comes from ``numpy.random.default_rng([seed,
 epoch, i])``, so the samples do not depend on the number of DataLoader workers or on which
@@ -68,10 +71,12 @@ class VideoEntry:
     session: str
     num_frames: int
     channels: int
-    emotion: str | None
+    emotion: str | None  # the value of the dataset's label column (``emotion`` unless ``label`` names another)
     clip_targets: tuple  # float per requested target (NaN if none)
     frame_targets: tuple  # names of requested targets the store has per frame
     layout: FrameLayout | None = None  # byte offsets for direct reads (uncompressed stores)
+    event: tuple | None = None  # (first, last) frame of the event span, with event=True
+    event_jitter: int = 0  # event_jitter in frames of this store
 
 
 class ClipDataset(Dataset):
@@ -101,6 +106,9 @@ class ClipDataset(Dataset):
         check_frames: bool = True,
         direct: bool = True,
         max_open: int = 64,
+        label: str = "emotion",
+        event: bool = False,
+        event_jitter: float = 0.0,
     ):
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
@@ -120,6 +128,8 @@ class ClipDataset(Dataset):
         self.direct = bool(direct)
         self.max_open = int(max_open)
         self.skipped: list[tuple[str, str]] = []
+        self.label = str(label)
+        self.event, self.event_jitter = bool(event), float(event_jitter)
 
         entries = [e for e in (self._entry(p) for p in _expand(stores)) if e is not None]
         if classes is None:  # every emotion of the given stores, before any filter: the same for every fold
@@ -150,7 +160,10 @@ class ClipDataset(Dataset):
             log.warning("%s: skipped, the store has no frames (%s)", path, reason)
             return None
         labels = m["labels"]
-        emotion = labels.get("emotion")
+        emotion = labels.get(self.label)
+        event, jitter = None, 0
+        if self.event:
+            event, jitter = _event(m, labels, path, self.event_jitter)
         return VideoEntry(
             path=str(path),
             dataset=m["dataset"],
@@ -163,6 +176,8 @@ class ClipDataset(Dataset):
             clip_targets=tuple(_as_float(labels.get(t), t, path) for t in self.target_names),
             frame_targets=tuple(t for t in self.target_names if t in m["frame_labels"]),
             layout=m["layout"] if self.direct else None,
+            event=event,
+            event_jitter=jitter,
         )
 
     @property
@@ -195,7 +210,11 @@ class ClipDataset(Dataset):
         v, clip = self._items[index]
         e = self.entries[v]
         rng = np.random.default_rng([self.seed, epoch, index])
-        if self.mode == "train":
+        if e.event is not None and self.mode == "train":
+            start = sampling.event_train_start(e.num_frames, self.span, e.event, e.event_jitter, rng)
+        elif e.event is not None:
+            start = sampling.event_test_starts(e.num_frames, self.span, e.event, self.test_clips, e.event_jitter)[clip]
+        elif self.mode == "train":
             start = sampling.train_start(e.num_frames, self.span, rng)
         else:
             start = sampling.uniform_starts(e.num_frames, self.span, self.test_clips)[clip]
@@ -316,6 +335,7 @@ def store_index(path: str | os.PathLike) -> dict:
             "num_frames": len(s), "channels": int(s.attrs["frame_shape"][-1]), "labels": s.labels,
             "frame_labels": set(s.frame_label_names), "error": s.error,
             "layout": frame_layout(s.file, path) if len(s) else None,
+            "timestamps": np.asarray(s.array("timestamps"), np.float64),
         }  # fmt: skip
     _INDEX[path] = (sig, meta)
     return meta
@@ -347,6 +367,21 @@ def _filter(entries, subjects, datasets, video_ids) -> list[VideoEntry]:
         video_ids = set(map(str, video_ids))
         keep = [e for e in keep if e.video_id in video_ids]
     return keep
+
+
+def _event(meta: dict, labels: dict, path, jitter_s: float) -> tuple[tuple[int, int], int]:
+    """The store's event span as (first, last) frame, and ``jitter_s`` in its frames."""
+    start, end = labels.get("event_start"), labels.get("event_end")
+    if start is None or end is None:
+        raise DataError(f"{path}: finetune.event is on but the store has no event span (manifest columns "
+                        "event_start/event_end; GRID: data.datasets.*.align and event)")
+    t = meta["timestamps"]
+    try:
+        frames = sampling.event_frames(t, float(start), float(end))
+    except ValueError as exc:
+        raise DataError(f"{path}: {exc}") from None
+    step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+    return frames, int(round(jitter_s / step)) if step > 0 else 0
 
 
 def _as_float(value, name: str, path) -> float:

@@ -3,7 +3,11 @@
 Columns: ``dataset, video_id, path, subject`` (required), ``session`` (optional),
 clip-level labels (``emotion`` and/or continuous columns such as ``valence``,
 ``arousal``), and ``annotation`` (optional path to a per-frame annotation file
-with its own timestamps). ``video_id`` is unique within a dataset and safe to use
+with its own timestamps), ``event_start``/``event_end`` (optional: seconds of one event in the
+video, e.g. a spoken word, an expression's onset to offset or an apex frame (start = end);
+clips are then sampled around it, see :mod:`affectube.clips.sampling`). Any other categorical
+column (e.g. GRID's ``colour``) can be the class of fine-tuning (``finetune.label``).
+``video_id`` is unique within a dataset and safe to use
 as a file name / Snakemake wildcard.
 
 Adapters (``affectube.data.adapters``) turn a layout into rows; :func:`build_manifest`
@@ -25,6 +29,8 @@ from affectube.errors import DataError
 REQUIRED = ["dataset", "video_id", "path", "subject"]
 OPTIONAL = ["session", "emotion", "annotation"]
 # clip-level continuous labels a manifest may carry (numbers; empty = unknown)
+# the time span of one event in the video (seconds; both or neither)
+EVENT = ["event_start", "event_end"]
 CONTINUOUS = ["valence", "arousal", "dominance", "liking", "familiarity", "expectation", "power", "intensity_score"]
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -40,6 +46,33 @@ class Manifest:
     def label_columns(self) -> list[str]:
         """``emotion`` and the continuous labels present (other extra columns are metadata)."""
         return [c for c in self.table.columns if c == "emotion" or c in CONTINUOUS]
+
+
+def check_events(table: pd.DataFrame, source: str) -> pd.DataFrame:
+    """``event_start``/``event_end`` as floats: both or neither, numbers >= 0, end >= start (row named on error)."""
+    have = [c for c in EVENT if c in table.columns]
+    if not have:
+        return table
+    if len(have) == 1:
+        raise DataError(f"{source}: column {have[0]!r} without {(set(EVENT) - set(have)).pop()!r} (an event span needs both)")
+    num = {}
+    for col in EVENT:
+        values = table[col].map(lambda v: None if v is None or (isinstance(v, str) and not v.strip()) else v)
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = numbers.isna() & values.notna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"{source}: row {i + 1}, column {col!r}: {table[col].iloc[i]!r} is not a number (seconds)")
+        num[col] = numbers.astype(float)
+    start, end = num["event_start"], num["event_end"]
+    for i in range(len(table)):
+        s, e = start.iloc[i], end.iloc[i]
+        if np.isnan(s) != np.isnan(e):
+            raise DataError(f"{source}: row {i + 1}: event_start and event_end must both be given or both be empty")
+        if not np.isnan(s) and (s < 0 or e < s):
+            raise DataError(f"{source}: row {i + 1}: event span {s}..{e} s is not 0 <= event_start <= event_end")
+    table["event_start"], table["event_end"] = start, end
+    return table
 
 
 def safe_id(text: str) -> str:
@@ -69,6 +102,7 @@ def check_table(table: pd.DataFrame, source: str) -> pd.DataFrame:
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(f"{source}: row {i + 1}, column {col!r}: {table[col].iloc[i]!r} is not a number")
         table[col] = numbers.astype(float)
+    table = check_events(table, source)
     if "emotion" in table.columns:
         table["emotion"] = table["emotion"].map(lambda v: None if pd.isna(v) or not str(v).strip() else str(v).strip())
     for col in ("subject", "session", "video_id"):

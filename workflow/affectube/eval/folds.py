@@ -6,6 +6,10 @@ Protocols (``finetune.protocol``), each a function in :data:`PROTOCOLS`:
 - ``group_kfold``   k folds of subjects, stratified by the clip label where possible
                     (sklearn ``StratifiedGroupKFold``; plain ``GroupKFold`` without labels).
 - ``session_kfold`` k folds of sessions (the manifest's ``session`` column), stratified likewise.
+- ``video_kfold``   k folds of videos, stratified by the class (``finetune.label``): for one
+                    speaker/subject (GRID s1 words). WITHIN-SUBJECT: the same person is on both
+                    sides, so a result says how well a model reads this person, not a new one
+                    (``"scope": "within-subject"`` in the folds file and the report).
 - ``official``      the dataset's own test lists (DFEW and MAFW ship 5), read from
                     ``finetune.official_folds``: a CSV with columns ``video_id,fold`` or a
                     directory of per-fold test lists ``*set_<k>*.csv|txt`` (first column = video id).
@@ -15,13 +19,19 @@ In every fold an inner validation set is carved from the *training* groups only
 ``finetune.seed``; it drives early stopping and model selection. The test groups are never
 used to select anything.
 
-No group (subject, or session for ``session_kfold``) may appear on two sides of a fold,
-and no video on two sides: :func:`check_fold` asserts it when folds are built, and the
+No group (subject, or session for ``session_kfold``, video for ``video_kfold``) may appear on
+two sides of a fold, and no video on two sides: :func:`check_fold` asserts it when folds are built, and the
 fine-tuning stage asserts it again on the data it actually loads (:func:`check_loaded`).
+
+Label budgets: ``finetune.label_fraction`` < 1 keeps that fraction of each fold's TRAINING videos,
+per class (at least one video of each class), drawn with ``finetune.seed``; the inner validation
+and test sides are never touched, so test sets are identical across fractions and seeds and a grid
+over ``finetune.label_fraction`` gives label-efficiency curves. The videos left out are listed
+under ``"unlabelled"`` in the fold.
 
 Output ``results/folds/{exp}.json``: a JSON list, one object per fold::
 
-    {"index": 0, "protocol": "loso", "group": "subject",
+    {"index": 0, "protocol": "loso", "group": "subject", "scope": "cross-subject", "label_fraction": 1.0,
      "train": {"subjects": [...], "groups": [...], "video_ids": [...]},
      "val": {...}, "test": {...}}
 """
@@ -42,6 +52,7 @@ from affectube.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
 SIDES = ("train", "val", "test")
+WITHIN_SUBJECT = ("session", "video_id")  # fold groups that may put one subject on both sides, by design
 
 
 @dataclass
@@ -59,7 +70,9 @@ class Fold:
         return self.extra["groups"][side]
 
     def to_json(self) -> dict:
-        out = {"index": self.index, "protocol": self.extra["protocol"], "group": self.extra["group"]}
+        out = {"index": self.index, "protocol": self.extra["protocol"], "group": self.extra["group"],
+               "scope": "within-subject" if self.extra["group"] in WITHIN_SUBJECT else "cross-subject",
+               "label_fraction": self.extra.get("label_fraction", 1.0), "unlabelled": self.extra.get("unlabelled", [])}
         for side in SIDES:
             out[side] = {"subjects": getattr(self, side), "groups": self.groups(side), "video_ids": self.videos(side)}
         return out
@@ -71,6 +84,8 @@ class Fold:
             "group": obj["group"],
             "groups": {s: list(obj[s]["groups"]) for s in SIDES},
             "videos": {s: list(obj[s]["video_ids"]) for s in SIDES},
+            "label_fraction": float(obj.get("label_fraction", 1.0)),
+            "unlabelled": list(obj.get("unlabelled", [])),
         }
         return cls(int(obj["index"]), *(list(obj[s]["subjects"]) for s in SIDES), extra=extra)
 
@@ -79,11 +94,11 @@ class Fold:
 # Each returns a list of test-group lists (or, for `official`, test video-id lists).
 
 
-def _labels(table: pd.DataFrame, groups: pd.Series):
-    """Per-row labels for stratification, or None when there is nothing to stratify on."""
-    if "emotion" not in table.columns or table["emotion"].isna().all():
+def _labels(table: pd.DataFrame, groups: pd.Series, column: str = "emotion"):
+    """Per-row labels (column ``finetune.label``) for stratification, or None when there is nothing to stratify on."""
+    if column not in table.columns or table[column].isna().all():
         return None
-    y = table["emotion"].fillna("").astype(str)
+    y = table[column].fillna("").astype(str)
     return y if y.nunique() > 1 else None
 
 
@@ -99,7 +114,7 @@ def _kfold(table: pd.DataFrame, cfg: dict, group: str) -> list[list[str]]:
     n = groups.nunique()
     if n < k:
         raise DataError(f"finetune.k = {k} folds but the manifest has only {n} distinct {group}s")
-    y = _labels(table, groups)
+    y = _labels(table, groups, cfg.get("label", "emotion"))
     if y is not None:
         splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=int(cfg.get("seed", 0)))
         splits = splitter.split(table, y, groups)
@@ -156,6 +171,7 @@ PROTOCOLS: dict[str, tuple[Callable, str]] = {
     "loso": (_loso, "subject"),
     "group_kfold": (_kfold, "subject"),
     "session_kfold": (_kfold, "session"),
+    "video_kfold": (_kfold, "video_id"),
     "official": (_official, "video_id"),
 }
 
@@ -188,6 +204,9 @@ def plan_folds(table: pd.DataFrame, cfg: dict) -> list[Fold]:
         val_groups = _inner_val(sorted(rest[check_group].unique()), cfg, i)
         val_mask = table[check_group].isin(val_groups) & table.index.isin(rest.index)
         train_mask = table.index.isin(rest.index) & ~val_mask
+        fraction = float(cfg.get("label_fraction", 1.0))
+        unlabelled = label_budget(table.loc[train_mask], cfg, i) if fraction < 1 else []
+        train_mask &= ~table["video_id"].isin(unlabelled)
         sides = {"train": table.loc[train_mask], "val": table.loc[val_mask], "test": table.loc[test_mask]}
         fold = Fold(
             i,
@@ -197,11 +216,31 @@ def plan_folds(table: pd.DataFrame, cfg: dict) -> list[Fold]:
                 "group": check_group,
                 "groups": {s: sorted(sides[s][check_group].unique()) for s in SIDES},
                 "videos": {s: list(sides[s]["video_id"]) for s in SIDES},
+                "label_fraction": fraction,
+                "unlabelled": sorted(unlabelled),
             },
         )
         check_fold(fold)
         folds.append(fold)
     return folds
+
+
+def label_budget(train: pd.DataFrame, cfg: dict, index: int) -> list[str]:
+    """Video ids of the training side left OUT under ``finetune.label_fraction``: per class (column
+    ``finetune.label``; videos without one form their own stratum) ``max(1, round(fraction * n))``
+    videos are kept, drawn with ``finetune.seed`` and the fold index. Nested: a smaller fraction keeps
+    a subset of what a larger one keeps (same seed), so label-efficiency curves differ only in labels."""
+    fraction = float(cfg.get("label_fraction", 1.0))
+    column = cfg.get("label", "emotion")
+    y = train[column].fillna("").astype(str) if column in train.columns else pd.Series("", index=train.index)
+    out = []
+    for k, cls in enumerate(sorted(y.unique())):
+        ids = sorted(train.loc[y == cls, "video_id"].astype(str))
+        rng = np.random.default_rng([int(cfg.get("seed", 0)), index, 7919, k])
+        order = rng.permutation(len(ids))
+        keep = max(1, int(round(fraction * len(ids))))
+        out += [ids[j] for j in order[keep:]]
+    return out
 
 
 def _inner_val(groups: list[str], cfg: dict, index: int) -> list[str]:
@@ -219,8 +258,8 @@ def check_fold(fold: Fold, source: str = "folds") -> None:
     pairs = [("train", "test"), ("val", "test"), ("train", "val")]
     for a, b in pairs:
         for name, get in ((what, fold.groups), ("subject", lambda s: getattr(fold, s)), ("video", fold.videos)):
-            if name == "subject" and what == "session":
-                continue  # session folds may put one subject's sessions on both sides, by design
+            if name == "subject" and what in WITHIN_SUBJECT:
+                continue  # session/video folds may put one subject on both sides, by design
             both = sorted(set(get(a)) & set(get(b)))
             if both:
                 raise DataError(f"{source}: fold {fold.index}: {name} {both[0]!r} is in both {a} and {b} (leaky split refused)")
@@ -237,7 +276,7 @@ def check_loaded(fold: Fold, side_subjects: dict[str, set], side_videos: dict[st
         if extra:
             raise DataError(f"{source}: fold {fold.index}: loaded {side} video {extra[0]!r} that the fold does not list on that side")
     for a, b in (("train", "test"), ("val", "test"), ("train", "val")):
-        if fold.extra["group"] != "session":
+        if fold.extra["group"] not in WITHIN_SUBJECT:
             both = sorted(side_subjects.get(a, set()) & side_subjects.get(b, set()))
             if both:
                 raise DataError(f"{source}: fold {fold.index}: subject {both[0]!r} loaded on both {a} and {b} (leaky split refused)")
@@ -284,6 +323,6 @@ def run(args: argparse.Namespace) -> int:
     folds = plan_folds(table, cfg)
     save_folds(args.out, folds)
     for f in folds:
-        log.info("fold %d: train %s | val %s | test %s (%d/%d/%d videos)", f.index, f.train, f.val, f.test,
-                 *(len(f.videos(s)) for s in SIDES))
+        log.info("fold %d: train %s | val %s | test %s (%d/%d/%d videos; %d training videos left unlabelled by label_fraction %g)",
+                 f.index, f.train, f.val, f.test, *(len(f.videos(s)) for s in SIDES), len(f.extra["unlabelled"]), f.extra["label_fraction"])
     return 0

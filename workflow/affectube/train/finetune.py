@@ -121,15 +121,16 @@ def drop_other_classes(ft: dict, stores: dict, identity: dict, classes: list[str
     if ft["task"] != "categorical" or not ft["classes"]:
         return stores, identity, []
     keep_stores, keep_ids, dropped = {}, {}, []
+    col = ft["label"]
     for side in SIDES:
         pairs = list(zip(stores[side], identity[side]))
-        keep = [(p, i) for p, i in pairs if str(i["labels"].get("emotion")) in classes]
-        dropped += [{"side": side, "video_id": i["video_id"], "emotion": str(i["labels"].get("emotion"))}
-                    for p, i in pairs if str(i["labels"].get("emotion")) not in classes]
+        keep = [(p, i) for p, i in pairs if str(i["labels"].get(col)) in classes]
+        dropped += [{"side": side, "video_id": i["video_id"], "emotion": str(i["labels"].get(col))}
+                    for p, i in pairs if str(i["labels"].get(col)) not in classes]
         keep_stores[side] = [p for p, _ in keep]
         keep_ids[side] = [i for _, i in keep]
         if pairs and not keep and side != "val":
-            raise DataError(f"fold: no {side} video has an emotion in finetune.classes {classes}")
+            raise DataError(f"fold: no {side} video has a {col} in finetune.classes {classes}")
     return keep_stores, keep_ids, dropped
 
 
@@ -147,7 +148,8 @@ def open_datasets(stores: dict[str, list[Path]], geom: dict, ft: dict, classes, 
             continue
         train = side == "train"
         out[side] = ClipDataset([str(p) for p in stores[side]], mode="train" if train else "test",
-                                test_clips=int(ft["test_clips"]), augment=train, output=output, **common)
+                                test_clips=int(ft["test_clips"]), augment=train, output=output, label=ft["label"],
+                                event=ft["event"], event_jitter=float(ft["event_jitter"]), **common)
     return out
 
 
@@ -169,9 +171,10 @@ def discover_classes(ft: dict, identities: list[dict]) -> list[str]:
         return []
     if ft["classes"]:
         return list(ft["classes"])
-    classes = sorted({str(i["labels"]["emotion"]) for i in identities if i["labels"].get("emotion") not in (None, "")})
+    col = ft["label"]
+    classes = sorted({str(i["labels"][col]) for i in identities if i["labels"].get(col) not in (None, "")})
     if len(classes) < 2:
-        raise DataError(f"the clip stores hold {len(classes)} emotion class(es) {classes}: a categorical task needs at least 2")
+        raise DataError(f"the clip stores hold {len(classes)} class(es) {classes} of finetune.label {col!r}: a categorical task needs at least 2")
     return classes
 
 
