@@ -78,6 +78,7 @@ def test_failed_fold_is_named_not_hidden(drawn):
     assert fig["scratch/per_subject"]["failed_folds"] == [2]
     assert "W011" not in fig["scratch/per_subject"]["subjects"]  # fold 2's test subject
     assert fig["scratch/learning_curves"]["folds"] == [0, 1, 3]
+    assert fig["scratch/learning_curves"]["train_metric"] == "train_uar"  # training UAR drawn beside the validation UAR
     # the epoch each fold kept (its metrics.json) is marked on the curves
     for k, epoch in fig["scratch/learning_curves"]["selected_epochs"].items():
         saved = json.loads((root / f"results/finetune/scratch/fold{k}/metrics.json").read_text())

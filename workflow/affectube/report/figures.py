@@ -363,6 +363,11 @@ def learning_curves(ctx: Context, spec: P.FigureSpec) -> dict:
             return out
         val_cols = [c for c in logged[0].log.columns if c.startswith("val_") and c != "val_loss"]
         val_col = f"val_{ctx.metric}" if f"val_{ctx.metric}" in val_cols else (val_cols[0] if val_cols else None)
+        train_col = _train_column(logged[0].log, val_col)
+        warmup = next((int(w) for f in logged if (w := ((f.metrics_file or {}).get("training") or {}).get("warmup_epochs")) is not None), 0)
+        if warmup > 0:
+            for ax in (ax_loss, ax_val):
+                ax.axvspan(0.5, warmup + 0.5, color="0.9", zorder=0, label="_warmup")
         for f in logged:
             lg, c = f.log, colors[f.index]
             if "train_loss" in lg:
@@ -371,6 +376,8 @@ def learning_curves(ctx: Context, spec: P.FigureSpec) -> dict:
                 ax_loss.plot(lg["epoch"], lg["val_loss"], color=c, marker="s", markersize=3, linestyle="--", label=f"fold {f.index} val")
             if val_col and val_col in lg:
                 ax_val.plot(lg["epoch"], lg[val_col], color=c, marker="o", markersize=3, label=f"fold {f.index}")
+                if train_col and train_col in lg:
+                    ax_val.plot(lg["epoch"], lg[train_col], color=c, linestyle=":", linewidth=1.2, label="_train")
                 best = ((f.metrics_file or {}).get("training") or {}).get("best_epoch")
                 sel = lg.loc[lg["epoch"] == best, val_col] if best is not None else []
                 if len(sel):
@@ -385,7 +392,8 @@ def learning_curves(ctx: Context, spec: P.FigureSpec) -> dict:
         if val_col:
             ax_val.set_xlabel("epoch")
             ax_val.set_ylabel(f"inner-validation {metric_label(val_col.removeprefix('val_'))}")
-            ax_val.set_title(f"{metric_label(val_col.removeprefix('val_'))} on the inner validation subjects")
+            ax_val.set_title(f"{metric_label(val_col.removeprefix('val_'))}: inner validation (solid)"
+                             + (f", training (dotted: {train_col})" if train_col else "") + (", warmup shaded" if warmup else ""))
             limits = _metric_limits(val_col.removeprefix("val_"), np.array([]))
             if limits:
                 ax_val.set_ylim(*limits)
@@ -402,7 +410,27 @@ def learning_curves(ctx: Context, spec: P.FigureSpec) -> dict:
         fig.suptitle(f"{exp.name}: fine-tuning curves per fold{_failed_note(exp)}")
         ctx.style.save(fig, ctx.out_dir / spec.name)
     out["val_metric"] = val_col
+    out["train_metric"] = train_col
+    out["warmup_epochs"] = warmup
     return out
+
+
+def _train_column(log, val_col: str | None) -> str | None:
+    """The training counterpart of the validation metric in log.csv (``train_uar`` for ``val_uar``;
+    ``train_accuracy``/``train_ccc`` when only those were logged)."""
+    if val_col is None:
+        return None
+    want = "train_" + val_col.removeprefix("val_")
+    for col in (want, "train_accuracy" if M_is_categorical(val_col) else "train_ccc"):
+        if col in log.columns:
+            return col
+    return None
+
+
+def M_is_categorical(col: str) -> bool:
+    from affectube.eval.metrics import CATEGORICAL
+
+    return col.removeprefix("val_") in CATEGORICAL
 
 
 def _integer_ticks(ax, values: list[int]) -> None:
