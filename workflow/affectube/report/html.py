@@ -55,7 +55,7 @@ CAPTIONS = {
     "per_subject": "Main metric of each test subject (each fold's test subject(s)); dashed: mean over folds; dotted: the chance / majority-class level.",
     "scatter": "Predicted vs true value per test video (clips averaged), all folds pooled; dashed: perfect prediction.",
     "traces": "Annotated (solid) vs predicted (dashed) per-frame values over time for a few test videos.",
-    "learning_curves": "Fine-tuning loss (train solid, inner-validation dashed) and the inner-validation metric per epoch, one colour per fold.",
+    "learning_curves": "Fine-tuning loss (train solid, inner-validation dashed) and the metric per epoch (inner validation solid, training dotted), one colour per fold; warmup epochs shaded, star: the epoch kept.",
     "pretrain_curve": "Self-supervised pretraining loss (masked-patch reconstruction) per logged step.",
     "comparison": "Main metric per test subject in each experiment; lines join the same subject; black bars: mean over subjects present in every experiment.",
 }
