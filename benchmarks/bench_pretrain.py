@@ -14,8 +14,12 @@ On CUDA the reference runs as its scripts do (fp16 autocast + GradScaler, foreac
 and ours with bf16 autocast and fused AdamW; the JSON also reports our model FLOPs
 utilisation (FLOPs counted by ``torch.utils.flop_counter`` for forward + backward).
 Steps of the two models are interleaved in rounds so that load drift on a shared machine
-hits both alike; the medians are reported. Writes ``benchmarks/results/pretrain.json``
-(or ``--out``).
+hits both alike; the medians are reported. On CUDA each model's memory is reported too:
+``peak_step_gib`` (the most a training step allocated above what was allocated when it began:
+activations, gradients, temporaries) and ``state_gib`` (weights + AdamW state). Without
+``--reference`` (or with a directory that lacks the code) only our model is timed and the JSON
+says ``"reference": {"error": "reference not available: ..."}``. Writes
+``benchmarks/results/pretrain.json`` (or ``--out``).
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ PEAK_BF16 = {"H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 PCIe": 756.0, "H1
 
 def load_reference(path: Path):
     if not (path / "modeling_pretrain.py").exists():
-        sys.exit(f"{path}: no modeling_pretrain.py (pass a checkout of github.com/MCG-NJU/VideoMAE)")
+        raise FileNotFoundError(f"{path}: no modeling_pretrain.py (pass a checkout of github.com/MCG-NJU/VideoMAE)")
     sys.path.insert(0, str(path))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -128,8 +132,13 @@ class Runner:
         self.amp = amp
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
         self.times: list[float] = []
+        self.peak_step_bytes = 0
 
     def step(self) -> float:
+        cuda = self.device.type == "cuda"
+        if cuda:
+            start_bytes = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
         t0 = time.perf_counter()
         mask_cpu = self.mask
         if self.name == "affectube":
@@ -148,11 +157,18 @@ class Runner:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
-        if self.device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         self.times.append(dt)
+        if cuda:
+            self.peak_step_bytes = max(self.peak_step_bytes, torch.cuda.max_memory_allocated(self.device) - start_bytes)
         return float(loss.detach())
+
+    def state_bytes(self) -> int:
+        """Weights + optimizer state (after a step: AdamW's moments exist)."""
+        tensors = list(self.model.parameters()) + [v for s in self.opt.state.values() for v in s.values() if torch.is_tensor(v)]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     def _autocast(self):
         if self.amp is None:
@@ -162,7 +178,9 @@ class Runner:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", required=True, type=Path, help="directory of a MCG-NJU/VideoMAE checkout")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="directory of a MCG-NJU/VideoMAE checkout (modeling_pretrain.py + modeling_finetune.py); "
+                             "without it only our model is timed")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--preset", default=None, choices=sorted(PRESETS), help="default: cpu-small on CPU, vit-b on CUDA")
     parser.add_argument("--batch", type=int, default=None)
@@ -182,28 +200,39 @@ def main(argv=None) -> int:
     keys, batch = PRESETS[preset]
     batch = args.batch or batch
     spec = ModelSpec(model="videomae", num_frames=16, tubelet=2, patch=16, **keys)
-    ref_mod = load_reference(args.reference)
+    ref_mod, ref_error = None, None
+    try:
+        if args.reference is None:
+            raise FileNotFoundError("no --reference given")
+        ref_mod = load_reference(args.reference)
+    except (FileNotFoundError, ImportError) as e:
+        ref_error = f"reference not available: {e}"
+        print(ref_error, file=sys.stderr)
 
     torch.manual_seed(0)
     ours = create_model("videomae", spec).to(device)
-    ref = build_reference(ref_mod, spec)
-    copy_weights(ours, ref)
-    ref = ref.to(device)
+    ref = None
+    if ref_mod is not None:
+        ref = build_reference(ref_mod, spec)
+        copy_weights(ours, ref)
+        ref = ref.to(device)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, spec.num_frames, spec.input_size, spec.input_size, generator=g).to(device)
     mask = TubeMaskGenerator(spec.grid, args.mask_ratio).batch(batch, np.random.default_rng(0))
 
     # same weights, same input, same mask -> same predictions (fp32, before any step)
-    with torch.no_grad():
-        p_ours = ours(x, mask_index(mask).to(device)).float()
-        p_ref = ref(x, mask.to(device)).float()
-    max_diff = float((p_ours - p_ref).abs().max())
+    max_diff = None
+    if ref is not None:
+        with torch.no_grad():
+            p_ours = ours(x, mask_index(mask).to(device)).float()
+            p_ref = ref(x, mask.to(device)).float()
+        max_diff = float((p_ours - p_ref).abs().max())
+        del p_ours, p_ref
 
     cuda = device.type == "cuda"
-    runners = [
-        Runner("affectube", ours, x, mask, device, fused=cuda, amp="bf16" if cuda else None, spec=spec),
-        Runner("reference", ref, x, mask, device, fused=False, amp="fp16" if cuda else None, spec=spec),
-    ]
+    runners = [Runner("affectube", ours, x, mask, device, fused=cuda, amp="bf16" if cuda else None, spec=spec)]
+    if ref is not None:
+        runners.append(Runner("reference", ref, x, mask, device, fused=False, amp="fp16" if cuda else None, spec=spec))
     for r in runners:
         for _ in range(args.warmup):
             r.step()
@@ -237,14 +266,21 @@ def main(argv=None) -> int:
             "optimizer": "AdamW fused" if (cuda and r.name == "affectube") else "AdamW foreach",
             "step_times_s": [round(t, 5) for t in r.times],
         }
-    result["speedup_clips_per_s"] = result["affectube"]["clips_per_s"] / result["reference"]["clips_per_s"]
+        if cuda:
+            result[r.name]["peak_step_gib"] = r.peak_step_bytes / 2**30
+            result[r.name]["state_gib"] = r.state_bytes() / 2**30
+    if ref_error:
+        result["reference"] = {"error": ref_error}
+        result["speedup_clips_per_s"] = None
+    else:
+        result["speedup_clips_per_s"] = result["affectube"]["clips_per_s"] / result["reference"]["clips_per_s"]
     if cuda:
         flops = pretrain_step_flops(spec, batch, args.mask_ratio)
         name = torch.cuda.get_device_name(device)
         peak = args.peak_tflops or next((v for k, v in PEAK_BF16.items() if k in name), None)
         result["flops_per_step"] = flops
         result["peak_bf16_tflops"] = peak
-        for r in ("affectube", "reference"):
+        for r in (r.name for r in runners):
             achieved = flops / result[r]["median_step_s"]
             result[r]["achieved_tflops"] = achieved / 1e12
             if peak:
