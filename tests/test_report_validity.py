@@ -172,10 +172,33 @@ def test_session_folds_are_labelled_subject_dependent(tmp_path):
     validity = md.split("## Validity")[1].split("\n## ")[0]
     assert "protocol session_kfold: subject-dependent" in validity and "not comparable with subject-independent" in validity
     assert "subject-dependent folds" in md
+    assert "protocol loso, 4 folds (subject-dependent (k folds of sessions" in md.split("## Problems")[0]  # in the summary too
     from affectube.report.html import protocol_label
 
     assert "within-subject" in protocol_label("video_kfold", [])
     assert protocol_label("loso", folds[:0]).startswith("subject-independent")
+
+
+def test_grid_over_seed_and_another_key_groups_by_the_other_key(tmp_path):
+    experiments = {"g": {"grid": {"finetune.seed": [0, 1], "finetune.mode": ["finetune", "frozen"]}}}
+    cfg = R.params_cfg(experiments=experiments, task="categorical")
+    groups = C.seed_groups(cfg)
+    assert [(g.name, g.members) for g in groups] == [
+        ("g-mode=finetune", ["g-mode=finetune-seed=0", "g-mode=finetune-seed=1"]),
+        ("g-mode=frozen", ["g-mode=frozen-seed=0", "g-mode=frozen-seed=1"])]
+    names = [m for g in groups for m in g.members]
+    R.write_run(tmp_path, experiments=names, skills=dict(zip(names, [0.9, 0.8, 0.3, 0.2])))
+    exps = [load_experiment(tmp_path / "results", n) for n in names]
+    table = C.side_by_side(exps, "uar", C.experiment_params(cfg), groups)
+    uar = table[table["metric"] == "uar"].set_index("experiment")
+    assert list(uar.index) == ["g-mode=finetune", "g-mode=frozen"] and (uar["seeds"] == 2).all() and (uar["folds"] == 8).all()
+    assert uar.loc["g-mode=frozen", "finetune.mode"] == "frozen" and uar.loc["g-mode=frozen", "finetune.seed"] == "0 1"
+    grid = C.grid_tables(table, cfg, "uar")["g"]
+    assert list(grid.columns) == ["mode=finetune", "mode=frozen"] and grid.loc["uar", "mode=finetune"] == C.mean_std(uar.loc["g-mode=finetune"])
+    tests = C.paired_tests(exps, "uar", "g-mode=finetune-seed=1", groups=groups)  # a member names its group
+    assert [(t.baseline, t.other, t.n) for t in tests] == [("g-mode=finetune", "g-mode=frozen", 4)]
+    # one seed grid only: no grid table (nothing to lay out)
+    assert C.grid_tables(table, R.params_cfg(experiments={"v": {"grid": {"finetune.seed": [0, 1]}}}), "uar") == {}
 
 
 def test_sample_sd_with_one_fold_is_nan():

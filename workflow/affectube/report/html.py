@@ -460,7 +460,7 @@ def build(cfg: dict, results: str | Path, out_dir: str | Path, fig_dir: str | Pa
     protocol = cfg.get("finetune", {}).get("protocol", "?")
     n_folds = max((len(e.folds) for e in experiments), default=0)
     blocks = [
-        *overview(run, experiments, f"protocol {protocol}, {n_folds} folds", table, groups, stats),
+        *overview(run, experiments, f"protocol {protocol}, {n_folds} folds{_dependence(experiments, protocol)}", table, groups, stats),
         *problems_section(found),
         *[b for exp in experiments for b in experiment_section(run, exp, index, fig_dir)],
         *comparison_section(run, experiments, index, fig_dir, table, params),
@@ -477,6 +477,14 @@ def build(cfg: dict, results: str | Path, out_dir: str | Path, fig_dir: str | Pa
         table.to_csv(tmp, index=False)
     write_json(out_dir / "summary.json", _summary(experiments, main, tests, found, table, groups, stats))
     return found
+
+
+def _dependence(experiments: list[Experiment], protocol: str) -> str:
+    """' (subject-dependent ...)' when some experiment's folds are not subject-independent, else ''."""
+    labels = {protocol_label(p, e.folds) for e in experiments
+              for p in ({f.fold.extra.get("protocol") for f in e.folds if f.fold is not None} - {None} or {protocol})}
+    dependent = sorted(lb for lb in labels if "subject-dependent" in lb)
+    return f" ({'; '.join(dependent)})" if dependent else ""
 
 
 def _summary(experiments: list[Experiment], main: str, tests: list, found: dict, table: pd.DataFrame | None = None,
