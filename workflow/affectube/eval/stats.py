@@ -221,8 +221,9 @@ def experiment_stats(tables: Sequence[pd.DataFrame], metric: str, permutations: 
     nan = math.nan
     pooled = prepare(tables, metric)
     if pooled is None:
-        return Stats(metric, nan, nan, nan, 0, nan, nan, "", 0, 0, len(tables),
-                     f"{metric} cannot be computed per test video from the saved predictions: no test")
+        why = ("no test predictions" if not any(t is not None and len(t) for t in tables)
+               else f"{metric} cannot be computed per test video from the saved predictions")
+        return Stats(metric, nan, nan, nan, 0, nan, nan, "", 0, 0, len(tables), f"{why}: no test against chance")
     observed = pooled.value()
     null = permutation_null(pooled, permutations, seed)
     higher = M.higher_is_better(metric)
