@@ -105,7 +105,7 @@ def test_bf16_finetune_of_one_fold_learns_on_the_device(device, stores, tmp_path
     root, rows = stores
     cfg = load_params(REPO / "params.yaml")
     cfg["pretrain"].update(TINY)
-    cfg["finetune"].update({"init": "scratch", "epochs": 12, "warmup_epochs": 1, "batch_size": 4, "lr": 0.5,
+    cfg["finetune"].update({"init": "scratch", "epochs": 6, "warmup_epochs": 1, "batch_size": 4, "lr": 0.5,
                             "inner_val": 0.0, "select_on": "last", "test_clips": 1, "num_workers": 0, "threads": 1,
                             "classes": CLASSES})
     seen = []  # the devices and dtypes the batched (uint8 path) transform ran on
@@ -132,7 +132,7 @@ def test_bf16_finetune_of_one_fold_learns_on_the_device(device, stores, tmp_path
         summary = finetune_fold(cfg, fold, root, None, tmp_path, threads=1)
 
     log = pd.read_csv(tmp_path / "log.csv")
-    assert len(log) == 12, log
+    assert len(log) == 6, log
     for name in ("predictions.csv", "metrics.json", "model.safetensors"):
         assert (tmp_path / name).exists(), name
     if device.type == "cuda":
@@ -234,6 +234,13 @@ def _compile(module, device):
     return torch.compile(module, backend="inductor" if device.type == "cuda" else "aot_eager")
 
 
+def _close(got: torch.Tensor, ref: torch.Tensor, device: torch.device) -> float:
+    """Relative L2 error; bf16 on CUDA (two kernel choices round differently: 2e-2), fp32 on the CPU (1e-4)."""
+    rel = float((got.float() - ref.float()).norm() / ref.float().norm())
+    assert rel < (2e-2 if device.type == "cuda" else 1e-4), rel
+    return rel
+
+
 def _autocast(device):
     import contextlib
 
@@ -263,10 +270,8 @@ def test_compiled_pretraining_model_matches_eager(device, one_thread):
         loss.backward()
         outs.append(pred.float().detach())
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
-    tol = dict(rtol=2e-2, atol=2e-2) if device.type == "cuda" else dict(rtol=1e-4, atol=1e-5)  # bf16 rounding on CUDA
-    torch.testing.assert_close(outs[1], outs[0], **tol)
-    rel = float((grads[1] - grads[0]).norm() / grads[0].norm())
-    assert rel < (5e-2 if device.type == "cuda" else 1e-4), rel
+    _close(outs[1], outs[0], device)
+    _close(grads[1], grads[0], device)
 
 
 def test_compiled_finetuning_encoder_matches_eager(device, one_thread):
@@ -283,7 +288,7 @@ def test_compiled_finetuning_encoder_matches_eager(device, one_thread):
         a = encoder.forward_features(x).float()
         b = compiled(x).float()
     assert a.shape == (2, encoder.grid[0] * encoder.grid[1] * encoder.grid[2], encoder.embed_dim)
-    torch.testing.assert_close(b, a, **(dict(rtol=2e-2, atol=2e-2) if device.type == "cuda" else dict(rtol=1e-4, atol=1e-5)))
+    _close(b, a, device)
 
 
 def test_encoder_runs_on_fused_attention_kernels(device, monkeypatch):
