@@ -280,11 +280,11 @@ def main(argv=None) -> int:
         peak = args.peak_tflops or next((v for k, v in PEAK_BF16.items() if k in name), None)
         result["flops_per_step"] = flops
         result["peak_bf16_tflops"] = peak
-        for r in (r.name for r in runners):
-            achieved = flops / result[r]["median_step_s"]
-            result[r]["achieved_tflops"] = achieved / 1e12
+        for name in [r.name for r in runners]:
+            achieved = flops / result[name]["median_step_s"]
+            result[name]["achieved_tflops"] = achieved / 1e12
             if peak:
-                result[r]["mfu"] = achieved / (peak * 1e12)
+                result[name]["mfu"] = achieved / (peak * 1e12)
     write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k not in ("spec",)}, indent=1, default=str)[:4000])
     return 0

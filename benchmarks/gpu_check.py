@@ -186,6 +186,9 @@ def summarise(sections: dict) -> dict:
 
 
 def _git_commit() -> str | None:
+    """$AFFECTUBE_COMMIT (the device machine's copy of the tree has no .git: the session passes it), else git."""
+    if os.environ.get("AFFECTUBE_COMMIT"):
+        return os.environ["AFFECTUBE_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
@@ -223,8 +226,8 @@ def section_env(dry: bool, reference: Path) -> dict:
         info.update({"device": p.name, "capability": f"{p.major}.{p.minor}", "sm_count": p.multi_processor_count,
                      "memory_gib": round(p.total_memory / 2**30, 2), "cudnn": torch.backends.cudnn.version(),
                      "bf16_supported": torch.cuda.is_bf16_supported(),
-                     "sdp": {"flash": torch.backends.cuda.flash_sdp_enabled(), "mem_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
-                             "cudnn": torch.backends.cuda.cudnn_sdp_enabled()}})
+                     "sdp_enabled": {k: getattr(torch.backends.cuda, f"{k}_sdp_enabled", lambda: None)()
+                                     for k in ("flash", "mem_efficient", "cudnn", "math")}})
         dev, dtype, n, reps = torch.device("cuda"), torch.bfloat16, 8192, 10
     else:
         info["device"] = f"cpu ({platform.processor() or platform.machine()})"
