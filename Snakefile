@@ -33,6 +33,7 @@ _overridden = workflow.config_settings.overwrite_config or workflow.config_setti
 affectube_config.validate(config, source="params.yaml" + (" (with command-line overrides)" if _overridden else ""))
 validate(config, "workflow/affectube/schemas/params.schema.yaml")
 D = dag.Dag(config)
+R = D.results  # run.results: this run's results root (every output, log and the report)
 
 
 include: "rules/ingest.smk"

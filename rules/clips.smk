@@ -7,17 +7,17 @@
 rule clips:
     input:
         video=D.video_path,
-        tracks="results/faces/{dataset}/tracks/{video}.npz",
+        tracks=R + "/faces/{dataset}/tracks/{video}.npz",
         annotations=D.annotation_files,
     output:
-        store="results/clips/{dataset}/{video}.h5",
+        store=R + "/clips/{dataset}/{video}.h5",
     params:
         cfg=D.cfg("decode", "crop", "clips"),
         row=D.manifest_row,
     log:
-        "results/logs/clips/{dataset}/{video}.log",
+        R + "/logs/clips/{dataset}/{video}.log",
     benchmark:
-        "results/benchmarks/clips/{dataset}/{video}.tsv"
+        R + "/benchmarks/clips/{dataset}/{video}.tsv"
     threads: 1
     resources:
         mem_mb=2000,

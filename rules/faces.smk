@@ -6,13 +6,13 @@ rule faces:
     input:
         video=D.video_path,
     output:
-        tracks="results/faces/{dataset}/tracks/{video}.npz",
+        tracks=R + "/faces/{dataset}/tracks/{video}.npz",
     params:
         cfg=D.cfg("decode", "faces"),
     log:
-        "results/logs/faces/{dataset}/{video}.log",
+        R + "/logs/faces/{dataset}/{video}.log",
     benchmark:
-        "results/benchmarks/faces/{dataset}/{video}.tsv"
+        R + "/benchmarks/faces/{dataset}/{video}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -26,33 +26,33 @@ rule faces:
 
 rule faces_qc:
     input:
-        manifest="results/manifests/{dataset}.csv",
+        manifest=R + "/manifests/{dataset}.csv",
         tracks=lambda w: D.tracks(w.dataset),
     output:
-        table="results/faces/{dataset}/qc.csv",
-        figure=report("results/faces/{dataset}/qc.png", caption="../workflow/report/faces_qc.rst", category="Preprocessing"),
+        table=R + "/faces/{dataset}/qc.csv",
+        figure=report(R + "/faces/{dataset}/qc.png", caption="../workflow/report/faces_qc.rst", category="Preprocessing"),
     params:
         cfg=D.cfg("figures"),
     log:
-        "results/logs/faces_qc/{dataset}.log",
+        R + "/logs/faces_qc/{dataset}.log",
     conda:
         "../envs/video.yaml"
     shell:
         "python -m affectube faces-qc --cfg {params.cfg:q} --manifest {input.manifest}"
-        " --tracks-dir results/faces/{wildcards.dataset}/tracks --table {output.table} --figure {output.figure} > {log} 2>&1"
+        " --tracks-dir {R}/faces/{wildcards.dataset}/tracks --table {output.table} --figure {output.figure} > {log} 2>&1"
 
 
 rule faces_sheet:
     input:
-        manifest="results/manifests/{dataset}.csv",
+        manifest=R + "/manifests/{dataset}.csv",
         tracks=lambda w: D.tracks(w.dataset),
         videos=D.manifest_inputs,
     output:
-        sheet=report("results/faces/{dataset}/contact_sheet.png", caption="../workflow/report/faces_sheet.rst", category="Preprocessing"),
+        sheet=report(R + "/faces/{dataset}/contact_sheet.png", caption="../workflow/report/faces_sheet.rst", category="Preprocessing"),
     params:
         cfg=D.cfg("decode", "faces", "crop"),
     log:
-        "results/logs/faces_sheet/{dataset}.log",
+        R + "/logs/faces_sheet/{dataset}.log",
     resources:
         mem_mb=2000,
         runtime=30,
@@ -60,4 +60,4 @@ rule faces_sheet:
         "../envs/video.yaml"
     shell:
         "python -m affectube faces-sheet --cfg {params.cfg:q} --manifest {input.manifest}"
-        " --tracks-dir results/faces/{wildcards.dataset}/tracks --out {output.sheet} > {log} 2>&1"
+        " --tracks-dir {R}/faces/{wildcards.dataset}/tracks --out {output.sheet} > {log} 2>&1"

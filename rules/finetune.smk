@@ -8,13 +8,13 @@ wildcard_constraints:
 
 rule folds:
     input:
-        manifest=f"results/manifests/{config['data']['finetune']}.csv",
+        manifest=f"{R}/manifests/{config['data']['finetune']}.csv",
     output:
-        folds="results/folds/{exp}.json",
+        folds=R + "/folds/{exp}.json",
     params:
         cfg=lambda w: D.exp_cfg(w.exp, "finetune"),
     log:
-        "results/logs/folds/{exp}.log",
+        R + "/logs/folds/{exp}.log",
     conda:
         "../envs/torch.yaml"
     shell:
@@ -23,22 +23,22 @@ rule folds:
 
 rule finetune:
     input:
-        folds="results/folds/{exp}.json",
+        folds=R + "/folds/{exp}.json",
         stores=D.stores(config["data"]["finetune"]),
         encoder=D.pretrained_encoder,
     output:
-        predictions="results/finetune/{exp}/fold{fold}/predictions.csv",
-        frames="results/finetune/{exp}/fold{fold}/predictions_frames.csv",
-        metrics="results/finetune/{exp}/fold{fold}/metrics.json",
-        log_csv="results/finetune/{exp}/fold{fold}/log.csv",
-        model="results/finetune/{exp}/fold{fold}/model.safetensors",
+        predictions=R + "/finetune/{exp}/fold{fold}/predictions.csv",
+        frames=R + "/finetune/{exp}/fold{fold}/predictions_frames.csv",
+        metrics=R + "/finetune/{exp}/fold{fold}/metrics.json",
+        log_csv=R + "/finetune/{exp}/fold{fold}/log.csv",
+        model=R + "/finetune/{exp}/fold{fold}/model.safetensors",
     params:
         cfg=lambda w: D.exp_cfg(w.exp, "pretrain", "finetune", "evaluate"),
         stores_dir=lambda w, input: os.path.dirname(input.stores[0]),
     log:
-        "results/logs/finetune/{exp}/fold{fold}.log",
+        R + "/logs/finetune/{exp}/fold{fold}.log",
     benchmark:
-        "results/benchmarks/finetune/{exp}/fold{fold}.tsv"
+        R + "/benchmarks/finetune/{exp}/fold{fold}.tsv"
     threads: 8  # capped by --cores locally; workflow.cores is undefined under --profile slurm
     resources:
         gpu=1,
@@ -50,4 +50,4 @@ rule finetune:
         # exec: a scheduler's SIGTERM reaches the trainer, not an intermediate shell
         "exec python -m affectube finetune --cfg {params.cfg:q} --folds {input.folds} --fold {wildcards.fold}"
         " --stores-dir {params.stores_dir} --encoder '{input.encoder}' --threads {threads}"
-        " --out-dir results/finetune/{wildcards.exp}/fold{wildcards.fold} > {log} 2>&1"
+        " --out-dir {R}/finetune/{wildcards.exp}/fold{wildcards.fold} > {log} 2>&1"

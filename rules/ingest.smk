@@ -10,9 +10,9 @@ rule demo_data:
         cfg=D.cfg("demo"),
         root=lambda w, output: os.path.dirname(output.labels[0]),
     log:
-        "results/logs/demo_data.log",
+        R + "/logs/demo_data.log",
     benchmark:
-        "results/benchmarks/demo_data.tsv"
+        R + "/benchmarks/demo_data.tsv"
     resources:
         mem_mb=1000,
         runtime=10,
@@ -26,12 +26,12 @@ rule manifest:
     input:
         D.manifest_inputs,
     output:
-        table="results/manifests/{dataset}.csv",
-        missing="results/manifests/{dataset}.missing.csv",
+        table=R + "/manifests/{dataset}.csv",
+        missing=R + "/manifests/{dataset}.missing.csv",
     params:
         cfg=D.cfg("data", "demo"),
     log:
-        "results/logs/manifest/{dataset}.log",
+        R + "/logs/manifest/{dataset}.log",
     conda:
         "../envs/video.yaml"
     shell:

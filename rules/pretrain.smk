@@ -5,16 +5,16 @@ rule pretrain:
     input:
         stores=D.pretrain_stores,
     output:
-        encoder="results/pretrain/encoder.safetensors",
-        log_csv="results/pretrain/log.csv",
-        summary="results/pretrain/summary.json",
-        recon=report("results/pretrain/reconstruction.png", caption="../workflow/report/reconstruction.rst", category="Pretraining"),
+        encoder=R + "/pretrain/encoder.safetensors",
+        log_csv=R + "/pretrain/log.csv",
+        summary=R + "/pretrain/summary.json",
+        recon=report(R + "/pretrain/reconstruction.png", caption="../workflow/report/reconstruction.rst", category="Pretraining"),
     params:
         cfg=D.cfg("data", "pretrain"),
     log:
-        "results/logs/pretrain.log",
+        R + "/logs/pretrain.log",
     benchmark:
-        "results/benchmarks/pretrain.tsv"
+        R + "/benchmarks/pretrain.tsv"
     threads: 8  # capped by --cores locally; workflow.cores is undefined under --profile slurm
     resources:
         gpu=config["pretrain"]["gpus"],
@@ -27,4 +27,4 @@ rule pretrain:
         # exec: SLURM's SIGTERM reaches the trainer itself (checkpoint + exit 75, resumed on retry);
         # launch: torchrun over the job's nodes/GPUs (affectube.train.launch)
         "exec python -m affectube launch --gpus {resources.gpu} --nodes {resources.nodes} --"
-        " pretrain --cfg {params.cfg:q} --stores {input.stores} --out-dir results/pretrain > {log} 2>&1"
+        " pretrain --cfg {params.cfg:q} --stores {input.stores} --out-dir {R}/pretrain > {log} 2>&1"

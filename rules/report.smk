@@ -11,34 +11,35 @@ rule figures:
     params:
         cfg=D.cfg("figures", "evaluate", "finetune", "experiments", "report"),
     log:
-        "results/logs/figures.log",
+        R + "/logs/figures.log",
     benchmark:
-        "results/benchmarks/figures.tsv"
+        R + "/benchmarks/figures.tsv"
     resources:
         mem_mb=2000,
         runtime=20,
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m affectube figures --cfg {params.cfg:q} --results results --out-dir results/report/figures > {log} 2>&1"
+        "python -m affectube figures --cfg {params.cfg:q} --results {R} --out-dir {R}/report/figures > {log} 2>&1"
 
 
 rule report:
     input:
         **report_plan.report_inputs(D),
     output:
-        html=report("results/report/report.html", caption="../workflow/report/report.rst", category="Report"),
-        md="results/report/report.md",
-        comparison="results/report/comparison.csv",
-        summary="results/report/summary.json",
+        html=report(R + "/report/report.html", caption="../workflow/report/report.rst", category="Report"),
+        md=R + "/report/report.md",
+        comparison=R + "/report/comparison.csv",
+        summary=R + "/report/summary.json",
     params:
         cfg=D.cfg(*config),
+        sources=D.params_files(workflow),
     log:
-        "results/logs/report.log",
+        R + "/logs/report.log",
     resources:
         mem_mb=2000,
         runtime=20,
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m affectube report --cfg {params.cfg:q} --results results --out-dir results/report > {log} 2>&1"
+        "python -m affectube report --cfg {params.cfg:q} --params-files {params.sources:q} --results {R} --out-dir {R}/report > {log} 2>&1"

@@ -57,7 +57,7 @@ def test_report_embeds_figures_and_states_provenance(failed_run):
     assert html.count("data:image/png;base64,") == n_png  # self-contained
     for rel in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (root / "results/report" / rel).exists(), rel
-    assert f"Code version: {code_version()}" in md
+    assert f"code version {code_version()}" in md
     assert "protocol loso, 4 folds" in md
     assert "| M030 |" in md  # the data section's videos-per-subject table
     assert "coverage_threshold: 0.8" in md  # params are stated

@@ -13,18 +13,47 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from functools import cached_property, lru_cache
 
 from affectube.errors import ConfigError
 
-RESULTS = "results"
+RESULTS = "results"  # the schema's default of run.results
+
+
+def results_root(config: dict) -> str:
+    """The run's results root (``run.results``): every stage's outputs, logs and report."""
+    root = str((config.get("run") or {}).get("results") or RESULTS).rstrip("/")
+    return root or RESULTS
+
+
+def datasets_of(config: dict) -> list[str]:
+    """The datasets a run uses: ``data.pretrain`` then ``data.finetune`` (each once)."""
+    data = config.get("data") or {}
+    return list(dict.fromkeys([*data.get("pretrain", []), *([data["finetune"]] if data.get("finetune") else [])]))
 
 
 class Dag:
     def __init__(self, config: dict):
         self.config = config
+        self.results = results_root(config)
 
     # ---------------------------------------------------------------- params
+    @staticmethod
+    def params_files(workflow) -> str:
+        """The params files Snakemake read (``configfile:`` + ``--configfile``), space-separated, for the report."""
+        files = [*getattr(workflow, "configfiles", []), *(workflow.config_settings.configfiles or [])]
+        names = []
+        for f in files:
+            try:
+                name = os.path.relpath(str(f), workflow.basedir)
+            except ValueError:
+                name = str(f)
+            if name not in names:
+                names.append(name)
+        overrides = " (with --config overrides)" if workflow.config_settings.overwrite_config else ""
+        return " ".join(names) + overrides
+
     def cfg(self, *sections: str) -> str:
         """JSON of the named params.yaml sections, passed to a CLI as ``--cfg``."""
         return json.dumps({s: self.config[s] for s in sections}, sort_keys=True)
@@ -62,9 +91,7 @@ class Dag:
     # ---------------------------------------------------------------- data
     @cached_property
     def datasets(self) -> list[str]:
-        data = self.config["data"]
-        names = list(dict.fromkeys([*data["pretrain"], data["finetune"]]))
-        return names
+        return datasets_of(self.config)
 
     @lru_cache(maxsize=None)
     def manifest(self, dataset: str):
@@ -126,10 +153,10 @@ class Dag:
         return [str(p) for p in m.table["path"]] + list(m.sources)
 
     def tracks(self, dataset: str) -> list[str]:
-        return [f"{RESULTS}/faces/{dataset}/tracks/{v}.npz" for v in self.video_ids(dataset)]
+        return [f"{self.results}/faces/{dataset}/tracks/{v}.npz" for v in self.video_ids(dataset)]
 
     def stores(self, dataset: str) -> list[str]:
-        return [f"{RESULTS}/clips/{dataset}/{v}.h5" for v in self.video_ids(dataset)]
+        return [f"{self.results}/clips/{dataset}/{v}.h5" for v in self.video_ids(dataset)]
 
     def pretrain_stores(self, wildcards=None) -> list[str]:
         return [s for d in self.config["data"]["pretrain"] for s in self.stores(d)]
@@ -153,16 +180,16 @@ class Dag:
         return cache[exp]
 
     def fold_predictions(self, wildcards) -> list[str]:
-        return [f"{RESULTS}/finetune/{wildcards.exp}/fold{k}/predictions.csv" for k in self.exp_fold_ids(wildcards.exp)]
+        return [f"{self.results}/finetune/{wildcards.exp}/fold{k}/predictions.csv" for k in self.exp_fold_ids(wildcards.exp)]
 
     def pretrained_encoder(self, wildcards) -> list[str]:
         """The pretraining checkpoint when experiment ``exp`` starts from it, else nothing."""
         cfg = self.experiment_config(wildcards.exp)
-        return [f"{RESULTS}/pretrain/encoder.safetensors"] if cfg["finetune"]["init"] == "pretrained" else []
+        return [f"{self.results}/pretrain/encoder.safetensors"] if cfg["finetune"]["init"] == "pretrained" else []
 
     # ---------------------------------------------------------------- targets
     def all_targets(self) -> list[str]:
-        targets = [f"{RESULTS}/faces/{d}/qc.csv" for d in self.datasets]
-        targets += [f"{RESULTS}/faces/{d}/contact_sheet.png" for d in self.datasets]
-        targets += [f"{RESULTS}/report/report.html"]
+        targets = [f"{self.results}/faces/{d}/qc.csv" for d in self.datasets]
+        targets += [f"{self.results}/faces/{d}/contact_sheet.png" for d in self.datasets]
+        targets += [f"{self.results}/report/report.html"]
         return targets

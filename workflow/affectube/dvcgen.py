@@ -55,11 +55,12 @@ HEADER = (
 # cfg JSON keys that are not params.yaml sections -> the section they stand for
 CFG_KEY_SECTIONS = {"experiment": "experiments"}
 
-# output path pattern -> how DVC declares it (first match wins; default: outs)
+# output path pattern under the run's results root (run.results) -> how DVC declares it
+# (first match wins; default: outs)
 OUTPUT_KINDS: list[tuple[str, str, dict]] = [
-    ("results/evaluate/*/metrics.json", "metrics", {}),
-    ("results/finetune/*/fold*/log.csv", "plots", {"x": "epoch"}),  # contract: epoch, train_loss, val_loss, ...
-    ("results/pretrain/log.csv", "plots", {"x": "step", "y": "loss"}),  # one row per optimizer step
+    ("evaluate/*/metrics.json", "metrics", {}),
+    ("finetune/*/fold*/log.csv", "plots", {"x": "epoch"}),  # contract: epoch, train_loss, val_loss, ...
+    ("pretrain/log.csv", "plots", {"x": "step", "y": "loss"}),  # one row per optimizer step
 ]
 
 
@@ -104,7 +105,9 @@ def _row_deps(job) -> list[str]:
     manifest's content: Snakemake sees a changed row as a changed param; DVC needs the file."""
     if "row" not in job.params.keys() or "dataset" not in job.wildcards.keys():
         return []
-    return [f"results/manifests/{job.wildcards.dataset}.csv"]
+    from affectube.dag import results_root
+
+    return [f"{results_root(job.rule.workflow.config)}/manifests/{job.wildcards.dataset}.csv"]
 
 
 def render(stages: list[Stage]) -> str:
@@ -275,7 +278,7 @@ def _classify(outs: set[str]) -> dict[str, list]:
     for path in sorted(outs):
         kind, extra = "outs", {}
         for pattern, k, ex in OUTPUT_KINDS:
-            if fnmatch.fnmatch(path, pattern):
+            if fnmatch.fnmatch(path, f"*/{pattern}"):
                 kind, extra = k, ex
                 break
         groups[kind].append({path: _Flow({"cache": False, "persist": True, **extra})})

@@ -66,10 +66,17 @@ def coverage_column(table: pd.DataFrame) -> str | None:
     return next((c for c in table.columns if "coverage" in c), None)
 
 
+def run_qc_tables(run: Run) -> list[Path]:
+    """The face-QC tables of this run's datasets (never another config's ``faces/*/qc.csv``)."""
+    from affectube.dag import datasets_of
+
+    return [run.results / "faces" / d / "qc.csv" for d in datasets_of(run.cfg) if (run.results / "faces" / d / "qc.csv").exists()]
+
+
 def low_coverage(run: Run) -> list[str]:
     threshold = float(run.cfg.get("report", {}).get("coverage_threshold", 0.8))
     out = []
-    for qc in sorted((run.results / "faces").glob("*/qc.csv")):
+    for qc in run_qc_tables(run):
         try:
             table = read_csv(qc)
         except DataError as exc:

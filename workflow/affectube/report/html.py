@@ -42,7 +42,7 @@ from affectube.io import atomic_path, read_json, write_json, write_text
 from affectube.report import compare as C
 from affectube.report import document as D
 from affectube.eval import overlap as O
-from affectube.report.checks import Run, coverage_column, run_checks
+from affectube.report.checks import Run, coverage_column, run_checks, run_qc_tables
 from affectube.report.figures import metric_label
 from affectube.report.results import Experiment, fmt, labelled_videos, load_experiment, read_csv, summarise
 
@@ -375,7 +375,7 @@ def data_section(run: Run, experiments: list[Experiment]) -> list:
             counts = man.groupby(man["subject"].astype(str)).size().rename("videos").to_frame()
             counts.index.name = "subject"
             blocks.append(D.Table(counts, "videos per subject"))
-    for qc in sorted((run.results / "faces").glob("*/qc.csv")):
+    for qc in run_qc_tables(run):
         try:
             table = read_csv(qc)
         except DataError as exc:
@@ -422,12 +422,43 @@ def folds_section(experiments: list[Experiment]) -> list:
     return blocks
 
 
-def provenance_section(run: Run) -> list:
+def dataset_provenance(cfg: dict, results: Path) -> pd.DataFrame:
+    """Each dataset of the run: its role, manifest file, sha256 and number of videos."""
+    import hashlib
+
+    from affectube.dag import datasets_of
+
+    data = cfg.get("data") or {}
+    rows = []
+    for name in datasets_of(cfg):
+        role = " + ".join(r for r, on in (("pretrain", name in data.get("pretrain", [])), ("finetune", name == data.get("finetune"))) if on)
+        path = results / "manifests" / f"{name}.csv"
+        digest, videos = "(no manifest)", None
+        if path.exists():
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            try:
+                videos = len(read_csv(path))
+            except DataError:
+                videos = None
+        rows.append({"dataset": name, "role": role, "manifest": str(path), "sha256": digest, "videos": videos})
+    return pd.DataFrame(rows, columns=["dataset", "role", "manifest", "sha256", "videos"])
+
+
+def provenance_section(run: Run, params_files: str | None = None) -> list:
+    from affectube.dag import datasets_of
+
     cfg = {k: v for k, v in run.cfg.items()}
+    if isinstance(cfg.get("data"), dict) and isinstance(cfg["data"].get("datasets"), dict):
+        used = datasets_of(cfg)  # definitions of datasets this run does not use are left out
+        cfg["data"] = {**cfg["data"], "datasets": {k: v for k, v in cfg["data"]["datasets"].items() if k in used}}
+    files = params_files or "(not given)"
     return [
-        D.Heading("Params and code version"),
-        D.Text(f"Code version: {code_version()}. Params as passed to the report (params.yaml with defaults; experiments "
-               "apply their overrides on top):"),
+        D.Heading("Params, datasets and code version"),
+        D.Text(f"This report covers one run: results root {run.results}, params file(s) {files}, code version "
+               f"{code_version()}. It reads only the datasets, experiments and folds these params name."),
+        D.Table(dataset_provenance(run.cfg, run.results), "datasets of this run (manifest sha256 = the exact video list and labels)"),
+        D.Text("Params as passed to the report (params files with the schema's defaults; experiments apply their "
+               "overrides on top; only the datasets this run uses):"),
         D.Code(yaml.safe_dump(cfg, sort_keys=False)),
     ]
 
@@ -435,7 +466,8 @@ def provenance_section(run: Run) -> list:
 # ---------------------------------------------------------------- stage
 
 
-def build(cfg: dict, results: str | Path, out_dir: str | Path, fig_dir: str | Path | None = None) -> dict:
+def build(cfg: dict, results: str | Path, out_dir: str | Path, fig_dir: str | Path | None = None,
+          params_files: str | None = None) -> dict:
     """Write report.html, report.md, comparison.csv and summary.json; return the problems found."""
     results, out_dir = Path(results), Path(out_dir)
     fig_dir = Path(fig_dir) if fig_dir else out_dir / "figures"
@@ -468,7 +500,7 @@ def build(cfg: dict, results: str | Path, out_dir: str | Path, fig_dir: str | Pa
         *pretrain_section(run, index, fig_dir),
         *data_section(run, experiments),
         *folds_section(experiments),
-        *provenance_section(run),
+        *provenance_section(run, params_files),
     ]
     title = rcfg.get("title", "affectube report")
     write_text(out_dir / "report.html", D.to_html(title, blocks, out_dir, embed=bool(rcfg.get("embed_images", True))))
@@ -525,11 +557,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", default="results", help="results directory to read (default: results)")
     parser.add_argument("--out-dir", default="results/report", help="where report.html/report.md go")
     parser.add_argument("--figures", default=None, help="figures directory with index.json (default: OUT_DIR/figures)")
+    parser.add_argument("--params-files", default="", help="the params file(s) of the run, as the rule states them (shown in the report)")
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = parse_cfg(args.cfg)
-    found = build(cfg, args.results, args.out_dir, args.figures)
+    found = build(cfg, args.results, args.out_dir, args.figures, args.params_files or None)
     n = sum(len(v) for v in found.values())
     log.info("wrote %s/report.html and report.md (%d problem(s) flagged)", args.out_dir, n)
     for name, items in found.items():

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from affectube.config import apply_overrides, expand_experiments
 from affectube.errors import ConfigError
 
-FIGURE_DIR = "results/report/figures"
+FIGURE_DIR = "results/report/figures"  # under the default results root (run.results)
+
+
+def figure_dir(cfg: dict) -> str:
+    """The run's figure directory: ``{run.results}/report/figures``."""
+    from affectube.dag import results_root
+
+    return f"{results_root(cfg)}/report/figures"
 
 # kind -> (caption file in workflow/report/, snakemake report category)
 KINDS: dict[str, str] = {
@@ -81,9 +88,9 @@ def figure_files(cfg: dict, fmt: str = "png", root: str = FIGURE_DIR) -> dict[st
     return {_ident(s.name, fmt): f"{root}/{s.name}.{fmt}" for s in figure_plan(cfg)}
 
 
-def all_figure_files(cfg: dict, root: str = FIGURE_DIR) -> list[str]:
+def all_figure_files(cfg: dict, root: str | None = None) -> list[str]:
     formats = cfg.get("figures", {}).get("formats", ["png", "pdf"])
-    return [p for fmt in formats for p in figure_files(cfg, fmt, root).values()]
+    return [p for fmt in formats for p in figure_files(cfg, fmt, root or figure_dir(cfg)).values()]
 
 
 def uses_pretrain(cfg: dict) -> bool:
@@ -94,10 +101,11 @@ def _ident(name: str, fmt: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in f"{name}_{fmt}")
 
 
-def report_outputs(cfg: dict, root: str = FIGURE_DIR) -> dict:
+def report_outputs(cfg: dict, root: str | None = None) -> dict:
     """Rule outputs: PNGs flagged for ``snakemake --report`` with a caption per kind, other formats plain."""
     from snakemake.io import report  # only needed at Snakefile parse time
 
+    root = root or figure_dir(cfg)
     formats = cfg.get("figures", {}).get("formats", ["png", "pdf"])
     out = {}
     for spec in figure_plan(cfg):
@@ -124,30 +132,31 @@ def report_outputs(cfg: dict, root: str = FIGURE_DIR) -> dict:
 
 
 def _fold_files(dag, name: str) -> list[str]:
-    return [f"results/finetune/{e}/fold{k}/{name}" for e in dag.experiments for k in dag.exp_fold_ids(e)]
+    return [f"{dag.results}/finetune/{e}/fold{k}/{name}" for e in dag.experiments for k in dag.exp_fold_ids(e)]
 
 
 def figure_inputs(dag) -> dict:
     """Inputs of the ``figures`` rule: saved predictions, logs and folds only (never a model)."""
     out = {
-        "folds": [f"results/folds/{e}.json" for e in dag.experiments],
+        "folds": [f"{dag.results}/folds/{e}.json" for e in dag.experiments],
         "predictions": _fold_files(dag, "predictions.csv"),
         "logs": _fold_files(dag, "log.csv"),
     }
     if uses_pretrain(dag.config):
-        out["pretrain_log"] = "results/pretrain/log.csv"
+        out["pretrain_log"] = f"{dag.results}/pretrain/log.csv"
     return out
 
 
 def report_inputs(dag) -> dict:
     """Inputs of the ``report`` rule: the figures, the evaluation, QC and pretraining summaries."""
     out = figure_inputs(dag)
-    out["figures"] = f"{FIGURE_DIR}/index.json"
-    out["evaluate"] = [f"results/evaluate/{e}/per_fold.csv" for e in dag.experiments]
-    out["qc"] = [f"results/faces/{d}/qc.csv" for d in dag.datasets]
-    out["qc_figures"] = [f"results/faces/{d}/{name}.png" for d in dag.datasets for name in ("qc", "contact_sheet")]
-    out["manifest"] = f"results/manifests/{dag.config['data']['finetune']}.csv"
+    r = dag.results
+    out["figures"] = f"{figure_dir(dag.config)}/index.json"
+    out["evaluate"] = [f"{r}/evaluate/{e}/per_fold.csv" for e in dag.experiments]
+    out["qc"] = [f"{r}/faces/{d}/qc.csv" for d in dag.datasets]
+    out["qc_figures"] = [f"{r}/faces/{d}/{name}.png" for d in dag.datasets for name in ("qc", "contact_sheet")]
+    out["manifest"] = f"{r}/manifests/{dag.config['data']['finetune']}.csv"
     if uses_pretrain(dag.config):
-        out["pretrain_summary"] = "results/pretrain/summary.json"
-        out["reconstruction"] = "results/pretrain/reconstruction.png"
+        out["pretrain_summary"] = f"{r}/pretrain/summary.json"
+        out["reconstruction"] = f"{r}/pretrain/reconstruction.png"
     return out

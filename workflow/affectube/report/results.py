@@ -152,8 +152,9 @@ def load_experiment(results: str | Path, exp: str) -> Experiment:
     try:
         plan: list = load_folds(folds_path)
     except DataError as exc:
-        problems.append(str(exc) if folds_path.exists() else f"{folds_path}: no such file (folds taken from the fold directories)")
-        plan = _folds_from_dirs(results, exp)
+        # no plan, no folds: fold directories on disk may be another config's (never globbed)
+        problems.append(str(exc) if folds_path.exists() else f"{folds_path}: no such file (the fold plan names the folds; none read)")
+        plan = []
     folds = [_load_fold(results, exp, entry, problems) for entry in plan]
     experiment = Experiment(exp, folds, problems=problems)
     ev = results / "evaluate" / exp
@@ -169,11 +170,6 @@ def load_experiment(results: str | Path, exp: str) -> Experiment:
             except DataError as exc:
                 problems.append(str(exc))
     return experiment
-
-
-def _folds_from_dirs(results: Path, exp: str) -> list[int]:
-    dirs = (results / "finetune" / exp).glob("fold*")
-    return sorted(int(d.name[4:]) for d in dirs if d.name[4:].isdigit())
 
 
 def _frames(f: FoldResult) -> pd.DataFrame | None:
