@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from affectube.clips.dataset import ClipDataset
 from affectube.clips.masking import TubeMaskGenerator, collate
-from affectube.clips.sampling import clip_span, uniform_starts
+from affectube.clips.sampling import clip_span, segment_starts
 from affectube.clips.store import write_store
 from affectube.clips.transforms import TubeTransform
 from affectube.errors import DataError
@@ -53,19 +53,22 @@ def test_pixels_are_the_stored_frames(stores):
     ds = ClipDataset(stores, num_frames=4, sample_stride=3, input_size=32, mode="test", test_clips=3)
     item = ds[4]  # video 1, clip 1
     n = 60 + 7
-    assert item["clip"] == 1 and item["start"] == uniform_starts(n, clip_span(4, 3), 3)[1]
+    assert item["clip"] == 1 and item["start"] == segment_starts(n, clip_span(4, 3), 3)[1]
     mean, std = torch.tensor(ds.mean).view(3, 1, 1, 1), torch.tensor(ds.std).view(3, 1, 1, 1)
     pix = torch.round(item["video"] * std * 255 + mean * 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
     src = content("v1", n=n, size=32, seed=1).frames[item["start"] + 3 * np.arange(4)]
     np.testing.assert_array_equal(pix, src)
 
 
-def test_test_mode_gives_uniform_clips_covering_the_video(stores):
+def test_test_mode_gives_clips_spread_over_the_video(stores):
     ds = ClipDataset(stores, num_frames=8, sample_stride=2, input_size=32, mode="test", test_clips=4)
     assert len(ds) == 24
     starts = [ds[i]["start"] for i in range(4)]
     assert [ds[i]["clip"] for i in range(4)] == [0, 1, 2, 3]
-    assert starts[0] == 0 and starts[-1] == 60 - clip_span(8, 2) and np.all(np.diff(starts) > 0)
+    span = clip_span(8, 2)  # 15 of 60 frames: each clip centred in its quarter of the video
+    assert [s + span / 2 for s in starts] == pytest.approx([7.5, 22.5, 37.5, 52.5], abs=1)
+    two = ClipDataset(stores[:1], num_frames=8, sample_stride=2, input_size=32, mode="test", test_clips=2)
+    assert [two[i]["start"] + span / 2 for i in range(2)] == pytest.approx([15, 45], abs=1)  # not the first/last second
     assert [ds[i]["start"] for i in range(4)] == starts  # deterministic
 
 

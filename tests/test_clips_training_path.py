@@ -109,7 +109,8 @@ def test_finetuning_batches_are_the_same_on_both_paths(stores):
     from affectube.train.finetune import loader, open_datasets
 
     geom = {"num_frames": 8, "sample_stride": 2, "input_size": 32}
-    ft = {"targets": ["valence", "arousal"], "test_clips": 2}
+    ft = {"targets": ["valence", "arousal"], "test_clips": 2, "label": "emotion", "event": False, "event_jitter": 0.0,
+          "augment": {"crop": True, "scale": [0.6, 1.0], "ratio": [0.75, 1.3333], "flip": 0.5}}  # crop windows on both paths
     split = {"train": stores[:4], "val": [], "test": stores[4:]}
     data = {out: open_datasets(split, geom, ft, None, seed=7, output=out) for out in ("float", "uint8")}
     assert data["float"]["val"] is None and data["uint8"]["train"].output == "uint8"

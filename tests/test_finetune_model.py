@@ -14,7 +14,7 @@ TINY = {"model": "videomae", "size": "tiny", "depth": 1, "width": 64, "input_siz
         "tubelet": 2, "patch": 16, "decoder_width": 32, "decoder_depth": 1}
 FT = {"mode": "finetune", "init": "scratch", "backbone": "encoder", "head": "linear", "drop_path": 0.1,
       "gru_hidden": 16, "head_dropout": 0.0, "lr": 1e-3, "weight_decay": 0.05, "layer_decay": 0.75, "epochs": 2,
-      "warmup_epochs": 0}
+      "warmup_epochs": 0, "lr_scale": "none", "pool_norm": "fc_norm", "head_init_scale": 0.001}
 
 
 def test_steps_and_heads_shapes():

@@ -16,7 +16,12 @@ Items (dicts, batched by torch's default collate):
 ``start`` (int: first frame), ``mask`` (bool [N], only with ``mask_generator``)
 
 Sampling (see :mod:`affectube.clips.sampling`): ``mode="train"`` gives one item per video at a
-random start; ``mode="test"`` gives ``test_clips`` items per video at uniform starts. With
+random start; ``mode="test"`` gives ``test_clips`` items per video, centred in ``test_clips`` equal
+segments of the video (spread over the whole video, the middle included).
+
+Augmentation (``augment=True``, training): a random resized crop (``scale``, ``ratio``; ``crop=False``:
+none) and a flip with probability ``flip``, one per clip (:class:`~affectube.clips.transforms.TubeTransform`);
+fine-tuning takes them from ``finetune.augment``. With
 ``event=True`` every store must carry an event span (``event_start``/``event_end`` in its labels):
 training clips are centred on it +- ``event_jitter`` seconds, test clips centred on it.
 
@@ -99,6 +104,7 @@ class ClipDataset(Dataset):
         scale: tuple[float, float] = (0.6, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         flip: float = 0.5,
+        crop: bool = True,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         mask_generator=None,
@@ -122,7 +128,7 @@ class ClipDataset(Dataset):
         self.mode, self.test_clips = mode, int(test_clips)
         self.target_names = list(targets)
         self.seed, self.epoch = int(seed), 0
-        self.transform = TubeTransform(input_size, augment, scale, ratio, flip, mean, std)
+        self.transform = TubeTransform(input_size, augment, scale, ratio, flip, mean, std, crop=crop)
         self.mask_generator = mask_generator
         self.check_frames = bool(check_frames)
         self.direct = bool(direct)
@@ -196,6 +202,19 @@ class ClipDataset(Dataset):
         """Class index of every item (without reading frames): for class weights / samplers."""
         return np.asarray([self._class_index.get(self.entries[v].emotion, -1) for v, _ in self._items], np.int64)
 
+    def as_test(self) -> "ClipDataset":
+        """The same videos, read as test clips (``test_clips`` per video at fixed starts, no
+        augmentation): e.g. a fine-tuned model on its own training videos."""
+        import copy
+
+        other = copy.copy(self)
+        other.mode, other.epoch = "test", 0
+        other.transform = copy.copy(self.transform)
+        other.transform.augment = False
+        other._items = [(v, k) for v in range(len(self.entries)) for k in range(self.test_clips)]
+        other._handles = OrderedDict()
+        return other
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
@@ -217,7 +236,7 @@ class ClipDataset(Dataset):
         elif self.mode == "train":
             start = sampling.train_start(e.num_frames, self.span, rng)
         else:
-            start = sampling.uniform_starts(e.num_frames, self.span, self.test_clips)[clip]
+            start = sampling.segment_starts(e.num_frames, self.span, self.test_clips)[clip]
         idx = sampling.frame_indices(start, self.num_frames, self.sample_stride, e.num_frames)
         return epoch, index, e, clip, start, idx, rng
 

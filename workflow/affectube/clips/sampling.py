@@ -1,7 +1,8 @@
 """Which frames make a clip (VideoMAE-style): T frames, ``stride`` apart, from a start frame.
 
 Training: one clip per video per epoch at a uniformly random start. Testing: ``k`` clips
-at uniformly spaced starts covering the video (one clip: the centred one). A video shorter
+centred in ``k`` equal segments of the video (:func:`segment_starts`; one clip: the centred one);
+:func:`uniform_starts` (first to last possible start) is what ``predict`` tiles a video with. A video shorter
 than a clip's span repeats its last frame (VideoMAE pads the same way); nothing is resampled.
 
 Event-centred clips (``finetune.event: true``): a video may carry the time span of one event
@@ -38,6 +39,14 @@ def uniform_starts(n: int, span: int, k: int) -> list[int]:
     if k == 1:
         return [last // 2]
     return [int(round(x)) for x in np.linspace(0, last, k)]
+
+
+def segment_starts(n: int, span: int, k: int) -> list[int]:
+    """``k`` test clips spread over the whole video: clip ``i`` is centred in the ``i``-th of ``k``
+    equal segments (k = 1: the centred clip; k = 2: centred at 1/4 and 3/4, not on the first and
+    last second), clamped to the possible starts. The fine-tuning test/validation clips."""
+    last = max(n - span, 0)
+    return [int(min(max(round((i + 0.5) * n / k - span / 2), 0), last)) for i in range(k)]
 
 
 def frame_indices(start: int, num_frames: int, stride: int, n: int) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 A clip is uint8 ``[T,H,W,C]`` (as stored); the output is float32 ``[C,T,S,S]`` normalised by
 ``mean``/``std`` (ImageNet statistics by default, as VideoMAE). With ``augment``: a random
-resized crop (area fraction in ``scale``, aspect ratio in ``ratio``, torchvision's rule) and a
-horizontal flip with probability ``flip``, drawn once and shared by all T frames, so a tubelet
+resized crop (area fraction in ``scale``, aspect ratio in ``ratio``, torchvision's rule; none with
+``crop=False``) and a horizontal flip with probability ``flip``, drawn once and shared by all T frames, so a tubelet
 keeps following the same face region. Without: the whole crop resized to S (no-op when equal).
 Resizing works on the uint8 frames (OpenCV; area filter when shrinking, bilinear when
 enlarging), then one pass converts to float, transposes and normalises.
@@ -41,9 +41,10 @@ class Window:
 
 class TubeTransform:
     def __init__(self, size: int, augment: bool = False, scale=(0.6, 1.0), ratio=(3 / 4, 4 / 3), flip: float = 0.5,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, crop: bool = True):
         self.size = int(size)
         self.augment = bool(augment)
+        self.crop = bool(crop)  # False: augmentation is the flip alone (the whole crop, resized)
         self.scale = tuple(map(float, scale))
         self.ratio = tuple(map(float, ratio))
         self.flip = float(flip)
@@ -55,6 +56,8 @@ class TubeTransform:
         if not self.augment:
             return Window(0, 0, h, w, False)
         flip = bool(rng.random() < self.flip)
+        if not self.crop:
+            return Window(0, 0, h, w, flip)
         area = h * w
         log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
         for _ in range(10):

@@ -52,11 +52,15 @@ class VideoEncoder(nn.Module):
             return self.patch_embed(x) + self.pos_embed(b)
         return self.patch_embed.forward_visible(x, index.visible) + self.pos_embed(b, index.visible)
 
-    def forward_features(self, x: torch.Tensor, mask: "torch.Tensor | MaskIndex | None" = None) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor, mask: "torch.Tensor | MaskIndex | None" = None,
+                         final_norm: bool = True) -> torch.Tensor:
         """Normalised tokens ``[B, N, D]``; with a mask (bool ``[B, N]`` or :class:`MaskIndex`)
-        only the visible ones ``[B, N_visible, D]``, computed from visible pixels alone."""
+        only the visible ones ``[B, N_visible, D]``, computed from visible pixels alone.
+        ``final_norm=False``: the last block's tokens without the final LayerNorm (VideoMAE's
+        classifier with mean pooling skips it and normalises the pooled token with ``fc_norm``)."""
         index = None if mask is None else as_index(mask, self.num_tokens)
-        return self.norm(self._run_blocks(self.embed(x, index)))
+        tokens = self._run_blocks(self.embed(x, index))
+        return self.norm(tokens) if final_norm else tokens
 
     def forward(self, x: torch.Tensor, mask: "torch.Tensor | MaskIndex | None" = None) -> torch.Tensor:
         return self.forward_features(x, mask)

@@ -64,15 +64,29 @@ def steps(tokens: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
     return tokens.reshape(b, n // per_step, per_step, d).mean(2)
 
 
+def scale_init(fc: nn.Linear, init_scale: float) -> None:
+    """VideoMAE's head init: trunc-normal weights (std 0.02) and zero bias, then both x ``init_scale``
+    (VideoMAE: 0.001, so the first logits are ~0 and the head starts at chance)."""
+    nn.init.trunc_normal_(fc.weight, std=0.02)
+    nn.init.zeros_(fc.bias)
+    with torch.no_grad():
+        fc.weight.mul_(init_scale)
+        fc.bias.mul_(init_scale)
+
+
 class LinearHead(nn.Module):
-    def __init__(self, dim: int, spec: Outputs, dropout: float = 0.0):
+    """Mean of the tokens -> ``norm`` (VideoMAE's ``fc_norm``) -> dropout -> Linear.
+    ``pooled_norm=True`` (:attr:`wants_final_norm` False): the encoder's own final norm is skipped
+    and ``fc_norm`` normalises the pooled token, as VideoMAE with mean pooling."""
+
+    def __init__(self, dim: int, spec: Outputs, dropout: float = 0.0, init_scale: float = 1.0, pooled_norm: bool = False):
         super().__init__()
         self.spec = spec
+        self.wants_final_norm = not pooled_norm
         self.norm = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(dim, spec.width)
-        nn.init.trunc_normal_(self.fc.weight, std=0.02)
-        nn.init.zeros_(self.fc.bias)
+        scale_init(self.fc, init_scale)
 
     def forward(self, tokens: torch.Tensor, grid) -> dict:
         pooled = self.norm(tokens.mean(1))
@@ -80,13 +94,17 @@ class LinearHead(nn.Module):
 
 
 class TemporalGRUHead(nn.Module):
-    def __init__(self, dim: int, spec: Outputs, hidden: int = 128, layers: int = 1, dropout: float = 0.0):
+    def __init__(self, dim: int, spec: Outputs, hidden: int = 128, layers: int = 1, dropout: float = 0.0,
+                 init_scale: float | None = None, pooled_norm: bool = False):
         super().__init__()
         self.spec = spec
+        self.wants_final_norm = True  # the GRU reads normalised per-step tokens
         self.gru = nn.GRU(dim, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
         self.norm = nn.LayerNorm(hidden)
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(hidden, spec.width)
+        if init_scale is not None:
+            scale_init(self.fc, init_scale)
 
     def forward(self, tokens: torch.Tensor, grid) -> dict:
         seq, _ = self.gru(steps(tokens, grid))
@@ -109,6 +127,18 @@ class VideoModel(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.head = head
+        # a head that normalises the pooled tokens itself (fc_norm) reads the encoder's un-normalised tokens
+        self.skip_final_norm = not getattr(head, "wants_final_norm", True) and _has_final_norm(encoder)
 
     def forward(self, video: torch.Tensor) -> dict:
-        return self.head(self.encoder.forward_features(video), tuple(self.encoder.grid))
+        if self.skip_final_norm:
+            tokens = self.encoder.forward_features(video, final_norm=False)
+        else:
+            tokens = self.encoder.forward_features(video)
+        return self.head(tokens, tuple(self.encoder.grid))
+
+
+def _has_final_norm(encoder: nn.Module) -> bool:
+    import inspect
+
+    return "final_norm" in inspect.signature(encoder.forward_features).parameters

@@ -11,12 +11,20 @@
   ``finetune.init``: ``pretrained`` (``--encoder``) or ``scratch`` (random init);
   ``finetune.backbone: resnet_gru``: the SS-VAERR supervised baseline.
 - Early stopping and model selection use the inner validation subjects only
-  (``finetune.select_on``: ``evaluate.main_metric`` or the validation loss); the test
-  subjects are predicted once, with the selected weights.
+  (``finetune.select_on``: ``evaluate.main_metric`` with ties broken by the validation loss, the
+  validation loss, or ``last``: a fixed epoch budget), never an epoch inside the warmup
+  (:class:`Selector`); the test subjects are predicted once, with the selected weights.
+- Recipe (VideoMAE values in params.yaml's comments): ``finetune.augment`` (random resized crop,
+  flip), ``lr`` x batch / 256 (``lr_scale``), ``pool_norm: fc_norm`` (mean-pooled tokens normalised
+  by the head, the encoder's final norm skipped), ``head_init_scale``.
 
 Writes (atomically) ``predictions.csv``, ``predictions_frames.csv`` (per-frame continuous
 predictions; header only when there are none), ``metrics.json``, ``log.csv`` (one row per
-epoch: epoch, train_loss, val_loss, val_<main metric>, lr, ...) and ``model.safetensors``.
+epoch: epoch, train_loss, lr, val_loss, val_<main metric>, loss_<part>, and the training metrics
+``train_accuracy``, ``train_uar`` (categorical) / ``train_ccc``, ``train_ccc_<target>`` (continuous),
+measured on the augmented training clips as the epoch ran) and ``model.safetensors``;
+``metrics.json`` ``training`` holds ``best_epoch``, ``warmup_epochs``, ``train_at_best`` (those
+training metrics at the selected epoch) and ``lr_peak``.
 """
 
 from __future__ import annotations
@@ -148,9 +156,21 @@ def open_datasets(stores: dict[str, list[Path]], geom: dict, ft: dict, classes, 
             continue
         train = side == "train"
         out[side] = ClipDataset([str(p) for p in stores[side]], mode="train" if train else "test",
-                                test_clips=int(ft["test_clips"]), augment=train, output=output, label=ft["label"],
+                                test_clips=int(ft["test_clips"]), output=output, **augment_args(ft, train), label=ft["label"],
                                 event=ft["event"], event_jitter=float(ft["event_jitter"]), **common)
     return out
+
+
+def augment_args(ft: dict, train: bool) -> dict:
+    """ClipDataset's augmentation from ``finetune.augment`` (training clips only): a random resized
+    crop (``crop``, ``scale``, ``ratio``) and a flip (``flip``). VideoMAE's Kinetics recipe (crop
+    0.08-1 at 224 px, plus RandAugment, mixup, cutmix) is not a face recipe: on 64-px face crops a
+    0.6-1 crop kept a tiny ViT from fitting 12 MEAD clips (docs: anchors, "Fine-tuning on faces")."""
+    aug = ft["augment"]
+    if not train:
+        return {"augment": False}
+    return {"augment": bool(aug["crop"]) or float(aug["flip"]) > 0, "crop": bool(aug["crop"]),
+            "scale": tuple(aug["scale"]), "ratio": tuple(aug["ratio"]), "flip": float(aug["flip"])}
 
 
 def store_identities(paths: list[Path]) -> list[dict]:
@@ -236,34 +256,29 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
     test_loader = loader(data["test"], int(ft["batch_size"]), False, seed, int(ft["num_workers"]))
     optimizer, scheduler = make_optimizer(model, ft, len(train_loader), frozen)
 
-    history, best = [], {"score": -math.inf, "epoch": 0, "state": None, "selected_on": None}
-    stale = 0
+    history = []
+    selector = Selector(ft, main_metric, has_val=val_loader is not None)
     for epoch in range(1, int(ft["epochs"]) + 1):
         data["train"].set_epoch(epoch)  # new clip starts and augmentations every epoch
-        train = S.train_epoch(model, train_loader, loss_fn, optimizer, scheduler, frozen)
+        train = S.train_epoch(model, train_loader, loss_fn, optimizer, scheduler, frozen, task_targets=task.targets)
         row = {"epoch": epoch, "train_loss": train["loss"], "lr": max(g["lr"] for g in optimizer.param_groups)}
+        value = vloss = math.nan
         if val_loader is not None:
             vclips, vframes, vloss = S.predict(model, val_loader, task, fold.index, loss_fn)
-            vmetrics = evaluate_predictions(vclips, vframes)
-            value = M.main_value(vmetrics, main_metric)
-            row.update({"val_loss": vloss, f"val_{main_metric}": value})
-            score, selected_on = selection_score(ft, main_metric, value, vloss)
-        else:
-            row.update({"val_loss": math.nan, f"val_{main_metric}": math.nan})
-            score, selected_on = float(epoch), "last_epoch (no inner validation subjects)"
+            value = M.main_value(evaluate_predictions(vclips, vframes), main_metric)
+        row.update({"val_loss": vloss, f"val_{main_metric}": value})
         row.update({k: v for k, v in train.items() if k != "loss"})
         history.append(row)
-        log.info("epoch %d: train_loss %.4f val_loss %.4f val_%s %.4f", epoch, row["train_loss"], row["val_loss"], main_metric,
-                 row[f"val_{main_metric}"])
-        if score > best["score"]:
-            best = {"score": score, "epoch": epoch, "state": copy.deepcopy(model.state_dict()), "selected_on": selected_on}
-            stale = 0
-        else:
-            stale += 1
-            if stale >= int(ft["patience"]):
-                log.info("early stop after epoch %d (best %d on %s)", epoch, best["epoch"], best["selected_on"])
-                break
-    model.load_state_dict(best["state"])
+        log.info("epoch %d: train_loss %.4f %s val_loss %.4f val_%s %.4f", epoch, row["train_loss"],
+                 " ".join(f"{k} {v:.3f}" for k, v in train.items() if k in ("train_accuracy", "train_uar", "train_ccc")),
+                 row["val_loss"], main_metric, row[f"val_{main_metric}"])
+        if selector.update(epoch, value, vloss, model):
+            log.info("early stop after epoch %d (best %d on %s)", epoch, selector.epoch, selector.selected_on)
+            break
+    if selector.state is not None:  # else: the weights of the last epoch run
+        model.load_state_dict(selector.state)
+    best = {"epoch": selector.epoch or len(history), "selected_on": selector.selected_on}
+    at_best = history[best["epoch"] - 1]
 
     clips, frames, test_loss = S.predict(model, test_loader, task, fold.index, loss_fn)
     test_metrics = evaluate_predictions(clips, frames)
@@ -271,6 +286,12 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
     if val_loader is not None:
         vclips, vframes, _ = S.predict(model, val_loader, task, fold.index)
         val_metrics = evaluate_predictions(vclips, vframes)
+    # the selected model on its own training videos, sampled as the test ones (no augmentation):
+    # did it fit them? (the report flags an underfit fold)
+    train_eval = data["train"].as_test()
+    tclips, tframes, _ = S.predict(model, loader(train_eval, int(ft["batch_size"]), False, seed, int(ft["num_workers"])),
+                                   task, fold.index)
+    train_metrics = evaluate_predictions(tclips, tframes)
     model.cpu()  # saved from the CPU
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -284,11 +305,16 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
         "main_metric": main_metric,
         "test": test_metrics,
         "val": val_metrics,
+        "train": train_metrics,
         "test_loss": test_loss,
         "training": {
             "best_epoch": best["epoch"],
             "epochs_run": len(history),
             "selected_on": best["selected_on"],
+            "warmup_epochs": int(ft["warmup_epochs"]),
+            # training metrics of the selected epoch (augmented training clips, as in log.csv)
+            "train_at_best": {k: at_best[k] for k in at_best if k.startswith("train_") and k != "train_loss"},
+            "lr_peak": peak_lr(ft),
             "mode": ft["mode"],
             "init": ft["init"],
             "backbone": ft["backbone"],
@@ -320,10 +346,20 @@ def check_channels(encoder, ds, source: Path) -> None:
                         " (crop.grayscale and the pretraining crops must agree)")
 
 
+def peak_lr(ft: dict) -> float:
+    """The peak learning rate: ``finetune.lr`` x batch / 256 with ``lr_scale: batch`` (VideoMAE's rule,
+    as pretraining's ``base_lr``; MAE-DFER fine-tunes with base 1e-3), else ``finetune.lr`` as given.
+    Fine-tuning runs one process, so the global batch is ``finetune.batch_size``."""
+    from affectube.train.optim import scaled_lr
+
+    lr = float(ft["lr"])
+    return scaled_lr(lr, int(ft["batch_size"])) if ft["lr_scale"] == "batch" else lr
+
+
 def make_optimizer(model, ft: dict, steps_per_epoch: int, frozen: bool):
     from affectube.train.optim import build_optimizer, build_scheduler, param_groups
 
-    lr = float(ft["lr"])
+    lr = peak_lr(ft)
     decay = float(ft["layer_decay"]) if not frozen else None
     groups = param_groups(model, lr, float(ft["weight_decay"]), layer_decay=decay, encoder=model.encoder)
     optimizer = build_optimizer(groups, lr, betas=(0.9, 0.999), fused=False)
@@ -332,12 +368,58 @@ def make_optimizer(model, ft: dict, steps_per_epoch: int, frozen: bool):
     return optimizer, scheduler
 
 
-def selection_score(ft: dict, main_metric: str, value: float, val_loss: float) -> tuple[float, str]:
-    if ft["select_on"] == "main_metric" and not math.isnan(value):
-        return (value if M.higher_is_better(main_metric) else -value), f"val_{main_metric}"
-    if ft["select_on"] == "main_metric":
-        log.warning("val_%s is undefined on this inner validation set; selecting on val_loss this epoch", main_metric)
-    return -val_loss, "val_loss"
+class Selector:
+    """Which epoch's weights are kept (``finetune.select_on``), and when to stop early (``patience``).
+
+    - ``last``: the last epoch run (a fixed epoch budget, no early stopping); also when there are no
+      inner-validation subjects;
+    - ``main_metric``: the best ``val_<evaluate.main_metric>``, ties broken by the lower validation
+      loss (a 6-video validation set moves UAR in steps of 1/6: ties are common), then by the later
+      epoch; ``val_loss``: the lowest validation loss, ties to the later epoch.
+    - No epoch inside the warmup (``warmup_epochs``) is selected, nor counts towards patience,
+      unless the run has no epoch after it: an untrained model is not kept.
+    - NaN: an epoch whose main metric is NaN ranks below every epoch that has one and among such
+      epochs the validation loss decides (a metric is never compared with a loss); a NaN loss ranks
+      last. The weights kept always exist (never ``load_state_dict(None)``).
+    """
+
+    def __init__(self, ft: dict, main_metric: str, has_val: bool):
+        self.mode = ft["select_on"] if has_val else "last"
+        self.main_metric = main_metric
+        self.sign = 1.0 if M.higher_is_better(main_metric) else -1.0
+        self.warmup = int(ft["warmup_epochs"])
+        self.last_epoch = int(ft["epochs"])
+        self.patience = int(ft["patience"])
+        self.key, self.epoch, self.state, self.stale = None, 0, None, 0
+        self.selected_on = "last_epoch" + ("" if has_val else " (no inner validation subjects)")
+
+    def _key(self, value: float, val_loss: float) -> tuple:
+        """Sort key, higher is better: (has metric, metric, -loss) for main_metric, (has loss, -loss) for val_loss."""
+        loss = -val_loss if not math.isnan(val_loss) else -math.inf
+        if self.mode == "main_metric":
+            ok = not math.isnan(value)
+            return (ok, self.sign * value if ok else -math.inf, loss)
+        return (not math.isnan(val_loss), loss)
+
+    def update(self, epoch: int, value: float, val_loss: float, model) -> bool:
+        """Record an epoch after its training; return True when training should stop early."""
+        if self.mode == "last":
+            self.epoch = epoch  # the weights at the end are the last epoch's
+            return False
+        if epoch <= self.warmup and epoch < self.last_epoch:
+            return False  # inside the warmup: never selected (the last epoch run is kept if nothing else is)
+        key = self._key(value, val_loss)
+        if self.key is None or key >= self.key:  # an exact tie goes to the later epoch
+            improved = self.key is None or key > self.key
+            self.key, self.epoch, self.state = key, epoch, copy.deepcopy(model.state_dict())
+            if self.mode == "main_metric":
+                self.selected_on = f"val_{self.main_metric}" if key[0] else f"val_loss (val_{self.main_metric} undefined)"
+            else:
+                self.selected_on = "val_loss" if key[0] else "last_epoch (val_loss undefined)"
+            self.stale = 0 if improved else self.stale + 1
+        else:
+            self.stale += 1
+        return self.stale >= self.patience
 
 
 def evaluate_predictions(clips: pd.DataFrame, frames: pd.DataFrame) -> dict:

@@ -70,8 +70,11 @@ def build_backbone(ft: dict, pretrain: dict, encoder_path: str | None) -> nn.Mod
 
 def build_model(ft: dict, task: Task, encoder: nn.Module) -> VideoModel:
     """``encoder`` (from :func:`build_backbone`) + the head of ``finetune.head`` for ``task``."""
+    # a model saved before finetune.pool_norm / head_init_scale existed is rebuilt as it was trained
+    pooled_norm = ft.get("pool_norm", "encoder_norm") == "fc_norm"
     head = build_head(ft["head"], encoder.embed_dim, task.outputs(), hidden=int(ft.get("gru_hidden", 128)),
-                      dropout=float(ft.get("head_dropout", 0.0)))
+                      dropout=float(ft.get("head_dropout", 0.0)), init_scale=float(ft.get("head_init_scale", 1.0)),
+                      pooled_norm=pooled_norm)
     model = VideoModel(encoder, head)
     if ft["mode"] == "frozen":
         model.encoder.requires_grad_(False)
@@ -150,9 +153,12 @@ def autocast(device: torch.device):
 
 
 def train_epoch(model, loader, loss_fn, optimizer, scheduler, frozen: bool, clip_grad: float | None = 1.0,
-                progress_every: int = 10) -> dict:
+                progress_every: int = 10, task_targets: list[str] | None = None) -> dict:
+    """One epoch; returns the mean loss (``loss``, ``loss_<part>``) and the training metrics of
+    :func:`train_metrics` (``task_targets`` name the continuous targets)."""
     set_train_mode(model, frozen)
     total, n, parts_sum = 0.0, 0, {}
+    seen = {"label": [], "pred": [], "target": [], "reg": []}  # what the model predicted for its training clips
     params = [p for p in model.parameters() if p.requires_grad]
     device = model_device(model)
     for step, batch in enumerate(loader):
@@ -168,6 +174,7 @@ def train_epoch(model, loader, loss_fn, optimizer, scheduler, frozen: bool, clip
         optimizer.step()
         scheduler.step()
         b = len(batch["label"])
+        _collect(seen, outputs, raw, batch)
         total += float(loss.detach()) * b
         n += b
         for k, v in parts.items():
@@ -176,7 +183,37 @@ def train_epoch(model, loader, loss_fn, optimizer, scheduler, frozen: bool, clip
             log.info("  step %d: loss %.4f", step + 1, float(loss))
     if n == 0:
         raise DataError("the training set yielded no clips")
-    return {"loss": total / n, **{f"loss_{k}": v / n for k, v in parts_sum.items()}}
+    return {"loss": total / n, **{f"loss_{k}": v / n for k, v in parts_sum.items()}, **train_metrics(seen, task_targets)}
+
+
+def _collect(seen: dict, outputs: dict, raw: dict, batch: dict) -> None:
+    if "logits" in raw:
+        seen["label"].append(batch["label"].detach().cpu())
+        seen["pred"].append(raw["logits"].detach().float().argmax(-1).cpu())
+    if "reg" in raw:
+        seen["target"].append(batch["targets"].detach().float().cpu())
+        seen["reg"].append(raw["reg"].detach().float().mean(1).cpu())
+
+
+def train_metrics(seen: dict, targets: list[str] | None = None) -> dict:
+    """Training accuracy / UAR (categorical) and CCC (continuous, clip level) of the predictions the
+    model made for its training clips during the epoch (augmented clips, weights changing as it went):
+    ``train_accuracy``, ``train_uar``, ``train_ccc`` (mean over targets) and ``train_ccc_<target>``."""
+    from affectube.eval import metrics as M
+
+    out = {}
+    if seen["label"]:
+        y, p = torch.cat(seen["label"]).numpy(), torch.cat(seen["pred"]).numpy()
+        keep = y >= 0
+        out["train_accuracy"] = M.accuracy(y[keep], p[keep]) if keep.any() else float("nan")
+        out["train_uar"] = M.uar(y[keep], p[keep]) if keep.any() else float("nan")
+    if seen["reg"]:
+        y, p = torch.cat(seen["target"]).numpy(), torch.cat(seen["reg"]).numpy()
+        names = list(targets) if targets else [str(i) for i in range(y.shape[1])]
+        cont = M.continuous_metrics(y, p, names)
+        out["train_ccc"] = cont["ccc"]
+        out.update({f"train_ccc_{t}": cont[f"ccc_{t}"] for t in names})
+    return out
 
 
 # ---------------------------------------------------------------- predictions
