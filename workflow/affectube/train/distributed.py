@@ -92,12 +92,12 @@ def first_host(nodelist: str) -> str:
 
 def init(env: DistEnv | None = None) -> tuple[DistEnv, torch.device]:
     """Initialise the process group when there is more than one process; pick the device."""
+    from affectube.train.runtime import training_device
+
     env = env or detect()
-    if torch.cuda.is_available():
-        device = torch.device("cuda", env.local_rank % torch.cuda.device_count())
+    device = training_device(env.local_rank)
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
     if env.distributed and not dist.is_initialized():
         os.environ.setdefault("MASTER_ADDR", env.master_addr)
         os.environ.setdefault("MASTER_PORT", str(env.master_port))

@@ -34,11 +34,9 @@ import copy
 import json
 import logging
 import math
-import random
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -47,6 +45,8 @@ from affectube.eval import metrics as M
 from affectube.eval.folds import SIDES, Fold, check_loaded, load_folds
 from affectube.io import atomic_path, write_json
 from affectube.train import losses as L
+from affectube.train import runtime
+from affectube.train.runtime import seed_everything  # noqa: F401  (one definition, shared with pretraining)
 from affectube.train import supervised as S
 
 log = logging.getLogger(__name__)
@@ -90,11 +90,6 @@ def validate_sections(raw: dict) -> dict:
 
 # ---------------------------------------------------------------- setup
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def make_task(ft: dict, classes: list[str]) -> S.Task:
@@ -232,7 +227,7 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
                  len(other_classes), ", ".join(sorted({v["emotion"] for v in other_classes})))
     from affectube.clips.dataset import loader_output
 
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")  # the job's GPU, if any
+    device = runtime.training_device()  # the job's GPU, if any
     log.info("fold %d: device %s", fold.index, device if device.type == "cpu" else torch.cuda.get_device_name(device))
     data = open_datasets(stores, geom, ft, classes or None, seed, output=loader_output(device))
     check_channels(encoder, data["train"], stores_dir)
@@ -293,8 +288,7 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
                                    task, fold.index)
     train_metrics = evaluate_predictions(tclips, tframes)
     model.cpu()  # saved from the CPU
-    n_params = sum(p.numel() for p in model.parameters())
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_params, n_train = runtime.param_counts(model)
     summary = {
         "fold": fold.index,
         "subjects": {s: getattr(fold, s) for s in SIDES},

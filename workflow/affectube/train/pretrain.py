@@ -35,7 +35,7 @@ from affectube.io import stable_hash, write_json
 from affectube.models import ModelSpec, create_model, init_encoder_from, save_encoder
 from affectube.models.layers import mask_index, num_params
 from affectube.train import checkpoint as ckpt
-from affectube.train import distributed, preempt
+from affectube.train import distributed, preempt, runtime
 from affectube.train.distributed import DistEnv, ResumableSampler
 from affectube.train.masked_data import MaskedClips
 from affectube.train.optim import build_optimizer, build_scheduler, param_groups, scaled_lr
@@ -128,9 +128,7 @@ class Pretrainer:
 
     # ------------------------------------------------------------ pieces
     def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return runtime.autocast(self.device)
 
     def _resume(self) -> int:
         if not self.ckpt_path.exists():
@@ -337,7 +335,7 @@ class Pretrainer:
             "lr": self.lr,
             "world_size": self.env.world_size,
             "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
-            "precision": "bf16 autocast" if self.device.type == "cuda" else "fp32",
+            "precision": runtime.precision(self.device),
             "encoder_params": num_params(self.model.encoder),
             "total_params": num_params(self.model),
             "tokens_per_clip": self.model.num_tokens,

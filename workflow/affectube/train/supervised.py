@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from affectube.errors import ConfigError, DataError
 from affectube.models.heads import Outputs, VideoModel, build_head
+from affectube.train.runtime import autocast  # bf16 on CUDA, as pretraining (one definition)
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +145,6 @@ def on_device(batch: dict, device: torch.device) -> dict:
         return batch
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (as pretraining), nothing on the CPU."""
-    import contextlib
-
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def train_epoch(model, loader, loss_fn, optimizer, scheduler, frozen: bool, clip_grad: float | None = 1.0,
