@@ -14,8 +14,9 @@ Training clips are centred on the event's middle frame, shifted by a uniformly r
 at most ``finetune.event_jitter`` seconds (:func:`event_train_start`); test clips are centred on
 it (:func:`event_test_starts`; with several test clips, they are spread over +-jitter). Clips are
 clamped into the video. When the event is short beside the video (a GRID word lasts ~6 of 75
-frames), a clip at a uniformly random start mostly sees other words: measured on GRID colour
-words, a whole-clip sample stays near chance while event-centred clips reach ~0.7 (issue 20).
+frames), a clip at a uniformly random start mostly sees other words: on GRID colour words (issue 20,
+outside the pipeline, a small 3D CNN) 16 frames spread over the clip gave 0.29 test accuracy (chance
+0.25), 16 frames centred on the word 0.74.
 """
 
 from __future__ import annotations
