@@ -171,7 +171,7 @@ def test_explicit_classes_leave_out_videos_of_other_emotions():
     stores = {"train": [Path("a.h5"), Path("b.h5")], "val": [Path("c.h5")], "test": [Path("d.h5"), Path("e.h5")]}
     identity = {"train": [ident("a", "happy"), ident("b", "contempt")], "val": [ident("c", "contempt")],
                 "test": [ident("d", "sad"), ident("e", "contempt")]}
-    ft = {"task": "categorical", "classes": ["happy", "sad"]}
+    ft = {"task": "categorical", "classes": ["happy", "sad"], "label": "emotion"}
     kept, ids, dropped = drop_other_classes(ft, stores, identity, ft["classes"])
     assert kept == {"train": [Path("a.h5")], "val": [], "test": [Path("d.h5")]}
     assert [i["video_id"] for s in ("train", "test") for i in ids[s]] == ["a", "d"]

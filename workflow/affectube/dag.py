@@ -17,20 +17,7 @@ import os
 from functools import cached_property, lru_cache
 
 from affectube.errors import ConfigError
-
-RESULTS = "results"  # the schema's default of run.results
-
-
-def results_root(config: dict) -> str:
-    """The run's results root (``run.results``): every stage's outputs, logs and report."""
-    root = str((config.get("run") or {}).get("results") or RESULTS).rstrip("/")
-    return root or RESULTS
-
-
-def datasets_of(config: dict) -> list[str]:
-    """The datasets a run uses: ``data.pretrain`` then ``data.finetune`` (each once)."""
-    data = config.get("data") or {}
-    return list(dict.fromkeys([*data.get("pretrain", []), *([data["finetune"]] if data.get("finetune") else [])]))
+from affectube.layout import RESULTS, datasets_of, results_root  # noqa: F401 (re-exported)
 
 
 class Dag:

@@ -105,7 +105,7 @@ def _row_deps(job) -> list[str]:
     manifest's content: Snakemake sees a changed row as a changed param; DVC needs the file."""
     if "row" not in job.params.keys() or "dataset" not in job.wildcards.keys():
         return []
-    from affectube.dag import results_root
+    from affectube.layout import results_root
 
     return [f"{results_root(job.rule.workflow.config)}/manifests/{job.wildcards.dataset}.csv"]
 

@@ -68,7 +68,7 @@ def coverage_column(table: pd.DataFrame) -> str | None:
 
 def run_qc_tables(run: Run) -> list[Path]:
     """The face-QC tables of this run's datasets (never another config's ``faces/*/qc.csv``)."""
-    from affectube.dag import datasets_of
+    from affectube.layout import datasets_of
 
     return [run.results / "faces" / d / "qc.csv" for d in datasets_of(run.cfg) if (run.results / "faces" / d / "qc.csv").exists()]
 

@@ -426,7 +426,7 @@ def dataset_provenance(cfg: dict, results: Path) -> pd.DataFrame:
     """Each dataset of the run: its role, manifest file, sha256 and number of videos."""
     import hashlib
 
-    from affectube.dag import datasets_of
+    from affectube.layout import datasets_of
 
     data = cfg.get("data") or {}
     rows = []
@@ -445,7 +445,7 @@ def dataset_provenance(cfg: dict, results: Path) -> pd.DataFrame:
 
 
 def provenance_section(run: Run, params_files: str | None = None) -> list:
-    from affectube.dag import datasets_of
+    from affectube.layout import datasets_of
 
     cfg = {k: v for k, v in run.cfg.items()}
     if isinstance(cfg.get("data"), dict) and isinstance(cfg["data"].get("datasets"), dict):

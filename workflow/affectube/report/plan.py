@@ -25,7 +25,7 @@ FIGURE_DIR = "results/report/figures"  # under the default results root (run.res
 
 def figure_dir(cfg: dict) -> str:
     """The run's figure directory: ``{run.results}/report/figures``."""
-    from affectube.dag import results_root
+    from affectube.layout import results_root
 
     return f"{results_root(cfg)}/report/figures"
 
