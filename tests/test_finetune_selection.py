@@ -82,3 +82,59 @@ def test_patience_counts_only_epochs_after_the_warmup():
 def test_exact_ties_go_to_the_later_epoch(mode):
     sel = run(Selector(ft(select_on=mode), "uar", True), [(0.5, 1.0)] * 6)
     assert sel.epoch == kept(sel) == 6
+
+
+# ---------------------------------------------------------------- the recipe params reach the code
+
+
+def test_augment_params_reach_the_transform():
+    import numpy as np
+
+    from affectube.clips.transforms import TubeTransform
+    from affectube.train.finetune import augment_args
+
+    aug = {"crop": False, "scale": [0.5, 1.0], "ratio": [0.75, 1.33], "flip": 1.0}
+    args = augment_args({"augment": aug}, train=True)
+    assert args == {"augment": True, "crop": False, "scale": (0.5, 1.0), "ratio": (0.75, 1.33), "flip": 1.0}
+    assert augment_args({"augment": aug}, train=False) == {"augment": False}
+    assert augment_args({"augment": {**aug, "flip": 0.0}}, train=True)["augment"] is False  # nothing left to do
+    rng = np.random.default_rng(0)
+    t = TubeTransform(64, True, (0.5, 1.0), (0.75, 1.33), 1.0, crop=False)
+    assert all((w.y, w.x, w.h, w.w, w.flip) == (0, 0, 80, 80, True) for w in (t.window(80, 80, rng) for _ in range(20)))
+    t = TubeTransform(64, True, (0.5, 0.6), (1.0, 1.0), 0.0, crop=True)
+    assert all(0.5 * 6400 * 0.95 <= w.h * w.w <= 0.6 * 6400 * 1.05 for w in (t.window(80, 80, rng) for _ in range(20)))
+
+
+def test_peak_lr_is_scaled_by_batch_over_256():
+    from affectube.train.finetune import peak_lr
+
+    assert peak_lr({"lr": 1e-3, "batch_size": 96, "lr_scale": "batch"}) == pytest.approx(1e-3 * 96 / 256)
+    assert peak_lr({"lr": 1e-3, "batch_size": 96, "lr_scale": "none"}) == 1e-3
+
+
+def test_fc_norm_head_reads_tokens_without_the_encoders_final_norm():
+    from affectube.models.heads import LinearHead, Outputs, VideoModel
+
+    from pretrain_util import TINY
+
+    from affectube.models import build_encoder
+
+    enc = build_encoder({**TINY, "model": "videomae", "pos_embed": "sinusoidal", "mask_ratio": 0.9, "svfap_stages": [1],
+                         "svfap_tokens": 2, "drop_path": 0.0})
+    x = torch.randn(2, 3, TINY["num_frames"], TINY["input_size"], TINY["input_size"])
+    for pooled, expect in ((True, enc.forward_features(x, final_norm=False)), (False, enc.forward_features(x))):
+        head = LinearHead(enc.embed_dim, Outputs(num_classes=3), init_scale=0.001, pooled_norm=pooled)
+        model = VideoModel(enc, head).eval()
+        with torch.no_grad():
+            want = head.fc(head.norm(expect.mean(1)))
+            torch.testing.assert_close(model(x)["logits"], want)
+    assert 0 < head.fc.weight.std() < 0.001 * 0.04  # normal std 0.02, x 0.001
+
+
+def test_test_clips_are_centred_in_equal_segments():
+    from affectube.clips.sampling import segment_starts
+
+    assert segment_starts(100, 20, 1) == [40]
+    assert segment_starts(100, 20, 2) == [15, 65]  # centred at 25 and 75, not at the ends
+    assert segment_starts(100, 20, 3) == [7, 40, 73]
+    assert segment_starts(10, 20, 3) == [0, 0, 0]  # shorter than a clip: the only start
