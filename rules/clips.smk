@@ -7,17 +7,17 @@
 rule clips:
     input:
         video=D.video_path,
-        tracks=R + "/faces/{dataset}/tracks/{video}.npz",
+        tracks=f"{R}/faces/{{dataset}}/tracks/{{video}}.npz",
         annotations=D.annotation_files,
     output:
-        store=R + "/clips/{dataset}/{video}.h5",
+        store=f"{R}/clips/{{dataset}}/{{video}}.h5",
     params:
         cfg=D.cfg("decode", "crop", "clips"),
         row=D.manifest_row,
     log:
-        R + "/logs/clips/{dataset}/{video}.log",
+        f"{R}/logs/clips/{{dataset}}/{{video}}.log",
     benchmark:
-        R + "/benchmarks/clips/{dataset}/{video}.tsv"
+        f"{R}/benchmarks/clips/{{dataset}}/{{video}}.tsv"
     threads: 1
     resources:
         mem_mb=2000,

@@ -3,18 +3,19 @@
 
 rule evaluate:
     input:
-        folds=R + "/folds/{exp}.json",
+        folds=f"{R}/folds/{{exp}}.json",
         predictions=D.fold_predictions,
     output:
-        metrics=R + "/evaluate/{exp}/metrics.json",
-        per_fold=R + "/evaluate/{exp}/per_fold.csv",
-        per_subject=R + "/evaluate/{exp}/per_subject.csv",
+        metrics=f"{R}/evaluate/{{exp}}/metrics.json",
+        per_fold=f"{R}/evaluate/{{exp}}/per_fold.csv",
+        per_subject=f"{R}/evaluate/{{exp}}/per_subject.csv",
     params:
+        root=lambda w: R,  # run.results, the results root of this run
         cfg=D.cfg("evaluate"),
     log:
-        R + "/logs/evaluate/{exp}.log",
+        f"{R}/logs/evaluate/{{exp}}.log",
     conda:
         "../envs/report.yaml"
     shell:
         "python -m affectube evaluate --cfg {params.cfg:q} --folds {input.folds} --predictions {input.predictions}"
-        " --out-dir {R}/evaluate/{wildcards.exp} > {log} 2>&1"
+        " --out-dir {params.root}/evaluate/{wildcards.exp} > {log} 2>&1"

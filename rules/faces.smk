@@ -6,13 +6,13 @@ rule faces:
     input:
         video=D.video_path,
     output:
-        tracks=R + "/faces/{dataset}/tracks/{video}.npz",
+        tracks=f"{R}/faces/{{dataset}}/tracks/{{video}}.npz",
     params:
         cfg=D.cfg("decode", "faces"),
     log:
-        R + "/logs/faces/{dataset}/{video}.log",
+        f"{R}/logs/faces/{{dataset}}/{{video}}.log",
     benchmark:
-        R + "/benchmarks/faces/{dataset}/{video}.tsv"
+        f"{R}/benchmarks/faces/{{dataset}}/{{video}}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -26,33 +26,35 @@ rule faces:
 
 rule faces_qc:
     input:
-        manifest=R + "/manifests/{dataset}.csv",
+        manifest=f"{R}/manifests/{{dataset}}.csv",
         tracks=lambda w: D.tracks(w.dataset),
     output:
-        table=R + "/faces/{dataset}/qc.csv",
-        figure=report(R + "/faces/{dataset}/qc.png", caption="../workflow/report/faces_qc.rst", category="Preprocessing"),
+        table=f"{R}/faces/{{dataset}}/qc.csv",
+        figure=report(f"{R}/faces/{{dataset}}/qc.png", caption="../workflow/report/faces_qc.rst", category="Preprocessing"),
     params:
+        root=lambda w: R,  # run.results, the results root of this run
         cfg=D.cfg("figures"),
     log:
-        R + "/logs/faces_qc/{dataset}.log",
+        f"{R}/logs/faces_qc/{{dataset}}.log",
     conda:
         "../envs/video.yaml"
     shell:
         "python -m affectube faces-qc --cfg {params.cfg:q} --manifest {input.manifest}"
-        " --tracks-dir {R}/faces/{wildcards.dataset}/tracks --table {output.table} --figure {output.figure} > {log} 2>&1"
+        " --tracks-dir {params.root}/faces/{wildcards.dataset}/tracks --table {output.table} --figure {output.figure} > {log} 2>&1"
 
 
 rule faces_sheet:
     input:
-        manifest=R + "/manifests/{dataset}.csv",
+        manifest=f"{R}/manifests/{{dataset}}.csv",
         tracks=lambda w: D.tracks(w.dataset),
         videos=D.manifest_inputs,
     output:
-        sheet=report(R + "/faces/{dataset}/contact_sheet.png", caption="../workflow/report/faces_sheet.rst", category="Preprocessing"),
+        sheet=report(f"{R}/faces/{{dataset}}/contact_sheet.png", caption="../workflow/report/faces_sheet.rst", category="Preprocessing"),
     params:
+        root=lambda w: R,  # run.results, the results root of this run
         cfg=D.cfg("decode", "faces", "crop"),
     log:
-        R + "/logs/faces_sheet/{dataset}.log",
+        f"{R}/logs/faces_sheet/{{dataset}}.log",
     resources:
         mem_mb=2000,
         runtime=30,
@@ -60,4 +62,4 @@ rule faces_sheet:
         "../envs/video.yaml"
     shell:
         "python -m affectube faces-sheet --cfg {params.cfg:q} --manifest {input.manifest}"
-        " --tracks-dir {R}/faces/{wildcards.dataset}/tracks --out {output.sheet} > {log} 2>&1"
+        " --tracks-dir {params.root}/faces/{wildcards.dataset}/tracks --out {output.sheet} > {log} 2>&1"

@@ -10,11 +10,11 @@ rule folds:
     input:
         manifest=f"{R}/manifests/{config['data']['finetune']}.csv",
     output:
-        folds=R + "/folds/{exp}.json",
+        folds=f"{R}/folds/{{exp}}.json",
     params:
         cfg=lambda w: D.exp_cfg(w.exp, "finetune"),
     log:
-        R + "/logs/folds/{exp}.log",
+        f"{R}/logs/folds/{{exp}}.log",
     conda:
         "../envs/torch.yaml"
     shell:
@@ -23,22 +23,23 @@ rule folds:
 
 rule finetune:
     input:
-        folds=R + "/folds/{exp}.json",
+        folds=f"{R}/folds/{{exp}}.json",
         stores=D.stores(config["data"]["finetune"]),
         encoder=D.pretrained_encoder,
     output:
-        predictions=R + "/finetune/{exp}/fold{fold}/predictions.csv",
-        frames=R + "/finetune/{exp}/fold{fold}/predictions_frames.csv",
-        metrics=R + "/finetune/{exp}/fold{fold}/metrics.json",
-        log_csv=R + "/finetune/{exp}/fold{fold}/log.csv",
-        model=R + "/finetune/{exp}/fold{fold}/model.safetensors",
+        predictions=f"{R}/finetune/{{exp}}/fold{{fold}}/predictions.csv",
+        frames=f"{R}/finetune/{{exp}}/fold{{fold}}/predictions_frames.csv",
+        metrics=f"{R}/finetune/{{exp}}/fold{{fold}}/metrics.json",
+        log_csv=f"{R}/finetune/{{exp}}/fold{{fold}}/log.csv",
+        model=f"{R}/finetune/{{exp}}/fold{{fold}}/model.safetensors",
     params:
+        root=lambda w: R,  # run.results, the results root of this run
         cfg=lambda w: D.exp_cfg(w.exp, "pretrain", "finetune", "evaluate"),
         stores_dir=lambda w, input: os.path.dirname(input.stores[0]),
     log:
-        R + "/logs/finetune/{exp}/fold{fold}.log",
+        f"{R}/logs/finetune/{{exp}}/fold{{fold}}.log",
     benchmark:
-        R + "/benchmarks/finetune/{exp}/fold{fold}.tsv"
+        f"{R}/benchmarks/finetune/{{exp}}/fold{{fold}}.tsv"
     threads: 8  # capped by --cores locally; workflow.cores is undefined under --profile slurm
     resources:
         gpu=1,
@@ -50,4 +51,4 @@ rule finetune:
         # exec: a scheduler's SIGTERM reaches the trainer, not an intermediate shell
         "exec python -m affectube finetune --cfg {params.cfg:q} --folds {input.folds} --fold {wildcards.fold}"
         " --stores-dir {params.stores_dir} --encoder '{input.encoder}' --threads {threads}"
-        " --out-dir {R}/finetune/{wildcards.exp}/fold{wildcards.fold} > {log} 2>&1"
+        " --out-dir {params.root}/finetune/{wildcards.exp}/fold{wildcards.fold} > {log} 2>&1"

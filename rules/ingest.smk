@@ -10,9 +10,9 @@ rule demo_data:
         cfg=D.cfg("demo"),
         root=lambda w, output: os.path.dirname(output.labels[0]),
     log:
-        R + "/logs/demo_data.log",
+        f"{R}/logs/demo_data.log",
     benchmark:
-        R + "/benchmarks/demo_data.tsv"
+        f"{R}/benchmarks/demo_data.tsv"
     resources:
         mem_mb=1000,
         runtime=10,
@@ -26,12 +26,12 @@ rule manifest:
     input:
         D.manifest_inputs,
     output:
-        table=R + "/manifests/{dataset}.csv",
-        missing=R + "/manifests/{dataset}.missing.csv",
+        table=f"{R}/manifests/{{dataset}}.csv",
+        missing=f"{R}/manifests/{{dataset}}.missing.csv",
     params:
         cfg=D.cfg("data", "demo"),
     log:
-        R + "/logs/manifest/{dataset}.log",
+        f"{R}/logs/manifest/{{dataset}}.log",
     conda:
         "../envs/video.yaml"
     shell:

@@ -5,16 +5,17 @@ rule pretrain:
     input:
         stores=D.pretrain_stores,
     output:
-        encoder=R + "/pretrain/encoder.safetensors",
-        log_csv=R + "/pretrain/log.csv",
-        summary=R + "/pretrain/summary.json",
-        recon=report(R + "/pretrain/reconstruction.png", caption="../workflow/report/reconstruction.rst", category="Pretraining"),
+        encoder=f"{R}/pretrain/encoder.safetensors",
+        log_csv=f"{R}/pretrain/log.csv",
+        summary=f"{R}/pretrain/summary.json",
+        recon=report(f"{R}/pretrain/reconstruction.png", caption="../workflow/report/reconstruction.rst", category="Pretraining"),
     params:
+        root=lambda w: R,  # run.results, the results root of this run
         cfg=D.cfg("data", "pretrain"),
     log:
-        R + "/logs/pretrain.log",
+        f"{R}/logs/pretrain.log",
     benchmark:
-        R + "/benchmarks/pretrain.tsv"
+        f"{R}/benchmarks/pretrain.tsv"
     threads: 8  # capped by --cores locally; workflow.cores is undefined under --profile slurm
     resources:
         gpu=config["pretrain"]["gpus"],
@@ -27,4 +28,4 @@ rule pretrain:
         # exec: SLURM's SIGTERM reaches the trainer itself (checkpoint + exit 75, resumed on retry);
         # launch: torchrun over the job's nodes/GPUs (affectube.train.launch)
         "exec python -m affectube launch --gpus {resources.gpu} --nodes {resources.nodes} --"
-        " pretrain --cfg {params.cfg:q} --stores {input.stores} --out-dir {R}/pretrain > {log} 2>&1"
+        " pretrain --cfg {params.cfg:q} --stores {input.stores} --out-dir {params.root}/pretrain > {log} 2>&1"

@@ -9,37 +9,39 @@ rule figures:
     output:
         **report_plan.report_outputs(config),
     params:
+        root=lambda w: R,  # run.results, the results root of this run
         cfg=D.cfg("figures", "evaluate", "finetune", "experiments", "report"),
     log:
-        R + "/logs/figures.log",
+        f"{R}/logs/figures.log",
     benchmark:
-        R + "/benchmarks/figures.tsv"
+        f"{R}/benchmarks/figures.tsv"
     resources:
         mem_mb=2000,
         runtime=20,
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m affectube figures --cfg {params.cfg:q} --results {R} --out-dir {R}/report/figures > {log} 2>&1"
+        "python -m affectube figures --cfg {params.cfg:q} --results {params.root} --out-dir {params.root}/report/figures > {log} 2>&1"
 
 
 rule report:
     input:
         **report_plan.report_inputs(D),
     output:
-        html=report(R + "/report/report.html", caption="../workflow/report/report.rst", category="Report"),
-        md=R + "/report/report.md",
-        comparison=R + "/report/comparison.csv",
-        summary=R + "/report/summary.json",
+        html=report(f"{R}/report/report.html", caption="../workflow/report/report.rst", category="Report"),
+        md=f"{R}/report/report.md",
+        comparison=f"{R}/report/comparison.csv",
+        summary=f"{R}/report/summary.json",
     params:
+        root=lambda w: R,  # run.results, the results root of this run
         cfg=D.cfg(*config),
         sources=D.params_files(workflow),
     log:
-        R + "/logs/report.log",
+        f"{R}/logs/report.log",
     resources:
         mem_mb=2000,
         runtime=20,
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m affectube report --cfg {params.cfg:q} --params-files {params.sources:q} --results {R} --out-dir {R}/report > {log} 2>&1"
+        "python -m affectube report --cfg {params.cfg:q} --params-files {params.sources:q} --results {params.root} --out-dir {params.root}/report > {log} 2>&1"

@@ -71,12 +71,12 @@ def run(realdata, tmp_path_factory):
 
 def test_the_word_is_read_from_the_lips_above_chance(run):
     wf, _ = run
-    m = json.loads((wf / "results/evaluate/pretrained/metrics.json").read_text())
+    m = json.loads((wf / "results/grid_words/evaluate/pretrained/metrics.json").read_text())
     assert m["folds"] == 4 and m["videos"] == 4 * PER_COLOUR and m["classes"] == COLOURS
     assert m["main_metric"] == "accuracy"
     assert m["mean"]["accuracy"] >= MIN_ACCURACY, m["mean"]
     # the quarter budget trains on fewer videos and still runs to the end (its number is reported, not asserted)
-    q = json.loads((wf / "results/evaluate/scratch_quarter/metrics.json").read_text())
+    q = json.loads((wf / "results/grid_words/evaluate/scratch_quarter/metrics.json").read_text())
     assert q["folds"] == 4 and q["videos"] == 4 * PER_COLOUR and 0 <= q["mean"]["accuracy"] <= 1
     print(f"\naccuracy: pretrained all labels {m['mean']['accuracy']:.3f} +- {m['std']['accuracy']:.3f}, "
           f"scratch 0.25 of the labels {q['mean']['accuracy']:.3f} +- {q['std']['accuracy']:.3f}")
@@ -84,10 +84,10 @@ def test_the_word_is_read_from_the_lips_above_chance(run):
 
 def test_folds_are_within_subject_stratified_and_budgets_touch_training_only(run):
     wf, _ = run
-    manifest = pd.read_csv(wf / "results/manifests/grid_words.csv")
+    manifest = pd.read_csv(wf / "results/grid_words/manifests/grid_words.csv")
     colour = dict(zip(manifest["video_id"], manifest["colour"]))
-    full = json.loads((wf / "results/folds/pretrained.json").read_text())
-    quarter = json.loads((wf / "results/folds/scratch_quarter.json").read_text())
+    full = json.loads((wf / "results/grid_words/folds/pretrained.json").read_text())
+    quarter = json.loads((wf / "results/grid_words/folds/scratch_quarter.json").read_text())
     assert sorted(v for f in full for v in f["test"]["video_ids"]) == sorted(manifest["video_id"])
     for f, q in zip(full, quarter):
         assert f["scope"] == "within-subject" and f["protocol"] == "video_kfold"
@@ -95,7 +95,7 @@ def test_folds_are_within_subject_stratified_and_budgets_touch_training_only(run
         assert q["test"] == f["test"] and q["val"] == f["val"]
         assert set(q["train"]["video_ids"]) < set(f["train"]["video_ids"])
         assert len(q["train"]["video_ids"]) == pytest.approx(0.25 * len(f["train"]["video_ids"]), abs=4)
-        metrics = json.loads((wf / f"results/finetune/scratch_quarter/fold{f['index']}/metrics.json").read_text())
+        metrics = json.loads((wf / f"results/grid_words/finetune/scratch_quarter/fold{f['index']}/metrics.json").read_text())
         assert metrics["videos"]["train"] == len(q["train"]["video_ids"])
 
 
@@ -103,9 +103,9 @@ def test_clips_are_centred_on_the_colour_word(run):
     wf, _ = run
     from affectube.clips.dataset import ClipDataset
 
-    stores = sorted((wf / "results/clips/grid_words").glob("*.h5"))
+    stores = sorted((wf / "results/grid_words/clips/grid_words").glob("*.h5"))
     assert len(stores) == 4 * PER_COLOUR
-    manifest = pd.read_csv(wf / "results/manifests/grid_words.csv").set_index("video_id")
+    manifest = pd.read_csv(wf / "results/grid_words/manifests/grid_words.csv").set_index("video_id")
     ds = ClipDataset(stores, num_frames=16, sample_stride=1, input_size=64, mode="test", test_clips=1, label="colour", event=True)
     for i in range(0, len(ds), 17):
         item = ds[i]
@@ -117,8 +117,8 @@ def test_clips_are_centred_on_the_colour_word(run):
 
 def test_pretraining_saw_no_labelled_clip(run):
     wf, _ = run
-    summary = json.loads((wf / "results/pretrain/summary.json").read_text())
+    summary = json.loads((wf / "results/grid_words/pretrain/summary.json").read_text())
     assert summary["data"]["datasets"] == ["grid"] and summary["data"]["transductive"] is False
-    pre = pd.read_csv(wf / "results/manifests/grid.csv")
-    words = pd.read_csv(wf / "results/manifests/grid_words.csv")
+    pre = pd.read_csv(wf / "results/grid_words/manifests/grid.csv")
+    words = pd.read_csv(wf / "results/grid_words/manifests/grid_words.csv")
     assert not {Path(p).name for p in pre["path"]} & {Path(p).name for p in words["path"]}

@@ -82,7 +82,7 @@ def test_dvc_repro_runs_every_stage_in_dag_order(e2e):
     stages = yaml.safe_load((wf / "dvc.yaml").read_text())["stages"]
     assert_dag_order(stages_run(out), stages)
     jobs = pd.Series(finished_jobs(out)).value_counts().to_dict()
-    videos = len(list((wf / "results/clips").rglob("*.h5")))
+    videos = len(list((wf / "results/realdata/clips").rglob("*.h5")))
     assert videos == 89  # 11 + 48 GRID, 30 labelled
     assert jobs["faces"] == jobs["clips"] == videos
     assert jobs["pretrain"] == 1 and jobs["finetune"] == 3 * 4 and jobs["evaluate"] == 3
@@ -91,25 +91,25 @@ def test_dvc_repro_runs_every_stage_in_dag_order(e2e):
 
 def test_pretraining_is_not_transductive(e2e):
     wf, _ = e2e
-    summary = json.loads((wf / "results/pretrain/summary.json").read_text())
+    summary = json.loads((wf / "results/realdata/pretrain/summary.json").read_text())
     assert summary["data"]["datasets"] == ["grid", "grid_s1"] and summary["data"]["transductive"] is False
     assert summary["data"]["stores"] == 59
-    log = pd.read_csv(wf / "results/pretrain/log.csv")
+    log = pd.read_csv(wf / "results/realdata/pretrain/log.csv")
     assert len(log) == 600 and log["loss"].tail(50).mean() < log["loss"].head(50).mean()  # it learned something
-    with open(wf / "results/manifests/grid.csv") as f:
+    with open(wf / "results/realdata/manifests/grid.csv") as f:
         assert not LABELLED & set(pd.read_csv(f)["subject"])
 
 
 def test_loso_folds_test_every_labelled_clip_once(e2e):
     wf, _ = e2e
     for exp in ("videomae", "scratch", "frozen"):
-        folds = json.loads((wf / f"results/folds/{exp}.json").read_text())
+        folds = json.loads((wf / f"results/realdata/folds/{exp}.json").read_text())
         assert sorted(s for f in folds for s in f["test"]["subjects"]) == sorted(LABELLED)
         tested = []
         for k, f in enumerate(folds):
             assert not set(f["train"]["subjects"]) & set(f["test"]["subjects"])
             assert not set(f["val"]["subjects"]) & set(f["test"]["subjects"])
-            d = wf / f"results/finetune/{exp}/fold{k}"
+            d = wf / f"results/realdata/finetune/{exp}/fold{k}"
             pred = pd.read_csv(d / "predictions.csv")
             assert set(pred["subject"]) == set(f["test"]["subjects"])
             assert set(pred["y_true"]) <= set(CLASSES)  # contempt/surprise (MEAD only) left out, not tested unlabelled
@@ -127,7 +127,7 @@ def test_fine_tuned_models_fit_their_training_subjects(e2e):
     wf, _ = e2e
     for exp in ("videomae", "scratch"):
         for k in range(4):
-            d = wf / f"results/finetune/{exp}/fold{k}"
+            d = wf / f"results/realdata/finetune/{exp}/fold{k}"
             metrics = json.loads((d / "metrics.json").read_text())
             training = metrics["training"]
             assert training["best_epoch"] > training["warmup_epochs"], (exp, k, training["best_epoch"])
@@ -138,7 +138,7 @@ def test_fine_tuned_models_fit_their_training_subjects(e2e):
 
 def test_report_has_every_fold_every_figure_and_numeric_metrics(e2e):
     wf, _ = e2e
-    rep = wf / "results/report"
+    rep = wf / "results/realdata/report"
     summary = json.loads((rep / "summary.json").read_text())
     assert set(summary["experiments"]) == {"videomae", "scratch", "frozen"}
     for exp, s in summary["experiments"].items():
@@ -148,9 +148,9 @@ def test_report_has_every_fold_every_figure_and_numeric_metrics(e2e):
     assert set(comparison["experiment"]) == set(summary["experiments"])
     assert comparison[["mean", "std", "pooled"]].map(math.isfinite).all().all()
     for exp in summary["experiments"]:
-        per_subject = pd.read_csv(wf / f"results/evaluate/{exp}/per_subject.csv")
+        per_subject = pd.read_csv(wf / f"results/realdata/evaluate/{exp}/per_subject.csv")
         assert set(per_subject["subject"]) == LABELLED and per_subject["uar"].between(0, 1).all()
-        per_fold = pd.read_csv(wf / f"results/evaluate/{exp}/per_fold.csv")
+        per_fold = pd.read_csv(wf / f"results/realdata/evaluate/{exp}/per_fold.csv")
         assert sorted(per_fold["fold"]) == [0, 1, 2, 3]
     html = (rep / "report.html").read_text()
     md = (rep / "report.md").read_text()
@@ -180,8 +180,8 @@ def test_a_second_run_does_nothing_under_both_front_ends(e2e):
 
 def test_a_figure_param_reruns_only_figure_rules_under_snakemake_and_dvc(e2e):
     wf, _ = e2e
-    models = sorted(wf.glob("results/finetune/*/fold*/model.safetensors")) + [wf / "results/pretrain/encoder.safetensors"]
-    stamp = lambda: {p: p.stat().st_mtime_ns for p in models + sorted(wf.glob("results/evaluate/*/metrics.json"))}  # noqa: E731
+    models = sorted(wf.glob("results/realdata/finetune/*/fold*/model.safetensors")) + [wf / "results/realdata/pretrain/encoder.safetensors"]
+    stamp = lambda: {p: p.stat().st_mtime_ns for p in models + sorted(wf.glob("results/realdata/evaluate/*/metrics.json"))}  # noqa: E731
     before = stamp()
 
     set_param(wf, "figures", "dpi", 77)  # Snakemake
@@ -191,7 +191,7 @@ def test_a_figure_param_reruns_only_figure_rules_under_snakemake_and_dvc(e2e):
     assert {"figures", "report"} <= set(ran) and set(ran) - {"all"} <= FIGURE_RULES, ran
     from PIL import Image
 
-    assert Image.open(wf / "results/report/figures/videomae/per_subject.png").info["dpi"][0] == pytest.approx(77, abs=1)
+    assert Image.open(wf / "results/realdata/report/figures/videomae/per_subject.png").info["dpi"][0] == pytest.approx(77, abs=1)
 
     set_param(wf, "figures", "dpi", 91)  # DVC: only the stages that read `figures` run, and inside them only figure jobs
     out = _dvc(wf, "repro")
