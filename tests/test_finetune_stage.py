@@ -27,7 +27,7 @@ TINY_PRETRAIN = {"model": "videomae", "size": "tiny", "depth": 1, "width": 64, "
                  "sample_stride": 1, "tubelet": 2, "patch": 16, "decoder_width": 32, "decoder_depth": 1}
 
 
-def write_stores(root: Path, subjects=4, per=4, frames=12, size=40) -> pd.DataFrame:
+def write_stores(root: Path, subjects=4, per=4, frames=12, size=40, channels=3) -> pd.DataFrame:
     from affectube.clips.store import StoreContent, write_store
 
     rng = np.random.default_rng(0)
@@ -37,7 +37,7 @@ def write_stores(root: Path, subjects=4, per=4, frames=12, size=40) -> pd.DataFr
             emotion = CLASSES[v % 2]
             vid = f"S{s}_v{v}"
             base = 170 if emotion == "happy" else 80
-            img = np.clip(rng.normal(base, 25, (frames, size, size, 3)), 0, 255).astype(np.uint8)
+            img = np.clip(rng.normal(base, 25, (frames, size, size, channels)), 0, 255).astype(np.uint8)
             ts = np.arange(frames) / 25.0
             valence = np.linspace(-0.5, 0.5, frames) * (1 if emotion == "happy" else -1)
             content = StoreContent(frames=img, timestamps=ts, dataset="syn", video_id=vid, subject=f"S{s}",
@@ -181,3 +181,14 @@ def test_explicit_classes_leave_out_videos_of_other_emotions():
     assert drop_other_classes({**ft, "task": "both"}, stores, identity, ft["classes"])[2] == []
     with pytest.raises(DataError, match="no test video"):
         drop_other_classes(ft, {**stores, "test": [Path("e.h5")]}, {**identity, "test": [ident("e", "contempt")]}, ft["classes"])
+
+
+def test_scratch_encoder_takes_the_channels_of_grayscale_stores(tmp_path):
+    """crop.grayscale stores (1 channel): a scratch ViT is built for 1 channel and trains (it used to be
+    built for 3 and refused by the channel check)."""
+    root = tmp_path / "gray"
+    table = write_stores(root, subjects=3, per=2, channels=1)
+    cfg = make_cfg(epochs=1, inner_val=0)
+    result = run_fold(cfg, table, root, tmp_path / "out")
+    assert result["training"]["clip"]["num_frames"] == TINY_PRETRAIN["num_frames"]
+    assert (tmp_path / "out" / "metrics.json").exists()

@@ -213,7 +213,7 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
     t0 = time.time()
 
     stores = fold_stores(fold, stores_dir)
-    encoder = S.build_backbone(ft, pretrain, encoder_path)
+    encoder = S.build_backbone(ft, pretrain, encoder_path, in_chans=store_channels(stores["train"]))
     geom = S.clip_geometry(encoder, pretrain)  # a checkpoint's own frames/size win
     identity = {side: store_identities(stores[side]) for side in SIDES}
     check_loaded(fold, {s: {i["subject"] for i in identity[s]} for s in SIDES},
@@ -331,6 +331,16 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
 
 def train_labels(ds) -> list[int]:
     return [int(x) for x in ds.labels()]
+
+
+def store_channels(paths: list[Path]) -> int | None:
+    """Channels of the first training store's frames (1: grayscale crops, 3: colour), None without stores."""
+    from affectube.clips.store import open_store
+
+    if not paths:
+        return None
+    with open_store(paths[0]) as store:
+        return int(store.attrs["frame_shape"][-1])
 
 
 def check_channels(encoder, ds, source: Path) -> None:

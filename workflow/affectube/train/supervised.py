@@ -51,8 +51,10 @@ class Task:
 # ---------------------------------------------------------------- model
 
 
-def build_backbone(ft: dict, pretrain: dict, encoder_path: str | None) -> nn.Module:
-    """The encoder of a fold: pretrained checkpoint, fresh ViT, or the SS-VAERR ResNet-GRU."""
+def build_backbone(ft: dict, pretrain: dict, encoder_path: str | None, in_chans: int | None = None) -> nn.Module:
+    """The encoder of a fold: pretrained checkpoint, fresh ViT, or the SS-VAERR ResNet-GRU.
+    ``in_chans``: channels of the clip stores (1 for ``crop.grayscale``); a fresh ViT takes them,
+    a checkpoint keeps its own (a mismatch is refused later, naming the stores)."""
     drop_path = float(ft["drop_path"]) if ft["mode"] == "finetune" else 0.0
     if ft["backbone"] == "resnet_gru":
         if ft["init"] == "pretrained":
@@ -66,7 +68,7 @@ def build_backbone(ft: dict, pretrain: dict, encoder_path: str | None) -> nn.Mod
         if not encoder_path:
             raise ConfigError("finetune.init=pretrained but no --encoder checkpoint was given")
         return load_encoder(encoder_path, drop_path=drop_path)
-    return build_encoder(pretrain, drop_path=drop_path)
+    return build_encoder(pretrain, drop_path=drop_path, in_chans=in_chans)
 
 
 def build_model(ft: dict, task: Task, encoder: nn.Module) -> VideoModel:
