@@ -94,3 +94,14 @@ def workflow_copy(tmp_path):
         return copy_workflow(tmp_path / name, overrides)
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one CPU thread for the test (restored after): training tests stay comparable under load."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from affectube.config import load_params
 from affectube.eval import folds as F
@@ -43,14 +42,6 @@ def mead(realdata, tmp_path_factory):
     table = pd.DataFrame([{"dataset": "mead", "video_id": p.stem, "path": f"{p.stem}.mp4", "subject": f"MEAD_{p.stem.split('_')[0]}",
                            "emotion": p.stem.split("_")[1]} for p in paths])
     return root, table
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def cfg_for(steps: int, **finetune) -> dict:

@@ -54,14 +54,6 @@ def device() -> torch.device:
     pytest.skip("no CUDA device (set AFFECTUBE_GPU_DRY=1 to run these on the CPU)")
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def write_stores(root: Path, subjects: int = 4, per: int = 4, frames: int = 24, size: int = 40) -> list[dict]:
     """Uncompressed stores written by the real writer: the class shows as brightness (a task any
     working training loop fits in a few steps), on per-pixel noise (so resampling is exercised)."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from realclips_util import mead_stores, pretrain
 
@@ -29,14 +28,6 @@ DROP = {"videomae": 0.10, "svfap": 0.10}
 @pytest.fixture(scope="module")
 def mead12(realdata, tmp_path_factory):
     return mead_stores(realdata, tmp_path_factory.mktemp("mead12"), ["M030", "W009", "W011"], ["angry", "happy", "sad", "surprise"])
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("model", sorted(DROP))
