@@ -387,13 +387,14 @@ def learning_curves(ctx: Context, spec: P.FigureSpec) -> dict:
             _mark_nonfinite(ax_loss, lg, ("train_loss", "val_loss"), f"fold {f.index}: ")
         ax_loss.set_xlabel("epoch")
         ax_loss.set_ylabel("loss")
-        ax_loss.set_title("loss (solid: train, dashed: inner validation)")
+        ax_loss.set_title("loss (solid: train, dashed: inner validation)", fontsize=9)
         ax_loss.legend(fontsize=7, ncol=2)
         if val_col:
             ax_val.set_xlabel("epoch")
             ax_val.set_ylabel(f"inner-validation {metric_label(val_col.removeprefix('val_'))}")
             ax_val.set_title(f"{metric_label(val_col.removeprefix('val_'))}: inner validation (solid)"
-                             + (f", training (dotted: {train_col})" if train_col else "") + (", warmup shaded" if warmup else ""))
+                             + (f", training (dotted: {train_col})" if train_col else "") + (", warmup shaded" if warmup else ""),
+                             fontsize=9)
             limits = _metric_limits(val_col.removeprefix("val_"), np.array([]))
             if limits:
                 ax_val.set_ylim(*limits)
@@ -446,7 +447,10 @@ def _mark_nonfinite(ax, lg: pd.DataFrame, cols, prefix: str = "") -> None:
     """A red dotted line (and a note) where a logged loss is NaN/inf: such points are not drawn."""
     for col in cols:
         if col in lg:
-            bad = lg.loc[~np.isfinite(pd.to_numeric(lg[col], errors="coerce")), "epoch"]
+            values = pd.to_numeric(lg[col], errors="coerce")
+            if col == "val_loss" and values.isna().all():
+                continue  # no inner validation subjects (select_on: last / inner_val 0): never computed, not diverged
+            bad = lg.loc[~np.isfinite(values), "epoch"]
             for e in bad:
                 ax.axvline(e, color="red", linestyle=":", linewidth=1)
                 ax.annotate(f"{prefix}{col} = {lg.loc[lg['epoch'] == e, col].iloc[0]}", (e, 1.0), xycoords=("data", "axes fraction"),
