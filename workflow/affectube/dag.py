@@ -17,7 +17,7 @@ import os
 from functools import cached_property, lru_cache
 
 from affectube.errors import ConfigError
-from affectube.layout import RESULTS, datasets_of, results_root  # noqa: F401 (re-exported)
+from affectube.layout import datasets_of, results_root
 
 
 class Dag:
