@@ -55,15 +55,7 @@ def check_events(table: pd.DataFrame, source: str) -> pd.DataFrame:
         return table
     if len(have) == 1:
         raise DataError(f"{source}: column {have[0]!r} without {(set(EVENT) - set(have)).pop()!r} (an event span needs both)")
-    num = {}
-    for col in EVENT:
-        values = table[col].map(lambda v: None if v is None or (isinstance(v, str) and not v.strip()) else v)
-        numbers = pd.to_numeric(values, errors="coerce")
-        bad = numbers.isna() & values.notna()
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f"{source}: row {i + 1}, column {col!r}: {table[col].iloc[i]!r} is not a number (seconds)")
-        num[col] = numbers.astype(float)
+    num = {col: numeric_column(table, col, source, " (seconds)") for col in EVENT}
     start, end = num["event_start"], num["event_end"]
     for i in range(len(table)):
         s, e = start.iloc[i], end.iloc[i]
@@ -73,6 +65,17 @@ def check_events(table: pd.DataFrame, source: str) -> pd.DataFrame:
             raise DataError(f"{source}: row {i + 1}: event span {s}..{e} s is not 0 <= event_start <= event_end")
     table["event_start"], table["event_end"] = start, end
     return table
+
+
+def numeric_column(table: pd.DataFrame, col: str, source: str, unit: str = "") -> pd.Series:
+    """Column ``col`` as floats (blank cells -> NaN); DataError naming the first row that is not a number."""
+    values = table[col].map(lambda v: None if v is None or (isinstance(v, str) and not v.strip()) else v)
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() & values.notna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{source}: row {i + 1}, column {col!r}: {table[col].iloc[i]!r} is not a number{unit}")
+    return numbers.astype(float)
 
 
 def safe_id(text: str) -> str:
@@ -95,13 +98,7 @@ def check_table(table: pd.DataFrame, source: str) -> pd.DataFrame:
         if not SAFE_ID.match(str(row["video_id"])):
             raise DataError(f"{source}: row {i + 1}, column 'video_id': {row['video_id']!r} is not a safe id (letters, digits, _ . + -)")
     for col in [c for c in CONTINUOUS if c in table.columns]:
-        values = table[col].map(lambda v: None if v is None or (isinstance(v, str) and not v.strip()) else v)
-        numbers = pd.to_numeric(values, errors="coerce")
-        bad = numbers.isna() & values.notna()
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f"{source}: row {i + 1}, column {col!r}: {table[col].iloc[i]!r} is not a number")
-        table[col] = numbers.astype(float)
+        table[col] = numeric_column(table, col, source)
     table = check_events(table, source)
     if "emotion" in table.columns:
         table["emotion"] = table["emotion"].map(lambda v: None if pd.isna(v) or not str(v).strip() else str(v).strip())
