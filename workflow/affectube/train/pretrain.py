@@ -1,9 +1,12 @@
-"""Stage ``pretrain``: masked video autoencoding (VideoMAE / SVFAP) of unlabelled face clips.
+"""Stage ``pretrain``: self-supervised pretraining of the video encoder on unlabelled face clips.
+
+``pretrain.method`` chooses the pretext (:mod:`affectube.train.pretext`): ``masked`` (masked video
+autoencoding, VideoMAE / SVFAP), ``byol``; every method saves the same ``encoder.safetensors``.
 
 ``python -m affectube pretrain --cfg JSON --stores S.h5 ... --out-dir results/pretrain``
 
 Writes ``encoder.safetensors`` (weights + spec metadata), ``log.csv`` (one row per
-optimizer step), ``summary.json`` and ``reconstruction.png``; keeps
+optimizer step), ``summary.json`` and (masked method) ``reconstruction.png``; keeps
 ``checkpoints/last.pt`` (every ``pretrain.checkpoint_every`` steps, atomic), from which
 a killed or preempted job resumes to the same weights as an uninterrupted run.
 
@@ -26,17 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from affectube.config import load_schema, parse_cfg, validate
 from affectube.errors import DataError, UserError
 from affectube.io import stable_hash, write_json
-from affectube.models import ModelSpec, create_model, init_encoder_from, save_encoder
-from affectube.models.layers import mask_index, num_params
+from affectube.models import ModelSpec, init_encoder_from, save_encoder
+from affectube.models.layers import num_params
 from affectube.train import checkpoint as ckpt
 from affectube.train import distributed, preempt, runtime
 from affectube.train.distributed import DistEnv, ResumableSampler
+from affectube.train import pretext
 from affectube.train.masked_data import MaskedClips
 from affectube.train.optim import build_optimizer, build_scheduler, param_groups, scaled_lr
 from affectube.train.reconstruction import save_reconstruction_figure
@@ -80,7 +83,7 @@ class Pretrainer:
     def __init__(
         self,
         pcfg: dict,
-        dataset: MaskedClips,
+        dataset: MaskedClips,  # or the method's dataset (pretext.get(pcfg["method"]).build_dataset)
         out_dir: str | os.PathLike,
         *,
         env: DistEnv | None = None,
@@ -105,14 +108,15 @@ class Pretrainer:
         self.global_batch = pcfg["batch_size"] * self.env.world_size * self.accum
         self.lr = scaled_lr(pcfg["base_lr"], self.global_batch)
         torch.manual_seed(pcfg["seed"])
-        self.model = create_model(self.spec.model, self.spec)
-        if target_norm is not None:
+        self.method = pretext.get(pcfg["method"])
+        self.model = self.method.build_model(self.spec, pcfg)
+        if target_norm is not None and hasattr(self.model, "set_target_normalisation"):
             self.model.set_target_normalisation(*target_norm)
         if pcfg["init_from"]:
             init_encoder_from(self.model.encoder, pcfg["init_from"])
             log.info("encoder initialised from %s", pcfg["init_from"])
         self.model.to(self.device)
-        if self.model.target_mean is not None:
+        if getattr(self.model, "target_mean", None) is not None:
             self.model.target_mean = self.model.target_mean.to(self.device)
             self.model.target_std = self.model.target_std.to(self.device)
         self.optimizer = build_optimizer(param_groups(self.model, self.lr, pcfg["weight_decay"]), self.lr)
@@ -223,13 +227,9 @@ class Pretrainer:
                     tw = time.perf_counter()
                     batch = next(batches)
                     wait += time.perf_counter() - tw
-                    index = mask_index(batch[1]).to(self.device, non_blocking=True)  # counted on the CPU: no sync
-                    video, _ = self.dataset.to_device(batch, self.device)  # uint8 path: crop/resize/normalise here
                     sync = model.no_sync() if (self.env.distributed and micro < self.accum - 1) else contextlib.nullcontext()
                     with sync:
-                        with self._autocast():
-                            pred = forward(video, index)
-                        loss = F.mse_loss(pred.float(), raw.targets(video, index))
+                        loss = self.method.loss(forward, raw, batch, self.dataset, self.device, self._autocast)
                         (loss / self.accum).backward()
                     losses.append(loss.detach())
                 loss_value = float(distributed.all_reduce_mean(torch.stack(losses).mean()))
@@ -243,6 +243,7 @@ class Pretrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
                 done = step + 1
+                self.method.after_step(raw, done, steps)  # e.g. the EMA target of BYOL/DINO
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 dt = time.perf_counter() - t0
@@ -304,7 +305,8 @@ class Pretrainer:
                 writer.writerows(rows)
         summary = self.summary(rows, start)
         save_encoder(self.out / "encoder.safetensors", self.model.encoder, info=summary)
-        self.figure()
+        if self.method.figure:
+            self.figure()
         write_json(self.out / "summary.json", summary)
 
     def figure(self) -> None:
@@ -321,6 +323,7 @@ class Pretrainer:
         steady = rows[1:] if len(rows) > 1 else rows  # the first step includes warm-up costs
         return {
             "model": self.spec.to_dict(),
+            "method": self.method.name,
             "params": self.cfg,
             "steps": len(rows),
             "resumed_at_step": start or None,
@@ -339,7 +342,7 @@ class Pretrainer:
             "encoder_params": num_params(self.model.encoder),
             "total_params": num_params(self.model),
             "tokens_per_clip": self.model.num_tokens,
-            "visible_tokens_per_clip": int((~self.dataset[0][1]).sum()),
+            "visible_tokens_per_clip": self.method.visible_tokens(self.dataset),
             "data": {
                 "datasets": self.info.datasets,
                 "transductive": self.info.transductive,
@@ -387,6 +390,12 @@ def allowed_datasets(dcfg: dict) -> list[str] | None:
 
 def build_dataset(stores: list[str], pcfg: dict, grid: tuple[int, int, int], datasets: list[str] | None = None,
                   output: str = "float"):
+    """``(dataset, ClipDataset)`` of ``pretrain.method`` over the stores of ``datasets`` (None: all)."""
+    return pretext.get(pcfg["method"]).build_dataset(stores, pcfg, grid, datasets, output=output)
+
+
+def build_masked_dataset(stores: list[str], pcfg: dict, grid: tuple[int, int, int], datasets: list[str] | None = None,
+                         output: str = "float"):
     """``(MaskedClips, ClipDataset)`` over the stores of ``datasets`` (None: all), with tube masks.
     ``output="uint8"``: the loader ships uint8 crops, transformed on the training device
     (:meth:`MaskedClips.to_device`; :func:`affectube.clips.dataset.loader_output` picks it for CUDA)."""

@@ -1,0 +1,45 @@
+"""Helpers for the pretext tests (tests/test_pretext_*.py): tiny view-based configs and datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+# a tiny ViT at 32 px for the real-clip pretext tests (one block: the learning tests stay a few seconds)
+TINY_VIEWS = {"size": "tiny", "depth": 1, "width": 64, "input_size": 32, "num_frames": 8, "sample_stride": 1, "tubelet": 2,
+              "patch": 8, "model": "videomae", "batch_size": 8, "num_workers": 0, "head_hidden": 128, "head_dim": 64}
+
+
+def synthetic_views(pcfg: dict, n: int = 16, views: int = 2):
+    from affectube.models import ModelSpec
+    from affectube.train.masked_data import SyntheticClips
+    from affectube.train.pretext.views import ViewClips
+
+    spec = ModelSpec.from_cfg(pcfg)
+    return ViewClips(SyntheticClips(n, frames=spec.num_frames, size=spec.input_size), views=views, seed=pcfg["seed"])
+
+
+def real_pretrain(stores, out: Path, method: str, steps: int, **over):
+    """A Pretrainer of ``method`` over real clip stores with the real-clip recipe (config/realdata.yaml's
+    lr, batch, augmentation) and :data:`TINY_VIEWS`; returns ``(trainer, dataset)`` after ``fit``."""
+    from realclips_util import realdata_pretrain
+
+    from affectube.models import ModelSpec
+    from affectube.train.pretrain import Pretrainer, build_dataset, resolve_section
+
+    raw = realdata_pretrain()
+    raw.update({**TINY_VIEWS, "method": method, "steps": steps, "warmup_steps": max(1, steps // 10),
+                "checkpoint_every": steps, **over})
+    pcfg = resolve_section({"pretrain": raw}, "pretrain")
+    dataset, base = build_dataset([str(p) for p in stores], pcfg, ModelSpec.from_cfg(pcfg).grid)
+    trainer = Pretrainer(pcfg, dataset, out, target_norm=(base.mean, base.std))
+    assert trainer.fit() == 0
+    return trainer, dataset
+
+
+def embedding_spread(vectors: torch.Tensor) -> float:
+    """Mean over dimensions of the std across the batch of the L2-normalised ``vectors`` [B, D]
+    (0 = collapsed to one point; about 1/sqrt(D) when spread over the sphere)."""
+    return float(F.normalize(vectors.float(), dim=-1).std(dim=0).mean())
