@@ -42,13 +42,15 @@ rule finetune:
         f"{R}/benchmarks/finetune/{{exp}}/fold{{fold}}.tsv"
     threads: 8  # capped by --cores locally; workflow.cores is undefined under --profile slurm
     resources:
-        gpu=1,
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 4 * 60 * attempt,
+        # the experiment's finetune.gpus/mem_gb/time_minutes; attempts 2, 3 (retries) get more memory and time
+        gpu=lambda w: D.experiment_config(w.exp)["finetune"]["gpus"],
+        mem_mb=lambda w, attempt: int(D.experiment_config(w.exp)["finetune"]["mem_gb"] * 1000) * attempt,
+        runtime=lambda w, attempt: D.experiment_config(w.exp)["finetune"]["time_minutes"] * attempt,
     conda:
         "../envs/torch.yaml"
     shell:
-        # exec: a scheduler's SIGTERM reaches the trainer, not an intermediate shell
+        # exec: a scheduler's SIGTERM reaches the trainer (checkpoint + exit 75, resumed on retry), not a shell;
+        # finetune.gpus > 1: the stage re-launches itself under torchrun (DDP)
         "exec python -m affectube finetune --cfg {params.cfg:q} --folds {input.folds} --fold {wildcards.fold}"
         " --stores-dir {params.stores_dir} --encoder '{input.encoder}' --threads {threads}"
         " --out-dir {params.root}/finetune/{wildcards.exp}/fold{wildcards.fold} > {log} 2>&1"

@@ -89,10 +89,12 @@ def test_gpu_rules_ask_per_gpu_and_grow_with_the_attempt(site):
     one, two = per_rule(p, attempt=1), per_rule(p, attempt=2)
     for rule in ("pretrain", "finetune"):
         assert one[rule]["cpus_per_task"] == 0 and one[rule]["cpus_per_gpu"] == 6
-        assert two[rule]["mem_mb"] == 2 * one[rule]["mem_mb"]
-        assert two[rule]["runtime"] == 2 * one[rule]["runtime"]
         assert "gpu" not in one[rule] and "gres" not in one[rule]  # the rule's own gpu count -> --gpus
-    assert one["pretrain"]["slurm_extra"] == "--signal=TERM@600"
+        assert one[rule]["slurm_extra"] == "--signal=TERM@600"  # checkpoint before the time limit
+    assert two["pretrain"]["mem_mb"] == 2 * one["pretrain"]["mem_mb"]
+    assert two["pretrain"]["runtime"] == 2 * one["pretrain"]["runtime"]
+    # finetune: memory and time are the rule's, from the experiment's params (profile dry run below)
+    assert "mem_mb" not in one["finetune"] and "runtime" not in one["finetune"]
 
 
 def test_gpu_type(site):
@@ -143,12 +145,14 @@ def _rules_text() -> str:
 @pytest.mark.slow
 def test_profile_as_typed_dry_run(workflow_copy):
     """``snakemake --profile slurm -n`` in a copy of the workflow: the profile loads and resources resolve."""
-    wf = workflow_copy({"pretrain": {"gpus": 2}})
+    wf = workflow_copy({"pretrain": {"gpus": 2}, "finetune": {"gpus": 2, "mem_gb": 12, "time_minutes": 90},
+                        "experiments": {"videomae": {}, "small": {"finetune.mem_gb": 6}}})
     env = {k: v for k, v in os.environ.items() if k not in SITE_VARS}
     env.update(AFFECTUBE_PARTITION="cpu", AFFECTUBE_GPU_PARTITION="gpu-big", AFFECTUBE_ACCOUNT="proj1",
                PATH=f"{Path(sys.executable).parent}:{env['PATH']}")  # fmt: skip
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "snakemake"), "--profile", "slurm", "-n", "results/pretrain/encoder.safetensors"],
+        [str(Path(sys.executable).parent / "snakemake"), "--profile", "slurm", "-n", "results/pretrain/encoder.safetensors",
+         "results/finetune/videomae/fold0/metrics.json", "results/finetune/small/fold0/metrics.json"],
         cwd=wf, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -156,5 +160,11 @@ def test_profile_as_typed_dry_run(workflow_copy):
     pre = re.search(r"^rule pretrain:.*?resources: ([^\n]*)", out, re.S | re.M).group(1)
     for item in ("slurm_partition=gpu-big", "slurm_account=proj1", "gpu=2", "cpus_per_gpu=8", "nodes=1", "mem_mb=64000"):
         assert item in pre, (item, pre)
+    # finetune: GPUs, memory and time from finetune.gpus / mem_gb / time_minutes of each experiment
+    fine = dict(re.findall(r"^rule finetune:.*?wildcards: exp=(\w+).*?resources: ([^\n]*)", out, re.S | re.M))
+    assert set(fine) == {"videomae", "small"}, fine
+    for exp, mem in (("videomae", 12000), ("small", 6000)):
+        for item in ("slurm_partition=gpu-big", "gpu=2", "cpus_per_gpu=8", f"mem_mb={mem}", "runtime=90"):
+            assert item in fine[exp], (exp, item, fine[exp])
     faces = re.search(r"^rule faces:.*?resources: ([^\n]*)", out, re.S | re.M).group(1)
     assert "slurm_partition=cpu" in faces and "mem_mb=4000" in faces

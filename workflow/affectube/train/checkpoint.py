@@ -5,7 +5,8 @@ A checkpoint is a dict of tensors and plain Python values only:
 * ``model``, ``optimizer``, ``scheduler``, ``scaler``: the ``state_dict()`` of each,
 * ``rng``: a list (one entry per rank) of RNG states stored as tensors/numbers
   (Python ``random``, NumPy's legacy global generator, torch CPU and every CUDA device),
-* ``step`` (optimizer steps done) and ``meta`` (e.g. ``params_hash``, ``data_hash``).
+* ``step`` (optimizer steps done) and ``meta`` (e.g. ``params_hash``, ``data_hash``),
+* whatever else the caller adds (``extra``; fine-tuning: :mod:`affectube.train.fold_checkpoint`).
 
 It is written through :func:`affectube.io.atomic_path`, so a job killed while saving
 leaves the previous checkpoint intact. Resuming = building the same objects, then
@@ -87,7 +88,9 @@ def save_checkpoint(
     step: int,
     rng: list[dict[str, Any]] | None = None,
     meta: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
+    """``extra``: more entries of the same kinds (e.g. a fine-tuning fold's epoch, log and selection)."""
     state = {
         "format": FORMAT,
         "step": int(step),
@@ -98,6 +101,10 @@ def save_checkpoint(
         "rng": rng if rng is not None else [rng_state()],
         "meta": dict(meta or {}),
     }
+    clash = set(extra or {}) & set(state)
+    if clash:
+        raise ValueError(f"checkpoint extra entries {sorted(clash)} would replace the standard ones")
+    state.update(extra or {})
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

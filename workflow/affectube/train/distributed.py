@@ -126,6 +126,14 @@ def all_reduce_max(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on any (one all-reduce; e.g. a preemption signal)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return bool(flag)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    return bool(all_reduce_max(torch.tensor(float(flag), device=device)).item() > 0)
+
+
 def gather_objects(obj: Any) -> list[Any]:
     """Every rank's ``obj`` (a list indexed by rank; ``[obj]`` without a process group)."""
     if dist.is_initialized() and dist.get_world_size() > 1:

@@ -17,6 +17,11 @@
 - Recipe (VideoMAE values in params.yaml's comments): ``finetune.augment`` (random resized crop,
   flip), ``lr`` x batch / 256 (``lr_scale``), ``pool_norm: fc_norm`` (mean-pooled tokens normalised
   by the head, the encoder's final norm skipped), ``head_init_scale``.
+- Cluster scale (docs/cluster.md): a checkpoint after every epoch and on SIGTERM/SIGUSR1
+  (``checkpoints/state.pt``, :mod:`affectube.train.fold_checkpoint`; exit status 75), from which
+  running the fold again continues exactly; ``finetune.gpus`` > 1 runs the fold under torchrun with
+  DistributedDataParallel (:mod:`affectube.train.fold_parallel`), ``batch_size`` per process.
+  The fold is :func:`setup_fold`, :func:`train_fold` (epochs, selection) and :func:`summarize_fold`.
 
 Writes (atomically) ``predictions.csv``, ``predictions_frames.csv`` (per-frame continuous
 predictions; header only when there are none), ``metrics.json``, ``log.csv`` (one row per
@@ -35,6 +40,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -44,8 +50,12 @@ from affectube.errors import ConfigError, DataError
 from affectube.eval import metrics as M
 from affectube.eval.folds import SIDES, Fold, check_loaded, load_folds
 from affectube.io import atomic_path, write_json
+from affectube.train import checkpoint as ckpt
+from affectube.train import distributed, preempt, runtime
+from affectube.train import fold_checkpoint as FC
+from affectube.train import fold_parallel as P
 from affectube.train import losses as L
-from affectube.train import runtime
+from affectube.train.distributed import DistEnv
 from affectube.train.runtime import seed_everything  # noqa: F401  (one definition, shared with pretraining)
 from affectube.train import supervised as S
 
@@ -61,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", default="", help="pretrained encoder.safetensors ('' = none: init scratch)")
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--threads", type=int, default=0, help="the job's cores: torch CPU threads unless finetune.threads is set (0 = torch's default)")
+    parser.add_argument("--stop-after-steps", type=int, default=None, help=argparse.SUPPRESS)  # tests: as if preempted
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,8 +81,21 @@ def run(args: argparse.Namespace) -> int:
     folds = {f.index: f for f in load_folds(args.folds)}
     if args.fold not in folds:
         raise DataError(f"{args.folds}: no fold {args.fold} (have {sorted(folds)})")
-    result = finetune_fold(cfg, folds[args.fold], Path(args.stores_dir), args.encoder or None, Path(args.out_dir),
-                           threads=cfg["finetune"]["threads"] or args.threads)
+    gpus = int(cfg["finetune"]["gpus"])
+    if gpus > 1 and torch.cuda.is_available():
+        distributed.relaunch_with_torchrun(gpus)  # as pretraining: torchrun on this node's GPUs (DDP)
+    env, device = distributed.init()  # ranks from torchrun/srun, or one process
+    preempt.install()  # SIGTERM/SIGUSR1 -> checkpoint after the current step, exit 75 (resumed when run again)
+    try:
+        result = finetune_fold(cfg, folds[args.fold], Path(args.stores_dir), args.encoder or None, Path(args.out_dir),
+                               threads=cfg["finetune"]["threads"] or args.threads, env=env, device=device,
+                               stop_after_steps=args.stop_after_steps)
+    except FC.FoldPreempted as stopped:
+        log.warning("fold %d %s", args.fold, stopped)
+        return stopped.exit_status
+    finally:
+        preempt.uninstall()
+        distributed.cleanup()
     log.info("fold %d done: %s", args.fold, json.dumps({k: v for k, v in result["test"].items() if isinstance(v, float)}))
     return 0
 
@@ -193,17 +217,57 @@ def discover_classes(ft: dict, identities: list[dict]) -> list[str]:
     return classes
 
 
-def loader(ds, batch_size: int, shuffle: bool, seed: int, workers: int):
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=g,
-                                       drop_last=False)
-
-
 # ---------------------------------------------------------------- the fold
 
 
-def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | None, out_dir: Path, threads: int = 0) -> dict:
+@dataclass
+class FoldRun:
+    """Everything :func:`setup_fold` builds for a fold (data, model, optimizer) and the epochs use."""
+
+    cfg: dict
+    fold: Fold
+    encoder_path: str | None
+    env: DistEnv
+    device: torch.device
+    t0: float
+    seed: int
+    main_metric: str
+    stores: dict
+    geom: dict
+    identity: dict
+    classes: list
+    task: S.Task
+    other_classes: list
+    data: dict
+    skipped: list
+    model: torch.nn.Module
+    frozen: bool
+    class_weight: torch.Tensor | None
+    loss_fn: L.CompositeLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+
+    @property
+    def ft(self) -> dict:
+        return self.cfg["finetune"]
+
+
+def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | None, out_dir: Path, threads: int = 0,
+                  env: DistEnv | None = None, device: torch.device | None = None,
+                  stop_after_steps: int | None = None) -> dict:
+    """Train, select and test one fold; resumes from ``out_dir/checkpoints/state.pt`` when there is one.
+
+    Raises :class:`~affectube.train.fold_checkpoint.FoldPreempted` after writing a checkpoint when a
+    preemption signal arrived (:mod:`affectube.train.preempt`) or, in tests, after ``stop_after_steps``
+    optimizer steps. ``env``: this process's rank (default: one process; the CLI passes torchrun's).
+    """
+    run = setup_fold(cfg, fold, stores_dir, encoder_path, threads, env or DistEnv(), device)
+    history, selector = train_fold(run, Path(out_dir), stop_after_steps)
+    return summarize_fold(run, history, selector, Path(out_dir))
+
+
+def setup_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | None, threads: int, env: DistEnv,
+               device: torch.device | None = None) -> FoldRun:
     ft, pretrain = cfg["finetune"], cfg["pretrain"]
     main_metric = cfg["evaluate"]["main_metric"]
     if threads:
@@ -227,8 +291,9 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
                  len(other_classes), ", ".join(sorted({v["emotion"] for v in other_classes})))
     from affectube.clips.dataset import loader_output
 
-    device = runtime.training_device()  # the job's GPU, if any
-    log.info("fold %d: device %s", fold.index, device if device.type == "cpu" else torch.cuda.get_device_name(device))
+    device = device or runtime.training_device(env.local_rank)  # the job's GPU, if any
+    log.info("fold %d: device %s, %d process(es)", fold.index,
+             device if device.type == "cpu" else torch.cuda.get_device_name(device), env.world_size)
     data = open_datasets(stores, geom, ft, classes or None, seed, output=loader_output(device))
     check_channels(encoder, data["train"], stores_dir)
     skipped = [x for s in SIDES if data[s] is not None for x in data[s].skipped]
@@ -245,58 +310,110 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
         log.info("class weights: %s", dict(zip(classes, class_weight.tolist())))
     loss_fn = L.CompositeLoss(dict(ft["losses"]), ft["task"], L.Bins(int(ft["bins"]), *map(float, ft["target_range"])),
                               float(ft["label_smoothing"]), class_weight.to(device) if class_weight is not None else None)
+    steps = P.steps_per_epoch(len(data["train"]), int(ft["batch_size"]), env)
+    optimizer, scheduler = make_optimizer(model, ft, steps, frozen, env.world_size)
+    ident = FC.identity(cfg, fold.to_json(), [p for s in SIDES for p in stores[s]], encoder_path, env.world_size)
+    return FoldRun(cfg=cfg, fold=fold, encoder_path=encoder_path, env=env, device=device, t0=t0, seed=seed,
+                   main_metric=main_metric, stores=stores, geom=geom, identity=ident, classes=classes, task=task,
+                   other_classes=other_classes, data=data, skipped=skipped, model=model, frozen=frozen,
+                   class_weight=class_weight, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler)
 
-    train_loader = loader(data["train"], int(ft["batch_size"]), True, seed, int(ft["num_workers"]))
-    val_loader = loader(data["val"], int(ft["batch_size"]), False, seed, int(ft["num_workers"])) if data["val"] is not None else None
-    test_loader = loader(data["test"], int(ft["batch_size"]), False, seed, int(ft["num_workers"]))
-    optimizer, scheduler = make_optimizer(model, ft, len(train_loader), frozen)
 
-    history = []
-    selector = Selector(ft, main_metric, has_val=val_loader is not None)
-    for epoch in range(1, int(ft["epochs"]) + 1):
-        data["train"].set_epoch(epoch)  # new clip starts and augmentations every epoch
-        train = S.train_epoch(model, train_loader, loss_fn, optimizer, scheduler, frozen, task_targets=task.targets)
-        row = {"epoch": epoch, "train_loss": train["loss"], "lr": max(g["lr"] for g in optimizer.param_groups)}
+def train_fold(run: FoldRun, out_dir: Path, stop_after_steps: int | None = None) -> tuple[list[dict], "Selector"]:
+    """The epochs, with selection and early stopping; checkpoints after every epoch and on preemption.
+    Returns the log rows and the selector (whose weights :func:`summarize_fold` tests)."""
+    ft, env, fold = run.ft, run.env, run.fold
+    batch, workers, epochs = int(ft["batch_size"]), int(ft["num_workers"]), int(ft["epochs"])
+    selector = Selector(ft, run.main_metric, has_val=run.data["val"] is not None)
+    store = FC.FoldCheckpoint(out_dir, run.identity, env)
+    history, done, partial, finished = [], 0, None, False
+    state = store.load()
+    if state is not None:  # after everything that draws random numbers: the RNG states are restored too
+        ckpt.restore(state, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler, rank=env.rank)
+        saved = state["fold"]
+        history, done, finished = [dict(r) for r in saved["history"]], int(saved["epoch"]), bool(saved["finished"])
+        selector.load_state_dict(saved["selector"])
+        if saved["partial"]:
+            partial = S.EpochStats.from_state(saved["partial"][env.rank])
+        log.info("fold %d: %s from %s", fold.index, FC.resume_message(state), store.path)
+    model = P.wrap(run.model, env, run.device)
+
+    def stop_requested() -> bool:
+        simulated = stop_after_steps is not None and run.scheduler.last_epoch >= stop_after_steps
+        return distributed.any_rank(preempt.requested() or simulated)
+
+    def save(epoch: int, partial=None) -> None:
+        store.save(model=run.model, optimizer=run.optimizer, scheduler=run.scheduler, step=run.scheduler.last_epoch,
+                   epoch=epoch, history=history, selector=selector.state_dict(), finished=finished, partial=partial)
+
+    epoch = done
+    while not finished and epoch < epochs:
+        epoch += 1
+        train_ds = run.data["train"]
+        train_ds.set_epoch(epoch)  # new clip starts and augmentations every epoch
+        stats, partial = partial or S.EpochStats(), None
+        sampler = P.EpochSampler(len(train_ds), epoch, env, run.seed, start=stats.steps * batch)
+        train = S.train_epoch(model, P.make_loader(train_ds, batch, sampler, run.seed, workers), run.loss_fn,
+                              run.optimizer, run.scheduler, run.frozen, task_targets=run.task.targets, stats=stats,
+                              should_stop=stop_requested)
+        if train is None:  # preempted inside the epoch
+            save(epoch - 1, partial=stats)
+            raise FC.FoldPreempted(store.path, epoch - 1, run.scheduler.last_epoch)
+        if env.distributed:
+            train = P.epoch_stats(stats, env).result(run.task.targets)
+        row = {"epoch": epoch, "train_loss": train["loss"], "lr": max(g["lr"] for g in run.optimizer.param_groups)}
         value = vloss = math.nan
-        if val_loader is not None:
-            vclips, vframes, vloss = S.predict(model, val_loader, task, fold.index, loss_fn)
-            value = M.main_value(evaluate_predictions(vclips, vframes), main_metric)
-        row.update({"val_loss": vloss, f"val_{main_metric}": value})
+        if run.data["val"] is not None:
+            vclips, vframes, vloss = P.predict(run.model, run.data["val"], batch, run.seed, workers, run.task, fold.index,
+                                               env, run.loss_fn)
+            value = M.main_value(evaluate_predictions(vclips, vframes), run.main_metric)
+        row.update({"val_loss": vloss, f"val_{run.main_metric}": value})
         row.update({k: v for k, v in train.items() if k != "loss"})
         history.append(row)
         log.info("epoch %d: train_loss %.4f %s val_loss %.4f val_%s %.4f", epoch, row["train_loss"],
                  " ".join(f"{k} {v:.3f}" for k, v in train.items() if k in ("train_accuracy", "train_uar", "train_ccc")),
-                 row["val_loss"], main_metric, row[f"val_{main_metric}"])
-        if selector.update(epoch, value, vloss, model):
+                 row["val_loss"], run.main_metric, row[f"val_{run.main_metric}"])
+        stop = selector.update(epoch, value, vloss, run.model)
+        finished = stop or epoch == epochs
+        save(epoch)
+        if stop:
             log.info("early stop after epoch %d (best %d on %s)", epoch, selector.epoch, selector.selected_on)
-            break
+        if stop_requested():
+            raise FC.FoldPreempted(store.path, epoch, run.scheduler.last_epoch)
+    return history, selector
+
+
+def summarize_fold(run: FoldRun, history: list[dict], selector: "Selector", out_dir: Path) -> dict:
+    """Test the selected weights; write the fold's outputs (rank 0; ``metrics.json`` last), then drop
+    the checkpoint."""
+    ft, env, fold, task, data = run.ft, run.env, run.fold, run.task, run.data
+    batch, workers, model = int(ft["batch_size"]), int(ft["num_workers"]), run.model
     if selector.state is not None:  # else: the weights of the last epoch run
         model.load_state_dict(selector.state)
     best = {"epoch": selector.epoch or len(history), "selected_on": selector.selected_on}
     at_best = history[best["epoch"] - 1]
 
-    clips, frames, test_loss = S.predict(model, test_loader, task, fold.index, loss_fn)
+    clips, frames, test_loss = P.predict(model, data["test"], batch, run.seed, workers, task, fold.index, env, run.loss_fn)
     test_metrics = evaluate_predictions(clips, frames)
     val_metrics = {}
-    if val_loader is not None:
-        vclips, vframes, _ = S.predict(model, val_loader, task, fold.index)
+    if data["val"] is not None:
+        vclips, vframes, _ = P.predict(model, data["val"], batch, run.seed, workers, task, fold.index, env)
         val_metrics = evaluate_predictions(vclips, vframes)
     # the selected model on its own training videos, sampled as the test ones (no augmentation):
     # did it fit them? (the report flags an underfit fold)
-    train_eval = data["train"].as_test()
-    tclips, tframes, _ = S.predict(model, loader(train_eval, int(ft["batch_size"]), False, seed, int(ft["num_workers"])),
-                                   task, fold.index)
+    tclips, tframes, _ = P.predict(model, data["train"].as_test(), batch, run.seed, workers, task, fold.index, env)
     train_metrics = evaluate_predictions(tclips, tframes)
     model.cpu()  # saved from the CPU
     n_params, n_train = runtime.param_counts(model)
+    classes, class_weight = run.classes, run.class_weight
     summary = {
         "fold": fold.index,
         "subjects": {s: getattr(fold, s) for s in SIDES},
         "videos": {s: len(fold.videos(s)) for s in SIDES},
         "clips": {s: (len(data[s]) if data[s] is not None else 0) for s in SIDES},
-        "skipped_stores": [{"path": p, "reason": r} for p, r in skipped],
-        "other_class_videos": other_classes,
-        "main_metric": main_metric,
+        "skipped_stores": [{"path": p, "reason": r} for p, r in run.skipped],
+        "other_class_videos": run.other_classes,
+        "main_metric": run.main_metric,
         "test": test_metrics,
         "val": val_metrics,
         "train": train_metrics,
@@ -308,7 +425,9 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
             "warmup_epochs": int(ft["warmup_epochs"]),
             # training metrics of the selected epoch (augmented training clips, as in log.csv)
             "train_at_best": {k: at_best[k] for k in at_best if k.startswith("train_") and k != "train_loss"},
-            "lr_peak": peak_lr(ft),
+            "lr_peak": peak_lr(ft, env.world_size),
+            "processes": env.world_size,
+            "global_batch": batch * env.world_size,
             "mode": ft["mode"],
             "init": ft["init"],
             "backbone": ft["backbone"],
@@ -320,12 +439,15 @@ def finetune_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | N
             "class_weights": dict(zip(classes, class_weight.tolist())) if class_weight is not None else None,
             "params_total": n_params,
             "params_trainable": n_train,
-            "clip": geom,
-            "seconds": round(time.time() - t0, 2),
-            "encoder": encoder_path or "",
+            "clip": run.geom,
+            "seconds": round(time.time() - run.t0, 2),
+            "encoder": run.encoder_path or "",
         },
     }
-    write_outputs(out_dir, clips, frames, history, summary, model, cfg, task, store_preprocessing(stores["train"]))
+    if env.is_main:
+        write_outputs(out_dir, clips, frames, history, summary, model, run.cfg, task, store_preprocessing(run.stores["train"]))
+        FC.FoldCheckpoint(out_dir, run.identity, env).remove()
+    distributed.barrier()
     return summary
 
 
@@ -350,20 +472,21 @@ def check_channels(encoder, ds, source: Path) -> None:
                         " (crop.grayscale and the pretraining crops must agree)")
 
 
-def peak_lr(ft: dict) -> float:
-    """The peak learning rate: ``finetune.lr`` x batch / 256 with ``lr_scale: batch`` (VideoMAE's rule,
-    as pretraining's ``base_lr``; MAE-DFER fine-tunes with base 1e-3), else ``finetune.lr`` as given.
-    Fine-tuning runs one process, so the global batch is ``finetune.batch_size``."""
+def peak_lr(ft: dict, world_size: int = 1) -> float:
+    """The peak learning rate: ``finetune.lr`` x global batch / 256 with ``lr_scale: batch`` (VideoMAE's
+    rule, as pretraining's ``base_lr``; MAE-DFER fine-tunes with base 1e-3), else ``finetune.lr`` as given.
+    ``finetune.batch_size`` is per process: the global batch is ``batch_size x world_size`` (the
+    processes of ``finetune.gpus``)."""
     from affectube.train.optim import scaled_lr
 
     lr = float(ft["lr"])
-    return scaled_lr(lr, int(ft["batch_size"])) if ft["lr_scale"] == "batch" else lr
+    return scaled_lr(lr, int(ft["batch_size"]) * world_size) if ft["lr_scale"] == "batch" else lr
 
 
-def make_optimizer(model, ft: dict, steps_per_epoch: int, frozen: bool):
+def make_optimizer(model, ft: dict, steps_per_epoch: int, frozen: bool, world_size: int = 1):
     from affectube.train.optim import build_optimizer, build_scheduler, param_groups
 
-    lr = peak_lr(ft)
+    lr = peak_lr(ft, world_size)
     decay = float(ft["layer_decay"]) if not frozen else None
     groups = param_groups(model, lr, float(ft["weight_decay"]), layer_decay=decay, encoder=model.encoder)
     optimizer = build_optimizer(groups, lr, betas=(0.9, 0.999), fused=False)
@@ -424,6 +547,17 @@ class Selector:
         else:
             self.stale += 1
         return self.stale >= self.patience
+
+    def state_dict(self) -> dict:
+        """What a fold checkpoint keeps (:mod:`affectube.train.fold_checkpoint`): best key, epoch,
+        weights, patience counter and the selection's name."""
+        return {"key": list(self.key) if self.key is not None else None, "epoch": self.epoch, "state": self.state,
+                "stale": self.stale, "selected_on": self.selected_on}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.key = tuple(state["key"]) if state["key"] is not None else None
+        self.epoch, self.state, self.stale = int(state["epoch"]), state["state"], int(state["stale"])
+        self.selected_on = state["selected_on"]
 
 
 def evaluate_predictions(clips: pd.DataFrame, frames: pd.DataFrame) -> dict:

@@ -97,7 +97,7 @@ def clip_geometry(encoder: nn.Module, pretrain: dict) -> dict:
 def set_train_mode(model: VideoModel, frozen: bool) -> None:
     model.train()
     if frozen:  # dropout/drop path/BatchNorm statistics of a frozen encoder stay put
-        model.encoder.eval()
+        getattr(model, "module", model).encoder.eval()  # .module: under DistributedDataParallel
 
 
 # ---------------------------------------------------------------- targets
@@ -149,15 +149,74 @@ def on_device(batch: dict, device: torch.device) -> dict:
 
 
 
+class EpochStats:
+    """Running sums of one training epoch: the loss (and its parts), the clips seen, the optimizer
+    steps done and what the model predicted for its training clips. A checkpoint taken mid-epoch
+    keeps them (:meth:`state_dict`), so a resumed epoch reports what an uninterrupted one would;
+    under DDP every rank keeps its own and :meth:`merged` adds them up (rank order)."""
+
+    def __init__(self):
+        self.total, self.n, self.steps, self.parts = 0.0, 0, 0, {}
+        self.seen = {"label": [], "pred": [], "target": [], "reg": []}
+
+    def add(self, loss: float, b: int, parts: dict, outputs: dict, raw: dict, batch: dict) -> None:
+        _collect(self.seen, outputs, raw, batch)
+        self.total += loss * b
+        self.n += b
+        self.steps += 1
+        for k, v in parts.items():
+            self.parts[k] = self.parts.get(k, 0.0) + v * b
+
+    def state_dict(self) -> dict:
+        """Plain values and tensors (``torch.load(weights_only=True)`` reads them back)."""
+        return {"total": self.total, "n": self.n, "steps": self.steps, "parts": dict(self.parts),
+                "seen": {k: torch.cat(v) if v else None for k, v in self.seen.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "EpochStats":
+        out = cls()
+        out.total, out.n, out.steps, out.parts = float(state["total"]), int(state["n"]), int(state["steps"]), dict(state["parts"])
+        out.seen = {k: ([v] if v is not None else []) for k, v in state["seen"].items()}
+        return out
+
+    @classmethod
+    def merged(cls, parts: list["EpochStats"]) -> "EpochStats":
+        if len(parts) == 1:
+            return parts[0]
+        out = cls()
+        for p in parts:
+            out.total += p.total
+            out.n += p.n
+            for k, v in p.parts.items():
+                out.parts[k] = out.parts.get(k, 0.0) + v
+            for k in out.seen:
+                out.seen[k] += p.seen[k]
+        out.steps = max(p.steps for p in parts)
+        return out
+
+    def result(self, task_targets: list[str] | None = None) -> dict:
+        if self.n == 0:
+            raise DataError("the training set yielded no clips")
+        return {"loss": self.total / self.n, **{f"loss_{k}": v / self.n for k, v in self.parts.items()},
+                **train_metrics(self.seen, task_targets)}
+
+
 def train_epoch(model, loader, loss_fn, optimizer, scheduler, frozen: bool, clip_grad: float | None = 1.0,
-                progress_every: int = 10, task_targets: list[str] | None = None) -> dict:
+                progress_every: int = 10, task_targets: list[str] | None = None, stats: EpochStats | None = None,
+                should_stop=None) -> dict | None:
     """One epoch; returns the mean loss (``loss``, ``loss_<part>``) and the training metrics of
-    :func:`train_metrics` (``task_targets`` name the continuous targets)."""
+    :func:`train_metrics` (``task_targets`` name the continuous targets).
+
+    ``stats``: the sums so far (a resumed epoch; ``loader`` then yields only the remaining batches);
+    they are updated in place. ``should_stop()`` is asked after every optimizer step but the
+    epoch's last: when it says True the epoch stops there and ``None`` is returned (``stats``
+    holds the partial epoch, for a checkpoint). ``model`` may be wrapped in DistributedDataParallel.
+    """
     set_train_mode(model, frozen)
-    total, n, parts_sum = 0.0, 0, {}
-    seen = {"label": [], "pred": [], "target": [], "reg": []}  # what the model predicted for its training clips
+    stats = stats if stats is not None else EpochStats()
     params = [p for p in model.parameters() if p.requires_grad]
     device = model_device(model)
+    remaining = len(loader)
     for step, batch in enumerate(loader):
         batch = on_device(batch, device)
         with autocast(device):
@@ -170,17 +229,12 @@ def train_epoch(model, loader, loss_fn, optimizer, scheduler, frozen: bool, clip
             torch.nn.utils.clip_grad_norm_(params, clip_grad)
         optimizer.step()
         scheduler.step()
-        b = len(batch["label"])
-        _collect(seen, outputs, raw, batch)
-        total += float(loss.detach()) * b
-        n += b
-        for k, v in parts.items():
-            parts_sum[k] = parts_sum.get(k, 0.0) + v * b
-        if progress_every and (step + 1) % progress_every == 0:
-            log.info("  step %d: loss %.4f", step + 1, float(loss))
-    if n == 0:
-        raise DataError("the training set yielded no clips")
-    return {"loss": total / n, **{f"loss_{k}": v / n for k, v in parts_sum.items()}, **train_metrics(seen, task_targets)}
+        stats.add(float(loss.detach()), len(batch["label"]), parts, outputs, raw, batch)
+        if progress_every and stats.steps % progress_every == 0:
+            log.info("  step %d: loss %.4f", stats.steps, float(loss))
+        if should_stop is not None and step + 1 < remaining and should_stop():
+            return None
+    return stats.result(task_targets)
 
 
 def _collect(seen: dict, outputs: dict, raw: dict, batch: dict) -> None:
@@ -217,8 +271,10 @@ def train_metrics(seen: dict, targets: list[str] | None = None) -> dict:
 
 
 @torch.no_grad()
-def predict(model, loader, task: Task, fold: int, loss_fn=None) -> tuple[pd.DataFrame, pd.DataFrame, float]:
-    """Clip rows (``predictions.csv``), frame rows (``predictions_frames.csv``) and the mean loss."""
+def predict(model, loader, task: Task, fold: int, loss_fn=None, aggregate: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """Clip rows (``predictions.csv``), frame rows (``predictions_frames.csv``) and the mean loss.
+    ``aggregate=False``: the frame rows of every clip as they are (:func:`aggregate_frames` later,
+    once the shards of several processes are put together)."""
     model.eval()
     rows, frame_rows = [], []
     loss_sum, n = 0.0, 0
@@ -245,9 +301,16 @@ def predict(model, loader, task: Task, fold: int, loss_fn=None) -> tuple[pd.Data
     if frame_rows:
         frame_cols += [f"{s}_{t}" for t in task.targets for s in ("true", "pred")]
     frames = pd.DataFrame(frame_rows, columns=frame_cols)
-    if len(frames):  # overlapping test clips: one row per (video, frame time), predictions averaged
-        frames = frames.groupby(["fold", "subject", "video_id", "time"], as_index=False, sort=True).mean()
+    if aggregate:
+        frames = aggregate_frames(frames)
     return clips, frames, (loss_sum / n if n else float("nan"))
+
+
+def aggregate_frames(frames: pd.DataFrame) -> pd.DataFrame:
+    """Overlapping test clips: one row per (video, frame time), predictions averaged."""
+    if not len(frames):
+        return frames
+    return frames.groupby(["fold", "subject", "video_id", "time"], as_index=False, sort=True).mean()
 
 
 def _meta(batch, i) -> dict:
