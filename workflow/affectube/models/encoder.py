@@ -14,6 +14,8 @@ Blocks are timm's ``vision_transformer.Block`` (fused scaled-dot-product attenti
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 from timm.models.vision_transformer import Block
@@ -29,8 +31,14 @@ from affectube.models.layers import (
 from affectube.models.spec import ModelSpec
 
 
-def vit_block(dim: int, heads: int, drop_path: float = 0.0) -> Block:
-    return Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, drop_path=drop_path, norm_layer=nn.LayerNorm)
+def vit_block(dim: int, heads: int, drop_path: float = 0.0, mlp_ratio: float = 4.0, eps: float = 1e-5) -> Block:
+    norm = nn.LayerNorm if eps == 1e-5 else partial(nn.LayerNorm, eps=eps)
+    block = Block(dim, heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path=drop_path, norm_layer=norm)
+    hidden = round(dim * mlp_ratio)
+    if block.mlp.fc1.out_features != hidden:  # int(dim * ratio) may round down a ratio like 48/11
+        block.mlp.fc1 = nn.Linear(dim, hidden)
+        block.mlp.fc2 = nn.Linear(hidden, dim)
+    return block
 
 
 class VideoEncoder(nn.Module):
@@ -44,7 +52,7 @@ class VideoEncoder(nn.Module):
         self.num_tokens = self.grid[0] * self.grid[1] * self.grid[2]
         self.patch_embed = PatchEmbed3d(spec.in_chans, spec.dim, spec.tubelet, spec.patch)
         self.pos_embed = PositionEmbedding(self.num_tokens, spec.dim, spec.pos_embed)
-        self.norm = nn.LayerNorm(spec.dim, eps=1e-6)
+        self.norm = nn.LayerNorm(spec.dim, eps=spec.final_eps)
 
     def embed(self, x: torch.Tensor, index: MaskIndex | None) -> torch.Tensor:
         b = x.shape[0]
@@ -95,7 +103,7 @@ class VideoViT(VideoEncoder):
     def __init__(self, spec: ModelSpec):
         super().__init__(spec)
         rates = drop_path_rates(spec.drop_path, spec.encoder_depth)
-        self.blocks = nn.ModuleList(vit_block(spec.dim, spec.heads, r) for r in rates)
+        self.blocks = nn.ModuleList(vit_block(spec.dim, spec.heads, r, spec.mlp_ratio, spec.block_eps) for r in rates)
         self.apply(init_vit_weights)
 
     def _run_blocks(self, tokens: torch.Tensor) -> torch.Tensor:

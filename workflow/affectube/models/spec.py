@@ -34,6 +34,10 @@ class ModelSpec:
     svfap_tokens: int = 8  # svfap: bottleneck tokens per time step
     drop_path: float = 0.0
     norm_target: bool = True
+    # set by checkpoint import (affectube.models.checkpoints) for publishers' architectures
+    num_heads: int | None = None  # attention heads (null = the size's, or width / 64)
+    mlp_ratio: float = 4.0  # MLP hidden width / width (VideoMAEv2 ViT-g: 48/11)
+    norm_eps: float | None = None  # LayerNorm eps everywhere (null: 1e-5 in blocks, 1e-6 final norm)
 
     # ---------------------------------------------------------------- derived
     @property
@@ -43,7 +47,17 @@ class ModelSpec:
 
     @property
     def heads(self) -> int:
+        if self.num_heads is not None:
+            return self.num_heads
         return named_size(self.size).heads if self.width is None else heads_for(self.width)
+
+    @property
+    def block_eps(self) -> float:
+        return 1e-5 if self.norm_eps is None else float(self.norm_eps)
+
+    @property
+    def final_eps(self) -> float:
+        return 1e-6 if self.norm_eps is None else float(self.norm_eps)
 
     @property
     def encoder_depth(self) -> int:
@@ -89,6 +103,8 @@ class ModelSpec:
         self.grid  # noqa: B018  (raises UserError when sizes do not divide)
         if self.width is not None and (self.width < 16 or self.width % heads_for(self.width)):
             raise UserError(f"pretrain.width={self.width}: must be >= 16 (heads = width / 64)")
+        if self.num_heads is not None and (self.num_heads < 1 or self.dim % self.num_heads):
+            raise UserError(f"num_heads={self.num_heads} does not divide the width {self.dim}")
         if self.depth is not None and self.depth < 1:
             raise UserError(f"pretrain.depth={self.depth}: must be >= 1 or null")
         if self.model == "svfap":

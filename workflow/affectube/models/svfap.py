@@ -60,13 +60,14 @@ class CrossAttention(nn.Module):
 class CrossSelfBlock(nn.Module):
     """Cross-attention to a context, then a timm ViT block (self-attention + MLP)."""
 
-    def __init__(self, dim: int, heads: int, drop_path: float = 0.0):
+    def __init__(self, dim: int, heads: int, drop_path: float = 0.0, mlp_ratio: float = 4.0,
+                 eps: float = 1e-6, block_eps: float = 1e-5):
         super().__init__()
-        self.cross_norm = nn.LayerNorm(dim, eps=1e-6)
-        self.context_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.cross_norm = nn.LayerNorm(dim, eps=eps)
+        self.context_norm = nn.LayerNorm(dim, eps=eps)
         self.cross_attn = CrossAttention(dim, heads)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.block = vit_block(dim, heads, drop_path)
+        self.block = vit_block(dim, heads, drop_path, mlp_ratio, block_eps)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.cross_attn(self.cross_norm(x), self.context_norm(context)))
@@ -76,9 +77,9 @@ class CrossSelfBlock(nn.Module):
 class BottleneckPool(nn.Module):
     """Each time step's S tokens -> M bottleneck tokens (softmax-weighted sums of the S tokens)."""
 
-    def __init__(self, dim: int, num_tokens: int, hidden: int = BOTTLENECK_HIDDEN):
+    def __init__(self, dim: int, num_tokens: int, hidden: int = BOTTLENECK_HIDDEN, eps: float = 1e-6):
         super().__init__()
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.norm = nn.LayerNorm(dim, eps=eps)
         self.score = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, num_tokens))
 
     def forward(self, x: torch.Tensor, steps: int) -> torch.Tensor:
@@ -95,15 +96,16 @@ class TPSBT(VideoEncoder):
         super().__init__(spec)
         width, heads, stages = spec.dim, spec.heads, spec.svfap_stages
         rates = iter(drop_path_rates(spec.drop_path, sum(stages)))
-        blocks: list[nn.Module] = [vit_block(width, heads, next(rates)) for _ in range(stages[0])]
+        mlp, eps = spec.mlp_ratio, spec.final_eps
+        blocks: list[nn.Module] = [vit_block(width, heads, next(rates), mlp, spec.block_eps) for _ in range(stages[0])]
         self.temporal_downsamples = nn.ModuleList()
         self.spatial_pools = nn.ModuleList()
         self.stage_starts = [0]
         for depth in stages[1:]:
             self.stage_starts.append(len(blocks))
             self.temporal_downsamples.append(nn.Conv1d(width, width, TEMPORAL_KERNEL, stride=TEMPORAL_KERNEL))
-            self.spatial_pools.append(BottleneckPool(width, spec.svfap_tokens))
-            blocks += [CrossSelfBlock(width, heads, next(rates)) for _ in range(depth)]
+            self.spatial_pools.append(BottleneckPool(width, spec.svfap_tokens, eps=eps))
+            blocks += [CrossSelfBlock(width, heads, next(rates), mlp, eps, spec.block_eps) for _ in range(depth)]
         self.blocks = nn.ModuleList(blocks)
         self.apply(init_vit_weights)
 
