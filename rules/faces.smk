@@ -33,7 +33,7 @@ rule faces_qc:
         figure=report(f"{R}/faces/{{dataset}}/qc.png", caption="../workflow/report/faces_qc.rst", category="Preprocessing"),
     params:
         root=lambda w: R,  # run.results, the results root of this run
-        cfg=D.cfg("figures"),
+        cfg=D.cfg("figures", "pretrain"),  # pretrain: clip length, for the QC's short_clip column
     log:
         f"{R}/logs/faces_qc/{{dataset}}.log",
     conda:

@@ -88,13 +88,14 @@ def _truncate(src, dst, frac=0.5):
 
 
 def test_truncated_files_fail_naming_the_file(realdata, tmp_path):
+    """decode.on_truncated: fail (the default, keep, is tested in test_video_wild.py)."""
     flv = _truncate(realdata / CODECS["vp6f"], tmp_path / "cut.flv")
     with pytest.raises(DataError, match=r"cut\.flv: truncated or corrupt: frames stop at"):
-        decode(flv, fps=25, max_side=96)
+        decode(flv, fps=25, max_side=96, on_truncated="fail")
     faststart = tmp_path / "fs.mp4"  # moov first: the frames themselves are cut off
     subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(realdata / CODECS["h264"]), "-c", "copy", "-movflags", "+faststart", str(faststart)], check=True)
     with pytest.raises(DataError, match=r"cut\.mp4: truncated or corrupt"):
-        decode(_truncate(faststart, tmp_path / "cut.mp4"), fps=25, max_side=96)
+        decode(_truncate(faststart, tmp_path / "cut.mp4"), fps=25, max_side=96, on_truncated="fail")
     with pytest.raises(DataError, match=r"cut2\.mp4: not a readable video file.*truncated"):  # moov at the end: lost
         decode(_truncate(realdata / CODECS["h264"], tmp_path / "cut2.mp4"), fps=25, max_side=96)
 

@@ -17,7 +17,9 @@ Items (dicts, batched by torch's default collate):
 
 Sampling (see :mod:`affectube.clips.sampling`): ``mode="train"`` gives one item per video at a
 random start; ``mode="test"`` gives ``test_clips`` items per video, centred in ``test_clips`` equal
-segments of the video (spread over the whole video, the middle included).
+segments of the video (spread over the whole video, the middle included). A video shorter than one clip
+(``(num_frames - 1) x sample_stride + 1`` frames) is kept in both modes: its clip starts at frame 0
+and repeats the last frame (``dataset.short`` lists such videos).
 
 Augmentation (``augment=True``, training): a random resized crop (``scale``, ``ratio``; ``crop=False``:
 none) and a flip with probability ``flip``, one per clip (:class:`~affectube.clips.transforms.TubeTransform`);
@@ -82,6 +84,7 @@ class VideoEntry:
     layout: FrameLayout | None = None  # byte offsets for direct reads (uncompressed stores)
     event: tuple | None = None  # (first, last) frame of the event span, with event=True
     event_jitter: int = 0  # event_jitter in frames of this store
+    landmarks: np.ndarray | None = None  # [N,5,2] crop pixels: only for a mask generator that uses them (face masking)
 
 
 class ClipDataset(Dataset):
@@ -150,6 +153,12 @@ class ClipDataset(Dataset):
             raise DataError(f"clip stores mix {sorted(channels)} channels (grayscale and colour crops): use one crop.grayscale setting")
         self.channels = channels.pop() if channels else 3
         self.entries = entries
+        # videos shorter than one clip are kept, never dropped: their clips repeat the last frame
+        # (sampling.frame_indices); counted here and in the faces QC table (short_clip)
+        self.short = [(e.video_id, e.num_frames) for e in entries if e.num_frames < self.span]
+        if self.short:
+            log.info("%d of %d videos have fewer frames than one clip spans (%d): their clips repeat the last frame (e.g. %s)",
+                     len(self.short), len(entries), self.span, ", ".join(f"{v}: {n}" for v, n in self.short[:3]))
         per_video = 1 if mode == "train" else self.test_clips
         self._items = [(v, k) for v in range(len(entries)) for k in range(per_video)]
         mean_t, std_t = self.transform.stats(self.channels)
@@ -170,6 +179,12 @@ class ClipDataset(Dataset):
         event, jitter = None, 0
         if self.event:
             event, jitter = _event(m, labels, path, self.event_jitter)
+        landmarks = None
+        if getattr(self.mask_generator, "uses_landmarks", False):
+            landmarks = m["landmarks"]
+            if landmarks is None:
+                raise DataError(f"{path}: the store has no face_landmarks, which face-guided masking (pretrain.masking: face) "
+                                "needs: re-run the clips stage (stores written since it records the landmarks)")
         return VideoEntry(
             path=str(path),
             dataset=m["dataset"],
@@ -184,6 +199,7 @@ class ClipDataset(Dataset):
             layout=m["layout"] if self.direct else None,
             event=event,
             event_jitter=jitter,
+            landmarks=landmarks,
         )
 
     @property
@@ -264,10 +280,10 @@ class ClipDataset(Dataset):
                 frame_t[:, j] = f.array(f"frame_labels/{name}", idx)
                 vals = frame_t[:, j][~np.isnan(frame_t[:, j])]
                 clip_t[j] = vals.mean() if vals.size else np.nan
+        window = self.transform.window(frames.shape[1], frames.shape[2], rng)
         if self.output == "float":
-            video = self.transform(frames, rng)
+            video = self.transform.crop_window(frames, window)
         else:
-            window = self.transform.window(frames.shape[1], frames.shape[2], rng)
             video = torch.from_numpy(frames)  # [T,S,S,C] as stored: batching it is a plain copy
         item = {
             "video": video,
@@ -285,7 +301,11 @@ class ClipDataset(Dataset):
             item["window"] = window.as_tensor()
         if self.mask_generator is not None:
             mask_rng = np.random.default_rng([self.seed, epoch, index, 1])
-            item["mask"] = torch.from_numpy(np.asarray(self.mask_generator(mask_rng), dtype=bool))
+            if e.landmarks is not None:  # face-guided masking: the landmarks where they land in the model's input
+                mask = self.mask_generator(mask_rng, landmarks=self.transform.points(e.landmarks[idx], window))
+            else:
+                mask = self.mask_generator(mask_rng)
+            item["mask"] = torch.from_numpy(np.asarray(mask, dtype=bool))
         return item
 
     # ---------------------------------------------------------------- per-process HDF5 handles
@@ -355,6 +375,7 @@ def store_index(path: str | os.PathLike) -> dict:
             "frame_labels": set(s.frame_label_names), "error": s.error,
             "layout": frame_layout(s.file, path) if len(s) else None,
             "timestamps": np.asarray(s.array("timestamps"), np.float64),
+            "landmarks": np.asarray(s.file["face_landmarks"], np.float32) if "face_landmarks" in s.file else None,
         }  # fmt: skip
     _INDEX[path] = (sig, meta)
     return meta

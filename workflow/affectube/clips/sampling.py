@@ -2,8 +2,13 @@
 
 Training: one clip per video per epoch at a uniformly random start. Testing: ``k`` clips
 centred in ``k`` equal segments of the video (:func:`segment_starts`; one clip: the centred one);
-:func:`uniform_starts` (first to last possible start) is what ``predict`` tiles a video with. A video shorter
-than a clip's span repeats its last frame (VideoMAE pads the same way); nothing is resampled.
+:func:`uniform_starts` (first to last possible start) is what ``predict`` tiles a video with.
+
+Very short videos (fewer frames than a clip's span, ``(T - 1) x stride + 1``; in the wild, 8-15-frame
+clips): the rule is the same for training and test: the clip starts at frame 0 and every index past the
+last frame is clamped to it, i.e. the clip is **padded by repeating the last frame** (VideoMAE pads the
+same way); nothing is resampled, looped or dropped. Such videos are counted: ``ClipDataset.short``, the
+faces QC table's ``short_clip`` column and a report warning.
 
 Event-centred clips (``finetune.event: true``): a video may carry the time span of one event
 (manifest columns ``event_start``/``event_end``, seconds of the source video, recorded in its

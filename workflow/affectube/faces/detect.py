@@ -13,7 +13,9 @@ Faces that fill the whole frame (tight face crops such as MEAD) are missed by
 detectors trained on faces in context, so every frame is padded by ``faces.pad``
 (fraction of its width/height per side, black) before detection and the boxes are
 shifted back. ``faces.det_size`` may be a list of sizes: SCRFD then runs at each
-size and merges the boxes (multi-scale).
+size and merges the boxes (multi-scale). ``faces.adaptive_max_size`` lets SCRFD look
+again at larger sizes where a keyframe shows no face or only tiny ones
+(:mod:`affectube.faces.adaptive`).
 """
 
 from __future__ import annotations
@@ -59,8 +61,11 @@ class Detections:
 class Backend(Protocol):
     name: str
 
-    def detect(self, frames: np.ndarray) -> list[Detections]:
-        """frames: uint8 [B, H, W, 3] RGB (already padded) -> one Detections per frame."""
+    def detect(self, frames: np.ndarray, sizes: list[int] | None = None) -> list[Detections]:
+        """frames: uint8 [B, H, W, 3] RGB (already padded) -> one Detections per frame.
+
+        ``sizes``: detector input sizes for this call (backends with a ``sizes`` attribute only;
+        :mod:`affectube.faces.adaptive`); None = the configured ``faces.det_size``."""
 
 
 class Detector:
@@ -78,7 +83,7 @@ class Detector:
     def describe(self) -> dict:
         return {"backend": self.backend.name, "pad": self.pad, "min_score": self.min_score, **getattr(self.backend, "details", {})}
 
-    def __call__(self, frames: np.ndarray) -> list[Detections]:
+    def __call__(self, frames: np.ndarray, sizes: list[int] | None = None) -> list[Detections]:
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
@@ -92,7 +97,7 @@ class Detector:
         else:
             padded = frames
         out = []
-        for det in self.backend.detect(padded):
+        for det in (self.backend.detect(padded) if sizes is None else self.backend.detect(padded, sizes=sizes)):
             det = det.keep(det.scores >= self.min_score)
             det.boxes = (det.boxes - np.array([px, py, px, py], np.float32)).astype(np.float32)
             det.landmarks = (det.landmarks - np.array([px, py], np.float32)).astype(np.float32)

@@ -11,6 +11,7 @@ import os
 import time
 
 from affectube.faces import track as T
+from affectube.faces.adaptive import AdaptiveDetector, adaptive_cap
 from affectube.faces.detect import Detector, det_sizes
 from affectube.faces.tracks import Tracks
 from affectube.video.decode import FrameStream
@@ -18,16 +19,19 @@ from affectube.video.decode import FrameStream
 log = logging.getLogger(__name__)
 
 
-def analysis_side(faces_cfg: dict) -> int | None:
+def analysis_side(faces_cfg: dict, adaptive: bool = False) -> int | None:
     """Longest side of the frames the detector and tracker see (``faces.analysis_side``).
 
     ``null`` (auto): just large enough that the padded frame fills the largest
-    detector input: the detector would shrink a larger frame to that anyway.
+    detector input: the detector would shrink a larger frame to that anyway. With
+    adaptive detection on, the largest input is ``faces.adaptive_max_size``.
     """
     side = faces_cfg.get("analysis_side")
     if side:
         return int(side)
     size = max(det_sizes(faces_cfg))
+    if adaptive:
+        size = max(size, adaptive_cap(faces_cfg) or 0)
     return max(64, int(round(size / (1.0 + 2.0 * float(faces_cfg.get("pad", 0.25))))))
 
 
@@ -39,7 +43,8 @@ def track_video(path: str | os.PathLike, decode_cfg: dict, faces_cfg: dict, dete
 
         cv2.setNumThreads(int(threads))  # the job's thread budget (Snakemake threads), not every core
     every_k = int(faces_cfg.get("every_k", 2))
-    tracker = T.FrameTracker(detector, every_k=every_k, batch=faces_cfg.get("batch", 16), tracker=faces_cfg.get("tracker", "flow"))
+    adaptive = AdaptiveDetector(detector, faces_cfg)  # per video: it keeps the scale that worked
+    tracker = T.FrameTracker(adaptive, every_k=every_k, batch=faces_cfg.get("batch", 16), tracker=faces_cfg.get("tracker", "flow"))
     # interpolation needs only the keyframes: ffmpeg drops the frames in between before
     # converting/piping them (their timestamps are still recorded)
     keyframes_only = not tracker.flow and every_k > 1
@@ -49,8 +54,9 @@ def track_video(path: str | os.PathLike, decode_cfg: dict, faces_cfg: dict, dete
         max_side=decode_cfg.get("max_side", 640),
         chunk=max(16, int(faces_cfg.get("batch", 16))) if keyframes_only else max(32, int(faces_cfg.get("batch", 16)) * every_k),
         threads=threads,
-        work_side=analysis_side(faces_cfg),
+        work_side=analysis_side(faces_cfg, adaptive=adaptive.cap is not None),
         stride=every_k if keyframes_only else 1,
+        on_truncated=decode_cfg.get("on_truncated", "keep"),
     )
     last_log = t0
     done = 0
@@ -87,6 +93,7 @@ def track_video(path: str | os.PathLike, decode_cfg: dict, faces_cfg: dict, dete
             "detector": detector.describe(),
             "info": stream.info,
             "counts": counts,
+            "adaptive": adaptive.summary(),
             "seconds": round(seconds, 3),
             "frames_per_second": round(len(cands) / seconds, 2) if seconds > 0 else None,
             "error": None,

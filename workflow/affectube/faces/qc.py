@@ -2,12 +2,18 @@
 
 Table ``results/faces/{dataset}/qc.csv``, one row per manifest video:
 ``status`` (ok / failed: the video could not be decoded, ``error`` says why / missing:
-no tracks file), decode facts (codec, source and kept fps, VFR, rotation, duration,
-frames), face facts (``coverage`` = fraction of frames with a face, frames detected /
+no tracks file), decode facts (codec, source and kept fps, VFR, rotation, sample aspect
+ratio, duration, frames; ``truncated``: the frames stop before the duration the file
+announces and were kept (``decode.on_truncated: keep``), with ``duration_announced`` and
+``duration_decoded``), face facts (``coverage`` = fraction of frames with a face, frames detected /
 tracked / interpolated / lost, number of lost-face gaps and the longest, face/no-face
 ``switches``, first and last time with a face, faces per keyframe: mean, max, share of
 keyframes with more than one face, detector score mean / 5th percentile, median face
-size as a fraction of the frame height) and the processing speed.
+size as a fraction of the frame height), adaptive detection (keyframes ``retried`` at a larger
+detector size, ``rescued`` by it, ``det_size_final``, ``retry_seconds``: its cost) and the
+processing speed. ``short_clip``: the video has fewer frames than one clip spans
+(``clip_span`` = (pretrain.num_frames - 1) x pretrain.sample_stride + 1, when the cfg has the
+``pretrain`` section): its clips repeat the last frame (:mod:`affectube.clips.sampling`).
 
 Figure ``qc.png``: coverage per video (failed videos marked), the face status of every
 video over time (so face/no-face switches show at a glance), the detector score
@@ -43,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--figure", required=True, help="QC figure (.png) to write")
 
 
-def video_row(row: dict, path: Path) -> tuple[dict, object]:
+def video_row(row: dict, path: Path, clip_span: int | None = None) -> tuple[dict, object]:
     out = {"dataset": row.get("dataset"), "video_id": row["video_id"], "subject": row.get("subject"), "path": row.get("path")}
     if not path.exists():
         out.update({"status": "missing", "error": f"no tracks file {path}", "coverage": 0.0})
@@ -75,6 +81,10 @@ def video_row(row: dict, path: Path) -> tuple[dict, object]:
             "vfr": info.get("vfr"),
             "rotation": info.get("rotation"),
             "duration": info.get("duration"),
+            "sar": info.get("sar", 1.0),
+            "truncated": bool(info.get("truncated", False)),
+            "duration_announced": info.get("duration_announced", info.get("duration")),
+            "duration_decoded": info.get("duration_decoded"),
             "width": int(tr.frame_size[1]),
             "height": int(tr.frame_size[0]),
             "frames": int(len(st)),
@@ -95,18 +105,35 @@ def video_row(row: dict, path: Path) -> tuple[dict, object]:
             "score_mean": float(scores.mean()) if scores.size else None,
             "score_p05": float(np.percentile(scores, 5)) if scores.size else None,
             "face_height_median": float(np.median(sizes)) if sizes.size else None,
+            "retried": (meta.get("adaptive") or {}).get("retried", 0),
+            "rescued": (meta.get("adaptive") or {}).get("rescued", 0),
+            "det_size_final": (meta.get("adaptive") or {}).get("final_size"),
+            "retry_seconds": (meta.get("adaptive") or {}).get("retry_seconds", 0.0),
             "backend": (meta.get("detector") or {}).get("backend"),
             "seconds": meta.get("seconds"),
             "frames_per_second": meta.get("frames_per_second"),
         }
     )
+    if clip_span:
+        out["clip_span"] = int(clip_span)
+        out["short_clip"] = bool(len(st) < clip_span)
     return out, tr
 
 
-def build_table(manifest: pd.DataFrame, tracks_dir: Path) -> tuple[pd.DataFrame, dict]:
+def clip_span_of(cfg: dict) -> int | None:
+    """Frames one clip spans, from the ``pretrain`` section of the cfg (None without it)."""
+    from affectube.clips.sampling import clip_span
+
+    p = cfg.get("pretrain") or {}
+    if "num_frames" not in p:
+        return None
+    return clip_span(int(p["num_frames"]), int(p.get("sample_stride", 1)))
+
+
+def build_table(manifest: pd.DataFrame, tracks_dir: Path, clip_span: int | None = None) -> tuple[pd.DataFrame, dict]:
     rows, tracks = [], {}
     for row in manifest.to_dict("records"):
-        r, tr = video_row(row, tracks_dir / f"{row['video_id']}.npz")
+        r, tr = video_row(row, tracks_dir / f"{row['video_id']}.npz", clip_span)
         rows.append(r)
         if tr is not None and not tr.error:
             tracks[row["video_id"]] = tr
@@ -184,7 +211,7 @@ def draw(table: pd.DataFrame, tracks: dict, figures_cfg: dict, out: Path, datase
 def run(args: argparse.Namespace) -> int:
     cfg = parse_cfg(args.cfg)
     manifest = pd.read_csv(args.manifest, dtype={"video_id": str, "subject": str})
-    table, tracks = build_table(manifest, Path(args.tracks_dir))
+    table, tracks = build_table(manifest, Path(args.tracks_dir), clip_span_of(cfg))
     dataset = str(manifest["dataset"].iloc[0]) if len(manifest) else Path(args.tracks_dir).parent.name
     with atomic_path(args.table) as tmp:
         table.to_csv(tmp, index=False)
@@ -197,4 +224,15 @@ def run(args: argparse.Namespace) -> int:
     )
     for r in table[table["status"] != "ok"].itertuples():
         print(f"  {r.status}: {r.video_id}: {r.error}")
+    if "truncated" in table.columns:
+        for r in table[table["truncated"].fillna(False).astype(bool)].itertuples():
+            print(f"  truncated (frames kept): {r.video_id}: {r.duration_decoded:.2f} s of the {r.duration_announced:.2f} s announced")
+    if "short_clip" in table.columns:
+        short = table[table["short_clip"].fillna(False).astype(bool)]
+        if len(short):
+            print(f"  {len(short)} video(s) shorter than one clip ({int(short['clip_span'].iloc[0])} frames): their clips repeat the last frame:"
+                  f" {', '.join(short['video_id'].astype(str).head(10))}")
+    if "retried" in table.columns and table["retried"].fillna(0).sum():
+        print(f"  adaptive detection: {int(table['retried'].fillna(0).sum())} keyframes retried larger, {int(table['rescued'].fillna(0).sum())} rescued,"
+              f" {table['retry_seconds'].fillna(0).sum():.2f} s")
     return 0

@@ -2,6 +2,8 @@
 
 - failed or missing folds (named, with the tail of their log);
 - low face coverage (``results/faces/*/qc.csv``, below ``report.coverage_threshold``);
+- truncated or damaged videos whose decodable frames were kept (``truncated`` in the QC table);
+- videos shorter than one clip, whose clips repeat their last frame (``short_clip`` in the QC table);
 - classes missing from a fold's training, validation or test side;
 - diverging losses: NaN/inf, or a loss that ends ``report.divergence_ratio`` times above its minimum;
 - saved evaluation metrics that no longer match the saved predictions;
@@ -101,6 +103,46 @@ def low_coverage(run: Run) -> list[str]:
             shown = ", ".join(f"{v} ({c:.0%})" for v, c in zip(vid.head(8), cov[low.index].head(8)))
             more = f" and {len(low) - 8} more" if len(low) > 8 else ""
             out.append(f"{qc.parent.name}: {len(low)} of {len(table)} videos have a face in fewer than {threshold:.0%} of frames: {shown}{more}")
+    return out
+
+
+def truncated_videos(run: Run) -> list[str]:
+    """Videos whose frames stop before the duration their file announces, kept (``decode.on_truncated: keep``)."""
+    out = []
+    for qc in run_qc_tables(run):
+        try:
+            table = read_csv(qc)
+        except DataError:
+            continue  # low_coverage reports the unreadable table
+        if "truncated" not in table.columns:
+            continue
+        cut = table[table["truncated"].astype(str).str.lower().isin(["true", "1"])]
+        if len(cut):
+            shown = ", ".join(
+                f"{r.get('video_id', '?')} ({float(r.get('duration_decoded', float('nan'))):.2f} of {float(r.get('duration_announced', float('nan'))):.2f} s)"
+                for r in cut.head(8).to_dict("records"))
+            more = f" and {len(cut) - 8} more" if len(cut) > 8 else ""
+            out.append(f"{qc.parent.name}: {len(cut)} video(s) are truncated or damaged: their frames stop before the duration "
+                       f"the file announces; the frames that decode were kept (decode.on_truncated: keep): {shown}{more}")
+    return out
+
+
+def short_videos(run: Run) -> list[str]:
+    """Videos shorter than one clip (``short_clip`` in the QC table): their clips repeat the last frame."""
+    out = []
+    for qc in run_qc_tables(run):
+        try:
+            table = read_csv(qc)
+        except DataError:
+            continue
+        if "short_clip" not in table.columns:
+            continue
+        short = table[table["short_clip"].astype(str).str.lower().isin(["true", "1"])]
+        if len(short):
+            shown = ", ".join(f"{r.get('video_id', '?')} ({r.get('frames', '?')} frames)" for r in short.head(8).to_dict("records"))
+            more = f" and {len(short) - 8} more" if len(short) > 8 else ""
+            out.append(f"{qc.parent.name}: {len(short)} video(s) have fewer frames than one clip spans ({short['clip_span'].iloc[0]}): "
+                       f"their clips repeat the last frame (padding, kept in training and test): {shown}{more}")
     return out
 
 
@@ -329,6 +371,8 @@ def overlap(run: Run) -> list[str]:
 CHECKS: dict[str, Callable[[Run], list[str]]] = {
     "failed folds": failed_folds,
     "low face coverage": low_coverage,
+    "truncated videos kept": truncated_videos,
+    "videos shorter than a clip": short_videos,
     "classes missing from a fold": missing_classes,
     "diverging losses": diverging_losses,
     "single-class predictions": single_class,

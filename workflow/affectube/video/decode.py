@@ -17,8 +17,22 @@ Size: frames are downscaled (area filter) so the longest side is at most
 out the way a player shows them). ``info`` records codec, source fps, rotation,
 source and decoded size, duration and the rate kept.
 
-Corrupt, empty, truncated and non-video files raise
-:class:`~affectube.errors.DataError` naming the file and the problem.
+Corrupt, empty and non-video files raise :class:`~affectube.errors.DataError` naming
+the file and the problem.
+
+Truncated files (``decode.on_truncated``): a file whose frames stop before the duration
+its header announces (by more than 0.5 s and 10% of it) is *truncated*. With ``keep``
+(the default) the frames that decode are kept and ``info`` says so: ``truncated``
+True, ``duration_announced`` (s, header) and ``duration_decoded`` (s, last frame + one
+frame period), and a warning is logged; the faces QC table and the report list such
+files. With ``fail`` it raises DataError ("truncated or corrupt: frames stop at ...").
+A file of which no frame decodes always raises.
+
+Geometry: display-matrix rotation is applied by ffmpeg (frames come out upright, as a
+player shows them; ``info["rotation"]``). Non-square pixels (sample aspect ratio
+``info["sar"]`` other than 1:1) are resampled to square ones at the display aspect
+ratio: the frame width becomes ``coded width x SAR`` before the ``max_side`` limit, so
+faces are not stretched. Odd sizes need nothing (rgb24 has no even-size rule).
 """
 
 from __future__ import annotations
@@ -43,6 +57,7 @@ _PTS_RE = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:\s*(-?[0-9.eE+-]
 # a truncated file may lose this much of its announced duration before it is called truncated
 TRUNCATION_TOLERANCE_S = 0.5
 TRUNCATION_TOLERANCE_FRAC = 0.1
+ON_TRUNCATED = ("keep", "fail")
 
 
 @dataclass
@@ -87,8 +102,12 @@ class FrameStream:
         threads: int = 0,
         work_side: int | None = None,
         stride: int = 1,
+        on_truncated: str = "keep",
     ):
         self.path = Path(path)
+        if on_truncated not in ON_TRUNCATED:
+            raise ValueError(f"decode.on_truncated must be one of {ON_TRUNCATED}, got {on_truncated!r}")
+        self.on_truncated = on_truncated
         if fps is not None and fps <= 0:
             raise DataError(f"{self.path}: decode fps must be > 0 (or null for every frame), got {fps}")
         self.fps = float(fps) if fps else None
@@ -100,7 +119,9 @@ class FrameStream:
         self.stride = max(1, int(stride))
         self.timestamps: np.ndarray | None = None
         src = probe(self.path)
-        w, h = output_size(src["width"], src["height"], max_side)
+        # display size: non-square pixels (SAR != 1) are resampled to square ones
+        self.display = display_size(src["width"], src["height"], src.get("sar", 1.0))
+        w, h = output_size(*self.display, max_side)
         # `work_side`: deliver smaller frames than the decoded size (same frames, same timestamps);
         # `scale` maps their pixel coordinates back to decoded-frame pixels.
         ww, wh = output_size(w, h, work_side) if work_side else (w, h)
@@ -112,6 +133,7 @@ class FrameStream:
             "source_fps": src["fps"],
             "source_width": src["width"],
             "source_height": src["height"],
+            "sar": src.get("sar", 1.0),
             "source_frames": src["packets"],
             "width": w,
             "height": h,
@@ -133,6 +155,8 @@ class FrameStream:
         h, w = self.size
         if (w, h) != (self.info["source_width"], self.info["source_height"]):
             stream = stream.filter("scale", w, h, flags="area")
+        if self.info["sar"] != 1.0:
+            stream = stream.filter("setsar", 1)
         out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
         out = out.global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "info")
         if self.threads:
@@ -220,15 +244,18 @@ class FrameStream:
         t = np.asarray(times[:count], dtype=np.float64)
         self.timestamps = t
         duration = self.info.get("duration")
+        period = 1.0 / (self.fps or self.info["source_fps"] or 25.0)
+        last = float(t[-1]) + period
+        truncated = False
         if duration:
             end_expected = self.info["start_time"] + duration
-            period = 1.0 / (self.fps or self.info["source_fps"] or 25.0)
-            last = float(t[-1]) + period
             if last < end_expected - max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRAC * duration):
                 detail = f"; ffmpeg: {errors[-1]}" if errors else ""
-                raise DataError(
-                    f"{self.path}: truncated or corrupt: frames stop at {last:.2f} s of the {end_expected:.2f} s the file announces{detail}"
-                )
+                message = f"{self.path}: truncated or corrupt: frames stop at {last:.2f} s of the {end_expected:.2f} s the file announces{detail}"
+                if self.on_truncated == "fail":
+                    raise DataError(message)
+                truncated = True
+                log.warning("%s (decode.on_truncated: keep: the %d frames that decode are kept)", message, count)
         span = float(t[-1] - t[0]) if count > 1 else 0.0
         self.info.update(
             {
@@ -237,12 +264,22 @@ class FrameStream:
                 "fps_limited": bool(self.fps and self.info["source_fps"] and self.info["source_fps"] < self.fps * 0.999),
                 "first_time": float(t[0]),
                 "last_time": float(t[-1]),
+                "truncated": truncated,
+                "duration_announced": duration,
+                "duration_decoded": round(last - float(self.info["start_time"] or 0.0), 4),
                 "warnings": errors[-10:],
             }
         )
         if self.info["fps_limited"]:
             log.info("%s: source rate %.3f fps is below the target %.3f fps: every frame kept, none duplicated",
                         self.path, self.info["source_fps"], self.fps)
+
+
+def display_size(width: int, height: int, sar: float = 1.0) -> tuple[int, int]:
+    """(w, h) with square pixels: the width stretched (SAR > 1) or narrowed (SAR < 1) by the sample aspect ratio."""
+    if not sar or abs(sar - 1.0) < 1e-6:
+        return int(width), int(height)
+    return max(1, int(round(width * sar))), int(height)
 
 
 def _read_exact(pipe, view: memoryview) -> int:
@@ -271,9 +308,10 @@ def _read_stderr(pipe, times: list[float], errors: list[str]) -> None:
     pipe.close()
 
 
-def decode(path: str | os.PathLike, fps: float | None = 25, max_side: int | None = 640, threads: int = 0) -> Decoded:
-    """Decode the whole video into memory (see the module doc for rate, size and errors)."""
-    return FrameStream(path, fps=fps, max_side=max_side, threads=threads).read_all()
+def decode(path: str | os.PathLike, fps: float | None = 25, max_side: int | None = 640, threads: int = 0,
+           on_truncated: str = "keep") -> Decoded:
+    """Decode the whole video into memory (see the module doc for rate, size, truncation and errors)."""
+    return FrameStream(path, fps=fps, max_side=max_side, threads=threads, on_truncated=on_truncated).read_all()
 
 
 def decode_null_fps(path: str | os.PathLike, threads: int = 1) -> tuple[int, float]:

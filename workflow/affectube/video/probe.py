@@ -32,7 +32,8 @@ def probe(path: str | os.PathLike) -> dict:
     """Describe the first video stream of ``path``.
 
     Returns a dict with ``codec, width, height`` (display size, after rotation),
-    ``coded_width, coded_height``, ``rotation`` (degrees, counter-clockwise, as in
+    ``coded_width, coded_height``, ``sar`` (sample aspect ratio of a pixel, width/height, in the
+    display orientation; 1.0 for square pixels or when the file says nothing), ``rotation`` (degrees, counter-clockwise, as in
     the display matrix), ``fps`` (average rate), ``duration`` (s), ``start_time`` (s),
     ``frames_header`` (frame count in the header, 0 if unknown), ``packets`` (video
     packets demuxed), ``vfr`` (True when packet durations differ by more than 10%),
@@ -83,6 +84,9 @@ def probe(path: str | os.PathLike) -> dict:
                     fps = 1.0 / med
         rotation = _first_frame_rotation(p) if pts else 0
         swap = rotation % 180 != 0
+        sar = _sample_aspect(stream)
+        if swap:
+            sar = 1.0 / sar
         info = {
             "codec": codec,
             "container": container.format.name,
@@ -91,6 +95,7 @@ def probe(path: str | os.PathLike) -> dict:
             "coded_width": coded_w,
             "coded_height": coded_h,
             "rotation": rotation,
+            "sar": round(sar, 6),
             "fps": round(fps, 6),
             "duration": None if duration is None else round(duration, 6),
             "start_time": round(start, 6),
@@ -105,6 +110,16 @@ def probe(path: str | os.PathLike) -> dict:
     if info["packets"] == 0:
         raise DataError(f"{p}: the video stream holds no frames (codec {info['codec']})")
     return info
+
+
+def _sample_aspect(stream) -> float:
+    """Pixel width/height from the stream (container or codec); 1.0 when unset or absurd."""
+    try:
+        r = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+        sar = float(r) if r else 1.0
+    except (AttributeError, ZeroDivisionError, ValueError):
+        sar = 1.0
+    return sar if 0.1 <= sar <= 10.0 else 1.0
 
 
 def _first_frame_rotation(path: Path) -> int:

@@ -112,12 +112,12 @@ class ScrfdDetector:
         self._centers: dict = {}
         self.details = {"model": str(self.path), "det_size": self.sizes, "providers": self.session.get_providers()}
 
-    def detect(self, frames: np.ndarray) -> list[Detections]:
-        return [self._detect_one(f) for f in frames]
+    def detect(self, frames: np.ndarray, sizes: list[int] | None = None) -> list[Detections]:
+        return [self._detect_one(f, sizes or self.sizes) for f in frames]
 
-    def _detect_one(self, rgb: np.ndarray) -> Detections:
+    def _detect_one(self, rgb: np.ndarray, sizes: list[int]) -> Detections:
         boxes, scores, kps = [], [], []
-        for size in self.sizes:
+        for size in sizes:
             b, s, k = self._run(rgb, size)
             boxes.append(b)
             scores.append(s)
