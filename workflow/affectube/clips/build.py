@@ -95,11 +95,12 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
             w.finish(content)
         return content
 
-    from affectube.faces.crop import crop_frames
+    from affectube.faces.crop import crop_frames, crop_landmarks
     from affectube.video.decode import FrameStream
 
     stream = FrameStream(video, fps=decode_cfg.get("fps", 25), max_side=decode_cfg.get("max_side", 640), chunk=BLOCK)
     valid = np.zeros(n, bool)
+    landmarks = np.full((n, 5, 2), np.nan, np.float32)  # in crop pixels: face-guided masking
     t0 = time.perf_counter()
     with StoreWriter(out, n, shape, compression, chunk_frames) as w:
         pos = 0
@@ -111,6 +112,7 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
             check_alignment(times, tracks.timestamps[pos : pos + k], video, tracks_path, offset=pos)
             part = {key: getattr(tracks, key)[pos : pos + k] for key in ("boxes", "landmarks", "status")}
             crops, ok = crop_frames(frames, {**part, "frame_size": tracks.frame_size}, crop_cfg)
+            landmarks[pos : pos + k] = crop_landmarks(part, crop_cfg)
             w.append(np.asarray(crops))
             valid[pos : pos + k] = ok
             pos += k
@@ -130,6 +132,7 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
             face_score=tracks.scores,
             face_boxes=tracks.boxes,
             valid=valid,
+            face_landmarks=landmarks,
             frame_labels=per_frame,
             frame_labels_meta=per_frame_meta,
             source={**stream.info, "faces": tracks.meta.get("faces")},  # the face params too: predict reuses them

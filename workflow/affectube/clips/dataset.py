@@ -84,6 +84,7 @@ class VideoEntry:
     layout: FrameLayout | None = None  # byte offsets for direct reads (uncompressed stores)
     event: tuple | None = None  # (first, last) frame of the event span, with event=True
     event_jitter: int = 0  # event_jitter in frames of this store
+    landmarks: np.ndarray | None = None  # [N,5,2] crop pixels: only for a mask generator that uses them (face masking)
 
 
 class ClipDataset(Dataset):
@@ -178,6 +179,12 @@ class ClipDataset(Dataset):
         event, jitter = None, 0
         if self.event:
             event, jitter = _event(m, labels, path, self.event_jitter)
+        landmarks = None
+        if getattr(self.mask_generator, "uses_landmarks", False):
+            landmarks = m["landmarks"]
+            if landmarks is None:
+                raise DataError(f"{path}: the store has no face_landmarks, which face-guided masking (pretrain.masking: face) "
+                                "needs: re-run the clips stage (stores written since it records the landmarks)")
         return VideoEntry(
             path=str(path),
             dataset=m["dataset"],
@@ -192,6 +199,7 @@ class ClipDataset(Dataset):
             layout=m["layout"] if self.direct else None,
             event=event,
             event_jitter=jitter,
+            landmarks=landmarks,
         )
 
     @property
@@ -272,10 +280,10 @@ class ClipDataset(Dataset):
                 frame_t[:, j] = f.array(f"frame_labels/{name}", idx)
                 vals = frame_t[:, j][~np.isnan(frame_t[:, j])]
                 clip_t[j] = vals.mean() if vals.size else np.nan
+        window = self.transform.window(frames.shape[1], frames.shape[2], rng)
         if self.output == "float":
-            video = self.transform(frames, rng)
+            video = self.transform.crop_window(frames, window)
         else:
-            window = self.transform.window(frames.shape[1], frames.shape[2], rng)
             video = torch.from_numpy(frames)  # [T,S,S,C] as stored: batching it is a plain copy
         item = {
             "video": video,
@@ -293,7 +301,11 @@ class ClipDataset(Dataset):
             item["window"] = window.as_tensor()
         if self.mask_generator is not None:
             mask_rng = np.random.default_rng([self.seed, epoch, index, 1])
-            item["mask"] = torch.from_numpy(np.asarray(self.mask_generator(mask_rng), dtype=bool))
+            if e.landmarks is not None:  # face-guided masking: the landmarks where they land in the model's input
+                mask = self.mask_generator(mask_rng, landmarks=self.transform.points(e.landmarks[idx], window))
+            else:
+                mask = self.mask_generator(mask_rng)
+            item["mask"] = torch.from_numpy(np.asarray(mask, dtype=bool))
         return item
 
     # ---------------------------------------------------------------- per-process HDF5 handles
@@ -363,6 +375,7 @@ def store_index(path: str | os.PathLike) -> dict:
             "frame_labels": set(s.frame_label_names), "error": s.error,
             "layout": frame_layout(s.file, path) if len(s) else None,
             "timestamps": np.asarray(s.array("timestamps"), np.float64),
+            "landmarks": np.asarray(s.file["face_landmarks"], np.float32) if "face_landmarks" in s.file else None,
         }  # fmt: skip
     _INDEX[path] = (sig, meta)
     return meta

@@ -12,6 +12,8 @@ Layout of a store (N = stored frames, S = crop side, C = 3 or 1):
 ``face_score``     float32 [N]  detector score of the tracked face (0 where none).
 ``face_boxes``     float32 [N,4] face box (x1,y1,x2,y2, decoded-frame pixels) the crop came from.
 ``valid``          bool [N]     the crop holds a face (from ``crop_frames``).
+``face_landmarks`` float32 [N,5,2] (optional) the 5 face landmarks (eyes, nose, mouth corners; x, y) in
+                   crop pixels (NaN where no face): face-guided masking (``pretrain.masking: face``).
 ``frame_labels/*`` float32 [N]  per-frame continuous labels aligned to ``timestamps`` (optional).
 
 Root attributes (:data:`REQUIRED_ATTRS`): identity (dataset, video_id, subject, session),
@@ -90,6 +92,7 @@ class StoreContent:
     face_score: np.ndarray | None = None
     face_boxes: np.ndarray | None = None
     valid: np.ndarray | None = None
+    face_landmarks: np.ndarray | None = None  # optional [N,5,2] in crop pixels
     frame_labels: dict[str, np.ndarray] = field(default_factory=dict)
     frame_labels_meta: dict = field(default_factory=dict)
     decode: dict = field(default_factory=dict)
@@ -115,6 +118,11 @@ class StoreContent:
             if arr.shape != (n, *trail):
                 raise DataError(f"{self.dataset}/{self.video_id}: {name} has shape {list(arr.shape)}, expected {[n, *trail]}")
             out[name] = arr
+        if self.face_landmarks is not None:
+            arr = np.asarray(self.face_landmarks, dtype=np.float32)
+            if arr.shape != (n, 5, 2):
+                raise DataError(f"{self.dataset}/{self.video_id}: face_landmarks has shape {list(arr.shape)}, expected [{n}, 5, 2]")
+            out["face_landmarks"] = arr
         for name, values in self.frame_labels.items():
             arr = np.asarray(values, dtype=np.float32)
             if arr.shape != (n,):

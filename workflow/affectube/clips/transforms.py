@@ -71,8 +71,22 @@ class TubeTransform:
         return Window((h - side) // 2, (w - side) // 2, side, side, flip)
 
     def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        h, w = frames.shape[1:3]
+        return self.crop_window(frames, self.window(h, w, rng if rng is not None else np.random.default_rng()))
+
+    def points(self, xy: np.ndarray, win: Window) -> np.ndarray:
+        """Pixel coordinates ``[..., 2]`` (x, y) in the stored crop -> in the output clip (``size`` px)
+        under ``win`` (crop, resize, flip): where e.g. a face landmark lands in the model's input."""
+        xy = np.asarray(xy, np.float64)
+        x = (xy[..., 0] - win.x) * self.size / win.w
+        y = (xy[..., 1] - win.y) * self.size / win.h
+        if win.flip:
+            x = self.size - x
+        return np.stack([x, y], axis=-1)
+
+    def crop_window(self, frames: np.ndarray, win: Window) -> torch.Tensor:
+        """uint8 ``[T,H,W,C]`` -> float32 ``[C,T,S,S]`` under the window ``win`` (what ``__call__`` does)."""
         t, h, w, c = frames.shape
-        win = self.window(h, w, rng if rng is not None else np.random.default_rng())
         x = frames[:, win.y : win.y + win.h, win.x : win.x + win.w]
         if (win.h, win.w) != (self.size, self.size):
             x = resize(x, self.size)

@@ -80,6 +80,21 @@ def crop_frames(frames: np.ndarray, tracks, crop_cfg: dict) -> tuple[np.ndarray,
     return crops, valid
 
 
+def crop_landmarks(tracks, crop_cfg: dict) -> np.ndarray:
+    """The 5 landmarks of every frame in crop pixels (x, y), float32 [N,5,2]: the tracks' landmarks
+    through the same transform as :func:`crop_frames` (NaN where there is no face)."""
+    boxes = np.asarray(_get(tracks, "boxes"), np.float64)
+    lms = np.asarray(_get(tracks, "landmarks"), np.float64)
+    status = np.asarray(_get(tracks, "status"))
+    matrix = STRATEGIES[crop_cfg.get("strategy", "box")]
+    size, scale = int(crop_cfg.get("size", 112)), float(crop_cfg.get("scale", 1.3))
+    out = np.full((len(status), 5, 2), np.nan, np.float32)
+    for i in np.flatnonzero(status > 0):
+        m = matrix(boxes[i], lms[i], size, scale)
+        out[i] = lms[i] @ m[:, :2].T + m[:, 2]
+    return out
+
+
 def box_matrix(box: np.ndarray, lms: np.ndarray, size: int, scale: float) -> np.ndarray:
     x1, y1, x2, y2 = box
     side = max(x2 - x1, y2 - y1) * scale

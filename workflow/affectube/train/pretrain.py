@@ -400,7 +400,7 @@ def build_masked_dataset(stores: list[str], pcfg: dict, grid: tuple[int, int, in
     ``output="uint8"``: the loader ships uint8 crops, transformed on the training device
     (:meth:`MaskedClips.to_device`; :func:`affectube.clips.dataset.loader_output` picks it for CUDA)."""
     from affectube.clips.dataset import ClipDataset
-    from affectube.clips.masking import TubeMaskGenerator
+    from affectube.clips.masking import FaceMaskGenerator, TubeMaskGenerator
 
     base = ClipDataset(
         stores,
@@ -411,7 +411,8 @@ def build_masked_dataset(stores: list[str], pcfg: dict, grid: tuple[int, int, in
         augment=pcfg["augment"],
         seed=pcfg["seed"],
         datasets=datasets,
-        mask_generator=TubeMaskGenerator(grid=grid, ratio=pcfg["mask_ratio"]),
+        mask_generator=(FaceMaskGenerator(grid, pcfg["mask_ratio"], pcfg["patch"]) if pcfg["masking"] == "face"
+                        else TubeMaskGenerator(grid=grid, ratio=pcfg["mask_ratio"])),
         output=output,
     )
     if len(base) == 0:
