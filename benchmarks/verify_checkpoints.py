@@ -24,7 +24,7 @@ SVFAP code imports ``einops`` (not an affectube dependency: put it on PYTHONPATH
   affectube -> ``affectube export`` -> ``VideoMAEModel.from_pretrained``.
 
 ``--golden DIR`` also writes each checkpoint with its input and reference features
-(``{case}.expected.safetensors``) and ``cases.json``: the CI golden tests read them.
+(``input.safetensors``, ``{case}.expected.safetensors``) and ``cases.json``: the CI golden tests read them.
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ sys.path.insert(0, str(REPO / "workflow"))
 
 WIDTH, HEADS, DEPTH, PATCH, SIZE, FRAMES, TUBELET = 32, 2, 2, 8, 32, 16, 2
 TOL = 1e-4
+COMMITS = {"MCG-NJU/VideoMAE": "14ef8d856287c94ef1f985fe30f958eb4ec2c55d",
+           "OpenGVLab/VideoMAEv2": "29eab1e8a588d1b3ec0cdec7b03a86cca491b74b",
+           "ControlNet/MARLIN": "c9d5698f98799828b5bcd0528e408a06e3f58502",
+           "sunlicai/SVFAP": "8e386b93af801da0113f54b4f8a30f2608f1d4e0"}
 
 
 def randomise(model: nn.Module, seed: int) -> None:
@@ -65,7 +69,8 @@ def randomise(model: nn.Module, seed: int) -> None:
 
 
 def clip(seed: int = 0) -> torch.Tensor:
-    return torch.randn(2, 3, FRAMES, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+    """One clip, rounded to float16 values (stored as float16 in the golden files, exactly)."""
+    return torch.randn(1, 3, FRAMES, SIZE, SIZE, generator=torch.Generator().manual_seed(seed)).half().float()
 
 
 def load_module(directory: Path, name: str, alias: str):
@@ -236,6 +241,20 @@ def transformers_check(directory: Path) -> list[dict]:
         again = back(pixel_values=x.transpose(1, 2)).last_hidden_state
     out.append({"case": "transformers-export-roundtrip", "transformers": transformers.__version__,
                 "max_abs_diff": float((again - ours).abs().max())})
+    # an encoder trained by affectube (its own LayerNorm eps: 1e-5 in blocks, 1e-6 final)
+    from affectube.models import create_encoder
+
+    native = create_encoder("videomae", width=WIDTH, depth=DEPTH, input_size=SIZE, num_frames=FRAMES, patch=PATCH,
+                            tubelet=TUBELET).eval()
+    randomise(native, 6)
+    export_encoder(native, directory / "native_export")
+    back = VideoMAEModel.from_pretrained(directory / "native_export").eval()
+    with torch.no_grad():
+        theirs = back(pixel_values=x.transpose(1, 2)).last_hidden_state
+        mine = native.forward_features(x)
+    out.append({"case": "transformers-export-affectube-encoder", "transformers": transformers.__version__,
+                "max_abs_diff": float((theirs - mine).abs().max()),
+                "notes": ["final LayerNorm eps 1e-6 exported as transformers' single layer_norm_eps 1e-5"]})
     for r in out:
         r["pass"] = r["max_abs_diff"] < TOL
     return out
@@ -246,10 +265,11 @@ def write_golden(cases: list[dict], directory: Path) -> None:
 
     directory.mkdir(parents=True, exist_ok=True)
     index = []
+    save_file({"input": clip().half().contiguous()}, str(directory / "input.safetensors"))
     for c in cases:
+        assert torch.equal(c["input"], clip())
         torch.save(c["obj"], directory / c["file"])
-        save_file({"input": c["input"].contiguous(), "expected": c["expected"].contiguous()},
-                  str(directory / f"{c['case']}.expected.safetensors"))
+        save_file({"expected": c["expected"].contiguous()}, str(directory / f"{c['case']}.expected.safetensors"))
         index.append({"case": c["case"], "file": c["file"], "features": c["features"], "num_heads": HEADS})
     (directory / "cases.json").write_text(json.dumps(index, indent=1) + "\n")
 
@@ -282,7 +302,7 @@ def main() -> int:
             results += transformers_check(Path(tmp))
     if args.golden:
         write_golden(cases, args.golden)
-    doc = {"tolerance": TOL, "dtype": "float32", "sizes": {"width": WIDTH, "heads": HEADS, "depth": DEPTH, "patch": PATCH,
+    doc = {"reference_commits": COMMITS, "tolerance": TOL, "dtype": "float32", "sizes": {"width": WIDTH, "heads": HEADS, "depth": DEPTH, "patch": PATCH,
            "input_size": SIZE, "num_frames": FRAMES, "tubelet": TUBELET}, "torch": torch.__version__,
            "python": platform.python_version(), "results": results, "not_run": errors,
            "all_pass": all(r["pass"] for r in results)}

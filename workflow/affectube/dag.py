@@ -172,7 +172,10 @@ class Dag:
     def pretrained_encoder(self, wildcards) -> list[str]:
         """The pretraining checkpoint when experiment ``exp`` starts from it, else nothing."""
         cfg = self.experiment_config(wildcards.exp)
-        return [f"{self.results}/pretrain/encoder.safetensors"] if cfg["finetune"]["init"] == "pretrained" else []
+        init = cfg["finetune"]["init"]
+        if init == "pretrained":
+            return [f"{self.results}/pretrain/encoder.safetensors"]
+        return [] if init == "scratch" else [init]  # a checkpoint file (docs/checkpoints.md)
 
     # ---------------------------------------------------------------- targets
     def all_targets(self) -> list[str]:

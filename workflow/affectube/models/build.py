@@ -101,13 +101,19 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source) -> N
     module.load_state_dict(state)
 
 
-def init_encoder_from(encoder: nn.Module, path: str | os.PathLike) -> None:
-    """Initialise ``encoder`` from another run: an ``encoder.safetensors`` or a training checkpoint."""
+def init_encoder_from(encoder: nn.Module, path: str | os.PathLike):
+    """Initialise ``encoder`` from another run (an ``encoder.safetensors`` or a training checkpoint)
+    or from a released checkpoint (VideoMAE, VideoMAEv2, MARLIN, SVFAP, transformers: see
+    :mod:`affectube.models.checkpoints`; returns its :class:`ImportReport`)."""
     from safetensors.torch import load_file
+
+    from affectube.models.checkpoints import init_from_checkpoint, is_affectube_file
 
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: pretrain.init_from: no such file")
+    if not is_affectube_file(path):
+        return init_from_checkpoint(encoder, path)
     if path.suffix == ".safetensors":
         read_encoder_metadata(path)
         state = load_file(str(path))

@@ -64,6 +64,10 @@ def build_backbone(ft: dict, pretrain: dict, encoder_path: str | None, in_chans:
         return ResNetGRU(num_frames=int(pretrain["num_frames"]), drop_path=drop_path)
     from affectube.models import build_encoder, load_encoder
 
+    if ft["init"] not in ("pretrained", "scratch"):  # a checkpoint file: affectube's or a released one
+        from affectube.export import load_any_encoder
+
+        return load_any_encoder(encoder_path or ft["init"], drop_path=drop_path)
     if ft["init"] == "pretrained":
         if not encoder_path:
             raise ConfigError("finetune.init=pretrained but no --encoder checkpoint was given")

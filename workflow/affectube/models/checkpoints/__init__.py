@@ -14,6 +14,7 @@ returned in ``report.preprocessing`` and stored in ``encoder.info["checkpoint"]`
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -24,7 +25,32 @@ from affectube.models.checkpoints.detect import FORMATS, detect
 from affectube.models.checkpoints.report import ImportReport
 from affectube.models.checkpoints.source import hf_config, read_state
 
-__all__ = ["FORMATS", "ImportReport", "convert", "detect", "import_checkpoint", "init_from_checkpoint", "read_state"]
+log = logging.getLogger(__name__)
+__all__ = ["FORMATS", "ImportReport", "convert", "detect", "import_checkpoint", "init_from_checkpoint", "is_affectube_file",
+           "read_state"]
+
+
+def is_affectube_file(path: str | os.PathLike) -> bool:
+    """An affectube ``encoder.safetensors`` or training checkpoint (``affectube-checkpoint/1``)?"""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        return False
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                return str((fh.metadata() or {}).get("format", "")).startswith("affectube-")
+        except Exception:  # noqa: BLE001  (unreadable: let the caller's loader name the problem)
+            return True
+    try:
+        with torch.serialization.safe_globals([__import__("argparse").Namespace]):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001
+        return True
+    return isinstance(obj, dict) and obj.get("format") == "affectube-checkpoint/1"
 
 
 def convert(path: str | os.PathLike, num_heads: int | None = None):
@@ -87,15 +113,17 @@ def import_checkpoint(path: str | os.PathLike, num_frames: int | None = None, in
     spec = ModelSpec.from_cfg({**spec_keys, "drop_path": drop_path})
     encoder = create_encoder(spec.model, spec)
     _load(encoder, state, report, own)
-    encoder.info = {"checkpoint": report.to_dict()}
+    encoder.info = {"checkpoint": report.to_dict(), "preprocessing": report.preprocessing}
+    log.info("%s", report.summary())
     return encoder, report
 
 
 def init_from_checkpoint(encoder: nn.Module, path: str | os.PathLike, num_heads: int | None = None) -> ImportReport:
     """Load a released checkpoint into ``encoder`` (built from params.yaml), in place."""
-    spec_keys, state, report = convert(path, num_heads)
-    own = {"input_size": report.preprocessing["input_size"], "num_frames": report.preprocessing["num_frames"]}
     mine = encoder.spec
+    # heads are not stored in the weights: the encoder's own (params.yaml) are taken
+    spec_keys, state, report = convert(path, num_heads or mine.heads)
+    own = {"input_size": report.preprocessing["input_size"], "num_frames": report.preprocessing["num_frames"]}
     for key, ours in (("model", mine.model), ("num_heads", mine.heads), ("mlp_ratio", mine.mlp_ratio)):
         theirs = spec_keys.get(key)
         if theirs is not None and (abs(theirs - ours) > 1e-6 if isinstance(ours, float) else theirs != ours):
@@ -108,6 +136,7 @@ def init_from_checkpoint(encoder: nn.Module, path: str | os.PathLike, num_heads:
                             f"{mine.block_eps} (blocks) / {mine.final_eps} (final norm)")
     _load(encoder, state, report, own)
     encoder.info = {**getattr(encoder, "info", {}), "checkpoint": report.to_dict()}
+    log.info("%s", report.summary())
     return report
 
 

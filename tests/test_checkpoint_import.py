@@ -1,0 +1,138 @@
+"""Released checkpoints -> affectube encoders (and back to the transformers layout).
+
+The golden files in tests/data/checkpoints were written by benchmarks/verify_checkpoints.py
+from the publishers' own model code (MCG-NJU/VideoMAE, OpenGVLab/VideoMAEv2, ControlNet/MARLIN,
+sunlicai/SVFAP at the commits in benchmarks/results/checkpoints.json): random weights at a tiny
+width saved in each publisher's layout, one clip, and the reference model's features.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from affectube.errors import DataError
+from affectube.models import create_encoder, save_encoder
+from affectube.models.checkpoints import detect, import_checkpoint, init_from_checkpoint, read_state
+from affectube.models.checkpoints import posembed
+
+DATA = Path(__file__).parent / "data" / "checkpoints"
+CASES = json.loads((DATA / "cases.json").read_text())
+SIZE, FRAMES = 32, 16
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return load_file(str(DATA / "input.safetensors"))["input"].float()
+
+
+def features(encoder, x, kind):
+    """The reference's features, computed with affectube (see benchmarks/verify_checkpoints.py)."""
+    with torch.no_grad():
+        if kind == "tokens":
+            return encoder.forward_features(x)
+        if kind == "fc_norm_pooled":
+            return encoder.norm(encoder.forward_features(x, final_norm=False).mean(1))
+        seen = {}
+        last = len(encoder.blocks) - 1
+        hooks = [encoder.blocks[i].register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, out)) for i in (0, last)]
+        encoder.forward_features(x)
+        for h in hooks:
+            h.remove()
+        return torch.cat([seen[0].flatten(1), seen[last].flatten(1)], 1)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["case"] for c in CASES])
+def test_golden_features_match_the_publishers_code(case, clip, one_thread):
+    encoder, report = import_checkpoint(DATA / case["file"], num_heads=case["num_heads"], input_size=SIZE, num_frames=FRAMES)
+    expected = load_file(str(DATA / f"{case['case']}.expected.safetensors"))["expected"]
+    ours = features(encoder.eval(), clip, case["features"])
+    assert ours.shape == expected.shape
+    assert float((ours - expected).abs().max()) < 1e-4
+    assert report.format == case["case"].replace("videomaev2", "videomae")
+    assert report.initialised == []  # every encoder weight came from the file
+    assert report.preprocessing["mean"] and report.preprocessing["std"]
+
+
+def test_report_names_what_was_dropped(one_thread):
+    _, pre = import_checkpoint(DATA / "videomae_pretrain.pth", num_heads=2, input_size=SIZE, num_frames=FRAMES)
+    assert any(k.startswith("decoder.") for k in pre.dropped) and "encoder_to_decoder.weight" in pre.dropped
+    assert "mask_token" in pre.dropped and "blocks.0.attn.qkv.bias" in pre.loaded
+    _, ft = import_checkpoint(DATA / "videomae_finetune.pth", num_heads=2, input_size=SIZE, num_frames=FRAMES)
+    assert ft.dropped == ["head.bias", "head.weight"]
+    _, marlin = import_checkpoint(DATA / "marlin_full.pt", num_heads=2, input_size=SIZE, num_frames=FRAMES)
+    assert "enc_dec_proj.weight" in marlin.dropped and "pos_embed.weight" not in marlin.loaded
+    assert marlin.preprocessing["mean"] == [0.0, 0.0, 0.0]  # MARLIN reads [0, 1] RGB
+    assert any("sine-cosine" in n for n in marlin.notes)
+    _, svfap = import_checkpoint(DATA / "svfap_pretrain.pth", num_heads=2, input_size=SIZE, num_frames=FRAMES)
+    assert any("masked-token leak" in n for n in svfap.notes)
+
+
+def test_format_is_detected_never_guessed(tmp_path):
+    assert detect(read_state(DATA / "videomae_finetune.pth")[0]) == "videomae-finetune"
+    bad = tmp_path / "other.pth"
+    torch.save({"model": {"backbone.conv1.weight": torch.zeros(2, 2)}}, bad)
+    with pytest.raises(DataError, match="unknown checkpoint layout.*backbone.conv1.weight"):
+        import_checkpoint(bad)
+
+
+def test_shape_mismatch_names_key_and_both_shapes(one_thread):
+    # an encoder of params.yaml with 16-px patches cannot take the checkpoint's 8-px patch embedding
+    encoder = create_encoder("videomae", width=32, depth=2, patch=16, tubelet=2, input_size=32, num_frames=16, num_heads=2)
+    with pytest.raises(DataError, match=r"patch_embed\.proj\.weight: checkpoint \(32, 3, 2, 8, 8\) vs affectube \(32, 3, 2, 16, 16\)"):
+        init_from_checkpoint(encoder, DATA / "videomae_pretrain.pth", num_heads=2)
+
+
+def test_pretrain_init_from_a_released_checkpoint(clip, one_thread):
+    from affectube.models import init_encoder_from
+
+    # params.yaml's pretrain section gives the architecture (heads and eps as the reference's)
+    encoder = create_encoder("videomae", width=32, depth=2, patch=8, tubelet=2, input_size=32, num_frames=16,
+                             num_heads=2, norm_eps=1e-6)
+    report = init_encoder_from(encoder, DATA / "videomae_pretrain.pth")
+    assert report.format == "videomae-pretrain" and report.initialised == []
+    expected = load_file(str(DATA / "videomae-pretrain.expected.safetensors"))["expected"]
+    assert float((features(encoder.eval(), clip, "tokens") - expected).abs().max()) < 1e-4
+
+
+def test_other_frame_count_and_learned_table(tmp_path, clip, one_thread):
+    # fixed sine-cosine table: rebuilt for 8 frames
+    enc, report = import_checkpoint(DATA / "videomae_finetune.pth", num_heads=2, input_size=SIZE, num_frames=8)
+    assert enc.grid == (4, 4, 4) and any("rebuilt for grid (4, 4, 4)" in n for n in report.notes)
+    assert enc(clip[:, :, :8]).shape == (1, 64, 32)
+    # a learned table over (8, 4, 4), constant in time, interpolated to (4, 4, 4): each frame keeps its values
+    state = torch.load(DATA / "videomae_finetune.pth", weights_only=True)["module"]
+    frame = torch.randn(1, 1, 16, 32)
+    state["pos_embed"] = frame.expand(1, 8, 16, 32).reshape(1, 128, 32).clone()
+    path = tmp_path / "learned.pth"
+    torch.save({"module": state}, path)
+    enc, report = import_checkpoint(path, num_heads=2, input_size=SIZE, num_frames=8)
+    assert enc.spec.pos_embed == "learned" and any("interpolated from grid (8, 4, 4) to (4, 4, 4)" in n for n in report.notes)
+    assert torch.allclose(enc.pos_embed.weight.reshape(4, 16, 32), frame.reshape(1, 16, 32).expand(4, 16, 32), atol=1e-6)
+    same = posembed.resize(state["pos_embed"], (8, 4, 4), (8, 4, 4))
+    assert torch.equal(same, state["pos_embed"])
+
+
+def test_export_then_import_transformers_layout(tmp_path, clip, one_thread):
+    from affectube.cli import main
+    from affectube.models.checkpoints import convert
+
+    encoder = create_encoder("videomae", width=32, depth=2, patch=8, tubelet=2, input_size=32, num_frames=16).eval()
+    with torch.no_grad():  # biases and norms away from their init, so a lost tensor shows
+        for p in encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_encoder(tmp_path / "encoder.safetensors", encoder)
+    assert main(["export", "--model", str(tmp_path / "encoder.safetensors"), "--out-dir", str(tmp_path / "hf")]) == 0
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architectures"] == ["VideoMAEModel"] and config["hidden_size"] == 32 and config["qkv_bias"]
+    keys = set(load_file(str(tmp_path / "hf" / "model.safetensors")))
+    assert "encoder.layer.1.attention.attention.q_bias" in keys and "layernorm.weight" in keys
+    back, report = import_checkpoint(tmp_path / "hf")
+    assert report.format == "transformers-videomae" and report.initialised == []
+    with torch.no_grad():
+        assert float((back.eval().forward_features(clip) - encoder.forward_features(clip)).abs().max()) < 1e-4
+    assert convert(tmp_path / "hf")[0]["num_heads"] == encoder.spec.heads
