@@ -136,3 +136,35 @@ def test_export_then_import_transformers_layout(tmp_path, clip, one_thread):
     with torch.no_grad():
         assert float((back.eval().forward_features(clip) - encoder.forward_features(clip)).abs().max()) < 1e-4
     assert convert(tmp_path / "hf")[0]["num_heads"] == encoder.spec.heads
+
+
+def test_embed_writes_per_clip_features_with_times(realdata, tmp_path, one_thread):
+    """`affectube embed` on a real video: the params' decode/face/crop, the encoder's own clip size."""
+    import numpy as np
+    import yaml
+
+    from affectube.cli import main
+    from affectube.config import load_params
+    from affectube.embed import embed
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_params(repo / "params.yaml")
+    cfg["decode"].update({"fps": 5, "max_side": 256})
+    cfg["crop"].update({"size": 48})
+    cfg["faces"].update({"backend": "mtcnn", "det_size": 160, "every_k": 4})
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(cfg))
+    encoder = create_encoder("videomae", width=32, depth=1, patch=8, tubelet=2, input_size=32, num_frames=4)
+    save_encoder(tmp_path / "encoder.safetensors", encoder)
+    video = realdata / "videos" / "mead" / "M030_front_happy_level3_001.mp4"
+    out = tmp_path / "emb"
+    assert main(["embed", str(video), "--model", str(tmp_path / "encoder.safetensors"), "--params", str(params),
+                 "--out-dir", str(out), "--hop", "4"]) == 0
+    arrays = np.load(out / f"{video.stem}.embeddings.npz")
+    feats, start, end = arrays["features"], arrays["start_time"], arrays["end_time"]
+    assert feats.shape[1] == 32 and len(feats) == len(start) == len(end) > 2 and np.isfinite(feats).all()
+    assert (np.diff(start) > 0).all() and (end > start).all()
+    assert json.loads((out / "summary.json").read_text())["videos"][str(video)]["problem"] is None
+    # the same clips through the Python API, all tokens: their mean is the CLI's feature
+    tokens = embed([video], tmp_path / "encoder.safetensors", params=params, hop=4, pool="none")[str(video)]["features"]
+    assert tokens.shape[1:] == (32, 32) and np.allclose(tokens.mean(1), feats, atol=1e-5)

@@ -29,6 +29,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "figures": ("affectube.report.figures", "draw the report figures"),
     "report": ("affectube.report.html", "write the HTML/Markdown report"),
     "predict": ("affectube.predict", "run a trained model on new videos"),
+    "embed": ("affectube.embed", "per-clip encoder features of videos, with timestamps"),
     "export": ("affectube.export", "write an encoder in the transformers VideoMAE layout"),
     "dvc-yaml": ("affectube.dvcgen", "generate dvc.yaml from the Snakemake DAG"),
     "launch": ("affectube.train.launch", "run a stage on this job's GPUs/nodes (torchrun, SLURM)"),
