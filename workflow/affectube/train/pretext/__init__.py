@@ -14,7 +14,8 @@ checkpoint/resume, NaN guard, DDP, preemption) is shared; a method supplies
 * ``after_step(model, done, total)``: e.g. the EMA update of a target network,
 * ``figure`` (bool): the reconstruction figure applies.
 
-Methods: ``masked`` (VideoMAE/SVFAP masked reconstruction, :mod:`.masked`), ``byol`` (:mod:`.byol`).
+Methods: ``masked`` (VideoMAE/SVFAP masked reconstruction, :mod:`.masked`), ``byol`` (:mod:`.byol`),
+``dino`` (:mod:`.dino`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ def get(name: str):
         from affectube.train.pretext.byol import BYOLMethod
 
         return BYOLMethod()
+    if name == "dino":
+        from affectube.train.pretext.dino import DINOMethod
+
+        return DINOMethod()
     raise UserError(f"pretrain.method={name!r}: expected one of {METHODS}")
 
 
-METHODS = ["masked", "byol"]
+METHODS = ["masked", "byol", "dino"]
