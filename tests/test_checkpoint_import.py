@@ -168,3 +168,27 @@ def test_embed_writes_per_clip_features_with_times(realdata, tmp_path, one_threa
     # the same clips through the Python API, all tokens: their mean is the CLI's feature
     tokens = embed([video], tmp_path / "encoder.safetensors", params=params, hop=4, pool="none")[str(video)]["features"]
     assert tokens.shape[1:] == (32, 32) and np.allclose(tokens.mean(1), feats, atol=1e-5)
+
+
+def test_checkpoint_normalisation_reaches_the_clips(one_thread):
+    """MARLIN reads [0, 1] RGB: its constants travel in the spec to the clip geometry fine-tuning
+    and predict use (a fine-tuned model stores the spec)."""
+    from affectube.train.supervised import clip_geometry
+
+    encoder, _ = import_checkpoint(DATA / "marlin_full.pt", num_heads=2, input_size=SIZE, num_frames=FRAMES)
+    geom = clip_geometry(encoder, {"num_frames": 8, "input_size": 64, "sample_stride": 2})
+    assert geom == {"num_frames": FRAMES, "input_size": SIZE, "sample_stride": 2, "mean": [0.0] * 3, "std": [1.0] * 3}
+    vm, _ = import_checkpoint(DATA / "videomae_pretrain.pth", num_heads=2, input_size=SIZE, num_frames=FRAMES)
+    assert clip_geometry(vm, {"num_frames": 8, "input_size": 64, "sample_stride": 2})["mean"] == [0.485, 0.456, 0.406]
+
+
+def test_finetune_init_names_a_checkpoint(tmp_path, one_thread):
+    from affectube.config import load_params
+    from affectube.train.supervised import build_backbone
+
+    ft = {"init": str(DATA / "videomae_finetune.pth"), "mode": "finetune", "drop_path": 0.1, "backbone": "encoder"}
+    encoder = build_backbone(ft, {}, ft["init"])
+    assert encoder.spec.drop_path == 0.1 and encoder.spec.input_size == 224  # the checkpoint's own input size
+    assert encoder.info["checkpoint"]["format"] == "videomae-finetune"
+    cfg = load_params(Path(__file__).resolve().parents[1] / "params.yaml", [f"finetune.init={ft['init']}"])
+    assert cfg["finetune"]["init"] == ft["init"]  # the schema takes a path

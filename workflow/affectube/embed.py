@@ -78,9 +78,8 @@ def load_source(model, fold: int = 0, params: str | Path = "params.yaml", sample
         pre = {"decode": cfg["decode"], "faces": cfg["faces"], "crop": cfg["crop"]}
         stride = cfg["pretrain"]["sample_stride"]
     spec = encoder.spec
-    norm = (getattr(encoder, "info", {}) or {}).get("preprocessing") or {}
     geometry = {"num_frames": spec.num_frames, "input_size": spec.input_size, "sample_stride": int(sample_stride or stride)}
-    normalisation = {k: norm[k] for k in ("mean", "std") if k in norm}
+    normalisation = {"mean": list(spec.input_mean), "std": list(spec.input_std)} if spec.input_mean is not None else {}
     return encoder, pre, geometry, normalisation
 
 

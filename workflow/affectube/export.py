@@ -157,7 +157,7 @@ def export_encoder(encoder: nn.Module, out_dir: Path) -> Path:
                     "differ by ~1e-6", spec.final_eps, spec.block_eps)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pre = dict(getattr(encoder, "info", {}) or {}).get("preprocessing") or {}
+    pre = {"mean": spec.input_mean, "std": spec.input_std} if spec.input_mean is not None else {}
     processor = {"image_processor_type": "VideoMAEImageProcessor", "do_resize": True,
                  "size": {"shortest_edge": spec.input_size}, "do_center_crop": True,
                  "crop_size": {"height": spec.input_size, "width": spec.input_size}, "do_rescale": True,

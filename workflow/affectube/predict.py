@@ -183,7 +183,8 @@ def predict_video(video: Path, run: RunModels, hop: int | None = None, batch_siz
             return clips_df, frames_df, f"{video}: no face found in {n} decoded frames"
         k = hop_clips(n, span, hop or max(1, span // 2))
         ds = ClipDataset([store], num_frames=g["num_frames"], sample_stride=g["sample_stride"], input_size=g["input_size"],
-                         mode="test", test_clips=k, classes=run.classes or None, targets=run.targets)
+                         mode="test", test_clips=k, classes=run.classes or None, targets=run.targets,
+                         **{key: g[key] for key in ("mean", "std") if key in g})
         starts = sampling.uniform_starts(n, span, k)
         loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
         probs, regs = [], []

@@ -38,6 +38,8 @@ class ModelSpec:
     num_heads: int | None = None  # attention heads (null = the size's, or width / 64)
     mlp_ratio: float = 4.0  # MLP hidden width / width (VideoMAEv2 ViT-g: 48/11)
     norm_eps: float | None = None  # LayerNorm eps everywhere (null: 1e-5 in blocks, 1e-6 final norm)
+    input_mean: tuple[float, ...] | None = None  # the input normalisation it was trained with (null: ImageNet's)
+    input_std: tuple[float, ...] | None = None
 
     # ---------------------------------------------------------------- derived
     @property
@@ -86,6 +88,9 @@ class ModelSpec:
         kwargs = {k: v for k, v in section.items() if k in names}
         if "svfap_stages" in kwargs:
             kwargs["svfap_stages"] = tuple(int(d) for d in kwargs["svfap_stages"])
+        for key in ("input_mean", "input_std"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = tuple(float(v) for v in kwargs[key])
         spec = cls(**kwargs)
         spec.validate()
         return spec
@@ -93,6 +98,9 @@ class ModelSpec:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["svfap_stages"] = list(self.svfap_stages)
+        for key in ("input_mean", "input_std"):
+            if out[key] is not None:
+                out[key] = list(out[key])
         return out
 
     def replace(self, **changes) -> "ModelSpec":

@@ -167,7 +167,8 @@ def open_datasets(stores: dict[str, list[Path]], geom: dict, ft: dict, classes, 
     from affectube.clips.dataset import ClipDataset
 
     common = dict(num_frames=geom["num_frames"], sample_stride=geom["sample_stride"], input_size=geom["input_size"],
-                  classes=classes, targets=list(ft["targets"]), seed=seed)
+                  classes=classes, targets=list(ft["targets"]), seed=seed,
+                  **{k: geom[k] for k in ("mean", "std") if k in geom})  # an imported checkpoint's normalisation
     out = {}
     for side in SIDES:
         if not stores[side]:

@@ -91,11 +91,14 @@ def build_model(ft: dict, task: Task, encoder: nn.Module) -> VideoModel:
 def clip_geometry(encoder: nn.Module, pretrain: dict) -> dict:
     """Frames, stride and size of the clips an encoder reads (a checkpoint's own spec wins)."""
     spec = getattr(encoder, "spec", None)
-    return {
+    geom = {
         "num_frames": int(getattr(spec, "num_frames", pretrain["num_frames"])),
         "input_size": int(getattr(spec, "input_size", pretrain["input_size"])),
         "sample_stride": int(pretrain["sample_stride"]),
     }
+    if getattr(spec, "input_mean", None) is not None:  # an imported checkpoint's own normalisation (MARLIN: [0, 1])
+        geom.update(mean=list(spec.input_mean), std=list(spec.input_std))
+    return geom
 
 
 def set_train_mode(model: VideoModel, frozen: bool) -> None:

@@ -90,7 +90,7 @@ def convert(path: str | os.PathLike, num_heads: int | None = None):
                 notes.append("stored position table is the fixed sine-cosine one: rebuilt, not copied")
     if num_heads is not None:
         spec["num_heads"] = int(num_heads)
-    spec.update(input_size=layout.input_size, num_frames=layout.num_frames)
+    spec.update(input_size=layout.input_size, num_frames=layout.num_frames, input_mean=layout.mean, input_std=layout.std)
     report = ImportReport(source=str(path), format=fmt, dropped=sorted(layout.dropped) + [f"({k})" for k in unused],
                           notes=layout.notes + notes,
                           preprocessing={"input_size": layout.input_size, "num_frames": layout.num_frames,
@@ -128,6 +128,9 @@ def init_from_checkpoint(encoder: nn.Module, path: str | os.PathLike, num_heads:
         theirs = spec_keys.get(key)
         if theirs is not None and (abs(theirs - ours) > 1e-6 if isinstance(ours, float) else theirs != ours):
             raise DataError(f"{path}: the checkpoint's {key}={theirs} but pretrain gives {ours}")
+    if mine.input_mean is None and list(spec_keys["input_mean"]) != [0.485, 0.456, 0.406]:
+        report.notes.append(f"the checkpoint was trained on inputs normalised with mean {spec_keys['input_mean']}, std "
+                            f"{spec_keys['input_std']}; this run normalises with ImageNet's")
     if spec_keys.get("pos_embed") == "learned" and mine.pos_embed != "learned":
         report.notes.append("the checkpoint's learned position table is dropped: pretrain.pos_embed is sinusoidal")
         state.pop("pos_embed.weight", None)
