@@ -192,3 +192,19 @@ def test_finetune_init_names_a_checkpoint(tmp_path, one_thread):
     assert encoder.info["checkpoint"]["format"] == "videomae-finetune"
     cfg = load_params(Path(__file__).resolve().parents[1] / "params.yaml", [f"finetune.init={ft['init']}"])
     assert cfg["finetune"]["init"] == ft["init"]  # the schema takes a path
+
+
+def test_imported_encoder_saves_and_reloads(tmp_path, clip, one_thread):
+    """An imported encoder's spec (heads, eps, MLP ratio, normalisation) survives encoder.safetensors."""
+    from affectube.models import load_encoder
+
+    encoder, _ = import_checkpoint(DATA / "marlin_full.pt", num_heads=2, input_size=SIZE, num_frames=FRAMES)
+    save_encoder(tmp_path / "encoder.safetensors", encoder)
+    back = load_encoder(tmp_path / "encoder.safetensors")
+    assert back.spec == encoder.spec and back.spec.norm_eps == 1e-5 and back.spec.input_std == (1.0, 1.0, 1.0)
+    with torch.no_grad():
+        assert torch.equal(back.eval().forward_features(clip), encoder.eval().forward_features(clip))
+    # VideoMAEv2 ViT-g's MLP: 1408 x 48/11 = 6144 hidden units, the ratio read off the weights
+    from affectube.models.encoder import vit_block
+
+    assert vit_block(1408, 16, mlp_ratio=6144 / 1408).mlp.fc1.out_features == 6144

@@ -33,12 +33,7 @@ from affectube.models.spec import ModelSpec
 
 def vit_block(dim: int, heads: int, drop_path: float = 0.0, mlp_ratio: float = 4.0, eps: float = 1e-5) -> Block:
     norm = nn.LayerNorm if eps == 1e-5 else partial(nn.LayerNorm, eps=eps)
-    block = Block(dim, heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path=drop_path, norm_layer=norm)
-    hidden = round(dim * mlp_ratio)
-    if block.mlp.fc1.out_features != hidden:  # int(dim * ratio) may round down a ratio like 48/11
-        block.mlp.fc1 = nn.Linear(dim, hidden)
-        block.mlp.fc2 = nn.Linear(hidden, dim)
-    return block
+    return Block(dim, heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path=drop_path, norm_layer=norm)
 
 
 class VideoEncoder(nn.Module):
