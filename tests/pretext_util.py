@@ -43,3 +43,40 @@ def embedding_spread(vectors: torch.Tensor) -> float:
     """Mean over dimensions of the std across the batch of the L2-normalised ``vectors`` [B, D]
     (0 = collapsed to one point; about 1/sqrt(D) when spread over the sphere)."""
     return float(F.normalize(vectors.float(), dim=-1).std(dim=0).mean())
+
+
+def grid_audio_stores(realdata: Path, root: Path, n_mels: int = 40, size: int = 64, step: int = 3, count: int = 8) -> list[Path]:
+    """Clip stores of ``count`` real GRID videos (speech: a talking face with its audio track) with
+    ``audio_logmel`` from :func:`affectube.clips.audio.frame_logmel`: every ``step``-th frame, the centre
+    square resized to ``size`` px (GRID faces are near the centre; no detector: this is pretext data)."""
+    import cv2
+    import numpy as np
+
+    from affectube.clips.audio import frame_logmel
+    from affectube.clips.store import StoreContent, write_store
+
+    root.mkdir(parents=True, exist_ok=True)
+    videos = sorted((realdata / "videos" / "grid").glob("*.mpg"))[:count]
+    paths = []
+    for v in videos:
+        cap = cv2.VideoCapture(str(v))
+        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        frames, i = [], 0
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            if i % step == 0:
+                h, w = bgr.shape[:2]
+                s = min(h, w)
+                sq = bgr[(h - s) // 2 : (h + s) // 2, (w - s) // 2 : (w + s) // 2]
+                frames.append(cv2.resize(cv2.cvtColor(sq, cv2.COLOR_BGR2RGB), (size, size), interpolation=cv2.INTER_AREA))
+            i += 1
+        cap.release()
+        frames = np.ascontiguousarray(np.stack(frames))
+        times = np.arange(len(frames)) * step / fps
+        audio = frame_logmel(v, times, n_mels)
+        c = StoreContent(frames=frames, timestamps=times, dataset="grid", video_id=v.stem, subject="grid_s", fps=fps / step,
+                         valid=np.ones(len(frames), bool), audio_logmel=audio, provenance="0" * 64)
+        paths.append(write_store(root / f"{v.stem}.h5", c, "none", 0))
+    return paths

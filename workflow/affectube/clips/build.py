@@ -45,6 +45,18 @@ def manifest_row(manifest: str | Path, video_id: str) -> dict:
     return {k: v for k, v in rows.iloc[0].to_dict().items()}
 
 
+def audio_features(video, timestamps: np.ndarray, n_mels: int) -> np.ndarray | None:
+    """``clips.audio_mels`` > 0: the audio track's log-mel energies at the frames (None without audio: logged)."""
+    if n_mels <= 0:
+        return None
+    from affectube.clips.audio import frame_logmel
+
+    feats = frame_logmel(video, timestamps, n_mels)
+    if feats is None:
+        log.warning("%s: no audio stream: the store gets no audio_logmel (the audio pretext skips it)", video)
+    return feats
+
+
 def crop_shape(crop_cfg: dict) -> tuple[int, int, int]:
     s = int(crop_cfg.get("size", 112))
     return s, s, 1 if crop_cfg.get("grayscale", False) else 3
@@ -133,6 +145,7 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
             face_boxes=tracks.boxes,
             valid=valid,
             face_landmarks=landmarks,
+            audio_logmel=audio_features(video, tracks.timestamps, int(clips_cfg.get("audio_mels", 0))),
             frame_labels=per_frame,
             frame_labels_meta=per_frame_meta,
             source={**stream.info, "faces": tracks.meta.get("faces")},  # the face params too: predict reuses them

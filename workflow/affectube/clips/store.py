@@ -14,6 +14,8 @@ Layout of a store (N = stored frames, S = crop side, C = 3 or 1):
 ``valid``          bool [N]     the crop holds a face (from ``crop_frames``).
 ``face_landmarks`` float32 [N,5,2] (optional) the 5 face landmarks (eyes, nose, mouth corners; x, y) in
                    crop pixels (NaN where no face): face-guided masking (``pretrain.masking: face``).
+``audio_logmel``   float32 [N,M] (optional, ``clips.audio_mels`` = M > 0 and the video has audio) log-mel
+                   energies of the audio track at each frame (:mod:`affectube.clips.audio`): the audio pretext.
 ``frame_labels/*`` float32 [N]  per-frame continuous labels aligned to ``timestamps`` (optional).
 
 Root attributes (:data:`REQUIRED_ATTRS`): identity (dataset, video_id, subject, session),
@@ -93,6 +95,7 @@ class StoreContent:
     face_boxes: np.ndarray | None = None
     valid: np.ndarray | None = None
     face_landmarks: np.ndarray | None = None  # optional [N,5,2] in crop pixels
+    audio_logmel: np.ndarray | None = None  # optional [N,M] log-mel energies at the frames
     frame_labels: dict[str, np.ndarray] = field(default_factory=dict)
     frame_labels_meta: dict = field(default_factory=dict)
     decode: dict = field(default_factory=dict)
@@ -123,6 +126,11 @@ class StoreContent:
             if arr.shape != (n, 5, 2):
                 raise DataError(f"{self.dataset}/{self.video_id}: face_landmarks has shape {list(arr.shape)}, expected [{n}, 5, 2]")
             out["face_landmarks"] = arr
+        if self.audio_logmel is not None:
+            arr = np.asarray(self.audio_logmel, dtype=np.float32)
+            if arr.ndim != 2 or len(arr) != n:
+                raise DataError(f"{self.dataset}/{self.video_id}: audio_logmel has shape {list(arr.shape)}, expected [{n}, mels]")
+            out["audio_logmel"] = arr
         for name, values in self.frame_labels.items():
             arr = np.asarray(values, dtype=np.float32)
             if arr.shape != (n,):

@@ -109,7 +109,7 @@ class Pretrainer:
         self.lr = scaled_lr(pcfg["base_lr"], self.global_batch)
         torch.manual_seed(pcfg["seed"])
         self.method = pretext.get(pcfg["method"])
-        self.model = self.method.build_model(self.spec, pcfg)
+        self.model = self.method.build_model(self.spec, pcfg, dataset)
         if target_norm is not None and hasattr(self.model, "set_target_normalisation"):
             self.model.set_target_normalisation(*target_norm)
         if pcfg["init_from"]:
@@ -324,6 +324,7 @@ class Pretrainer:
         return {
             "model": self.spec.to_dict(),
             "method": self.method.name,
+            "pretext_notes": list(getattr(self.dataset, "notes", [])),  # e.g. stores the method skipped
             "params": self.cfg,
             "steps": len(rows),
             "resumed_at_step": start or None,

@@ -5,7 +5,7 @@ one :class:`torch.nn.Module` whose ``encoder`` attribute is what ``encoder.safet
 fine-tuning starts from any of them alike. The training loop (:class:`affectube.train.pretrain.Pretrainer`:
 checkpoint/resume, NaN guard, DDP, preemption) is shared; a method supplies
 
-* ``build_model(spec, pcfg)``: the module (encoder + heads; EMA targets as frozen parameters, so
+* ``build_model(spec, pcfg, dataset)``: the module (encoder + heads; EMA targets as frozen parameters, so
   they are in the checkpoint),
 * ``build_dataset(stores, pcfg, grid, datasets, output)``: ``(dataset, ClipDataset)``; the dataset
   has ``to_device(batch, device)`` and ``clips(indices, device)``,
@@ -15,7 +15,7 @@ checkpoint/resume, NaN guard, DDP, preemption) is shared; a method supplies
 * ``figure`` (bool): the reconstruction figure applies.
 
 Methods: ``masked`` (VideoMAE/SVFAP masked reconstruction, :mod:`.masked`), ``byol`` (:mod:`.byol`),
-``dino`` (:mod:`.dino`).
+``dino`` (:mod:`.dino`), ``audio`` (LiRA-style audio targets, :mod:`.audio`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ def get(name: str):
         from affectube.train.pretext.dino import DINOMethod
 
         return DINOMethod()
+    if name == "audio":
+        from affectube.train.pretext.audio import AudioMethod
+
+        return AudioMethod()
     raise UserError(f"pretrain.method={name!r}: expected one of {METHODS}")
 
 
-METHODS = ["masked", "byol", "dino"]
+METHODS = ["masked", "byol", "dino", "audio"]

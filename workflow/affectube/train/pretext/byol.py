@@ -86,7 +86,7 @@ class BYOLMethod:
     name = "byol"
     figure = False
 
-    def build_model(self, spec, pcfg: dict) -> nn.Module:
+    def build_model(self, spec, pcfg: dict, dataset=None) -> nn.Module:
         return BYOL(create_encoder(spec.model, spec), pcfg["head_hidden"], pcfg["head_dim"], pcfg["ema_momentum"])
 
     def build_dataset(self, stores, pcfg: dict, grid, datasets=None, output: str = "float"):

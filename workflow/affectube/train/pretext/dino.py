@@ -134,7 +134,7 @@ class DINOMethod:
     name = "dino"
     figure = False
 
-    def build_model(self, spec, pcfg: dict) -> nn.Module:
+    def build_model(self, spec, pcfg: dict, dataset=None) -> nn.Module:
         return DINO(create_encoder(spec.model, spec), pcfg["head_hidden"], pcfg["head_dim"], pcfg["dino_out"],
                     teacher_temp=pcfg["dino_teacher_temp"], student_temp=pcfg["dino_student_temp"],
                     center_momentum=pcfg["dino_center_momentum"], momentum=pcfg["ema_momentum"])  # fmt: skip

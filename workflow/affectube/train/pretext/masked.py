@@ -17,7 +17,7 @@ class MaskedReconstruction:
     name = "masked"
     figure = True  # reconstruction.png
 
-    def build_model(self, spec, pcfg: dict) -> torch.nn.Module:
+    def build_model(self, spec, pcfg: dict, dataset=None) -> torch.nn.Module:
         return create_model(spec.model, spec)
 
     def build_dataset(self, stores, pcfg: dict, grid, datasets=None, output: str = "float"):
