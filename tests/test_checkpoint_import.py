@@ -208,3 +208,43 @@ def test_imported_encoder_saves_and_reloads(tmp_path, clip, one_thread):
     from affectube.models.encoder import vit_block
 
     assert vit_block(1408, 16, mlp_ratio=6144 / 1408).mlp.fc1.out_features == 6144
+
+
+def test_chained_finetuning_plans_fold_to_fold(tmp_path, one_thread):
+    """finetune.init: experiment:NAME -> fold k starts from NAME's fold k model (the DAG orders them),
+    the report's lineage follows the chain, loops and unknown names are refused; the stage loads the
+    encoder of a fine-tuned model.safetensors."""
+    from safetensors.torch import save_file
+
+    from affectube.config import load_params
+    from affectube.dag import Dag
+    from affectube.errors import ConfigError
+    from affectube.lineage import lineage
+    from affectube.train.supervised import build_backbone
+
+    cfg = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    cfg["experiments"] = {"supervised": {}, "chained": {"finetune.init": "experiment:supervised", "finetune.mode": "frozen"}}
+    dag = Dag(cfg)
+    wc = type("W", (), {"exp": "chained", "fold": "1"})()
+    assert dag.pretrained_encoder(wc) == ["results/finetune/supervised/fold1/model.safetensors"]
+    assert lineage(cfg, "chained") == ["pretraining", "experiment supervised", "experiment chained"]
+    cfg["experiments"]["kfold"] = {"finetune.init": "experiment:supervised", "finetune.protocol": "group_kfold", "finetune.k": 2}
+    with pytest.raises(ConfigError, match="whose folds differ"):
+        Dag(cfg).pretrained_encoder(type("W", (), {"exp": "kfold", "fold": "0"})())
+    loop = {"a": {"finetune.init": "experiment:b"}, "b": {"finetune.init": "experiment:a"}}
+    with pytest.raises(ConfigError, match="loops: a <- b <- a"):
+        lineage({**cfg, "experiments": loop}, "a")
+    with pytest.raises(ConfigError, match="not in experiments"):
+        lineage({**cfg, "experiments": {"x": {"finetune.init": "experiment:nope"}}}, "x")
+    # the chained fold reads the encoder of the other experiment's fine-tuned model file
+    encoder = create_encoder("videomae", width=32, depth=1, patch=8, tubelet=2, input_size=32, num_frames=4)
+    state = {f"encoder.{k}": v.contiguous() for k, v in encoder.state_dict().items()}
+    state["head.fc.weight"] = torch.zeros(3, 32)
+    model = tmp_path / "model.safetensors"
+    save_file(state, str(model), metadata={"format": "affectube-finetuned/1",
+                                          "affectube.encoder_spec": json.dumps(encoder.spec.to_dict())})
+    ft = {"init": "experiment:supervised", "mode": "frozen", "drop_path": 0.0, "backbone": "encoder"}
+    loaded = build_backbone(ft, {}, str(model))
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in encoder.state_dict().items())
+    with pytest.raises(ConfigError, match="no --encoder"):
+        build_backbone(ft, {}, None)

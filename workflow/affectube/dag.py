@@ -171,11 +171,18 @@ class Dag:
 
     def pretrained_encoder(self, wildcards) -> list[str]:
         """The pretraining checkpoint when experiment ``exp`` starts from it, else nothing."""
-        cfg = self.experiment_config(wildcards.exp)
-        init = cfg["finetune"]["init"]
-        if init == "pretrained":
+        from affectube.lineage import lineage, parse_init
+
+        kind, value = parse_init(self.experiment_config(wildcards.exp)["finetune"]["init"])
+        if kind == "pretrained":
             return [f"{self.results}/pretrain/encoder.safetensors"]
-        return [] if init == "scratch" else [init]  # a checkpoint file (docs/checkpoints.md)
+        if kind == "experiment":  # a chain: fold k starts from experiment `value`'s fold k (same folds, no leak)
+            lineage(self.config, wildcards.exp)  # unknown names and loops are refused here
+            if self.exp_fold_ids(value) != self.exp_fold_ids(wildcards.exp):
+                raise ConfigError(f"params.yaml: experiment {wildcards.exp!r} starts from experiment {value!r}, whose folds "
+                                  "differ (set the same finetune.protocol and fold params in both)")
+            return [f"{self.results}/finetune/{value}/fold{wildcards.fold}/model.safetensors"]
+        return [] if kind == "scratch" else [value]  # a checkpoint file (docs/checkpoints.md)
 
     # ---------------------------------------------------------------- targets
     def all_targets(self) -> list[str]:

@@ -37,6 +37,7 @@ import pandas as pd
 import yaml
 
 from affectube.config import apply_overrides, experiment_variants, parse_cfg
+from affectube.lineage import lineage
 from affectube.errors import DataError
 from affectube.io import atomic_path, read_json, write_json, write_text
 from affectube.report import compare as C
@@ -178,6 +179,7 @@ def experiment_section(run: Run, exp: Experiment, index: dict, fig_dir: Path) ->
     overrides = variant.overrides if variant else {}
     grid = f" (combination of grid entry '{variant.entry}')" if variant and variant.grid else ""
     blocks.append(D.Text("Overrides: " + (", ".join(f"{k} = {v}" for k, v in overrides.items()) or "none (the params as they are)") + f"{grid}."))
+    blocks.append(D.Text("Encoder lineage: " + " -> ".join(lineage(run.cfg, exp.name)) + "."))
     if exp.failed_folds:
         blocks.append(D.Text(f"Fold(s) {', '.join(str(f.index) for f in exp.failed_folds)} failed: every number below is over the "
                              f"{len(exp.ok_folds)} fold(s) that have predictions.", "warn"))

@@ -64,9 +64,11 @@ def build_backbone(ft: dict, pretrain: dict, encoder_path: str | None, in_chans:
         return ResNetGRU(num_frames=int(pretrain["num_frames"]), drop_path=drop_path)
     from affectube.models import build_encoder, load_encoder
 
-    if ft["init"] not in ("pretrained", "scratch"):  # a checkpoint file: affectube's or a released one
+    if ft["init"] not in ("pretrained", "scratch"):  # a checkpoint: released, affectube's, or experiment:NAME's fold model
         from affectube.export import load_any_encoder
 
+        if ft["init"].startswith("experiment:") and not encoder_path:
+            raise ConfigError(f"finetune.init={ft['init']} but no --encoder (that experiment's fold model) was given")
         return load_any_encoder(encoder_path or ft["init"], drop_path=drop_path)
     if ft["init"] == "pretrained":
         if not encoder_path:
