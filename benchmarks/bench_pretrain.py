@@ -20,6 +20,10 @@ activations, gradients, temporaries) and ``state_gib`` (weights + AdamW state). 
 ``--reference`` (or with a directory that lacks the code) only our model is timed and the JSON
 says ``"reference": {"error": "reference not available: ..."}``. Writes
 ``benchmarks/results/pretrain.json`` (or ``--out``).
+
+``"pretexts"`` (unless ``--no-pretexts``): one training step of each other ``pretrain.method`` on the
+same encoder, batch and precision (BYOL: 2 views; DINO: 2 global + 2 local views, K 1024; audio: 40
+mels; face masking costs what tube masking does), timed like ours (median step, clips/s).
 """
 
 from __future__ import annotations
@@ -176,6 +180,46 @@ class Runner:
         return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
 
 
+def pretext_steps(spec: ModelSpec, batch: int, device: torch.device, amp: str | None, steps: int, warmup: int) -> dict:
+    """Median step time and clips/s of BYOL, DINO and the audio pretext (forward + loss + backward + AdamW + EMA)."""
+    from affectube.models import create_encoder
+    from affectube.train.pretext.audio import AudioTarget
+    from affectube.train.pretext.byol import BYOL
+    from affectube.train.pretext.dino import DINO
+
+    g = torch.Generator().manual_seed(1)
+    shape = (batch, 3, spec.num_frames, spec.input_size, spec.input_size)
+    views = [torch.randn(shape, generator=g).to(device) for _ in range(4)]
+    target = torch.randn(batch, spec.num_frames, 40, generator=g).to(device)
+    cases = {
+        "byol": (BYOL(create_encoder("videomae", spec), 512, 128), lambda m: m(views[0], views[1])),
+        "dino": (DINO(create_encoder("videomae", spec), 512, 128, 1024), lambda m: m(*views)),
+        "audio": (AudioTarget(create_encoder("videomae", spec), 40), lambda m: F.mse_loss(m(views[0]).float(), target)),
+    }
+    out = {}
+    for name, (model, loss_fn) in cases.items():
+        model = model.to(device).train()
+        opt = build_optimizer(param_groups(model, 1e-4, 0.05), 1e-4, fused=device.type == "cuda")
+        times = []
+        for i in range(warmup + steps):
+            t0 = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+                loss = loss_fn(model)
+            opt.zero_grad(set_to_none=True)
+            loss.float().backward()
+            opt.step()
+            if hasattr(model, "update_target"):
+                model.update_target(0.99)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        out[name] = {"median_step_s": med, "clips_per_s": batch / med, "views": {"byol": 2, "dino": 4, "audio": 1}[name]}
+        del model, opt
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, default=None,
@@ -191,6 +235,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak for MFU (default: by device name)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "pretrain.json")
+    parser.add_argument("--no-pretexts", action="store_true", help="time only the VideoMAE step (not BYOL, DINO, audio)")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -285,6 +330,8 @@ def main(argv=None) -> int:
             result[name]["achieved_tflops"] = achieved / 1e12
             if peak:
                 result[name]["mfu"] = achieved / (peak * 1e12)
+    if not args.no_pretexts:
+        result["pretexts"] = pretext_steps(spec, batch, device, "bf16" if cuda else None, args.steps * 2, args.warmup)
     write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k not in ("spec",)}, indent=1, default=str)[:4000])
     return 0
