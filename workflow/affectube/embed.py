@@ -19,6 +19,7 @@ mean of the clip's tokens; ``none``: ``[K, N, D]``), ``start_time``/``end_time``
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -66,8 +67,6 @@ def load_source(model, fold: int = 0, params: str | Path = "params.yaml", sample
     if run_file.suffix == ".safetensors" and run_file.is_file():
         with safe_open(str(run_file), "pt") as fh:
             meta = fh.metadata() or {}
-    import json
-
     if meta.get("format") == "affectube-finetuned/1":
         pre = json.loads(meta["affectube.preprocessing"])
         stride = json.loads(meta["affectube.pretrain"]).get("sample_stride", 2)

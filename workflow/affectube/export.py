@@ -30,12 +30,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from affectube.clips.transforms import IMAGENET_MEAN, IMAGENET_STD
 from affectube.errors import DataError, UserError
 from affectube.io import atomic_path
 
 log = logging.getLogger(__name__)
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

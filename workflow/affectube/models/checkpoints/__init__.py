@@ -128,7 +128,9 @@ def init_from_checkpoint(encoder: nn.Module, path: str | os.PathLike, num_heads:
         theirs = spec_keys.get(key)
         if theirs is not None and (abs(theirs - ours) > 1e-6 if isinstance(ours, float) else theirs != ours):
             raise DataError(f"{path}: the checkpoint's {key}={theirs} but pretrain gives {ours}")
-    if mine.input_mean is None and list(spec_keys["input_mean"]) != [0.485, 0.456, 0.406]:
+    from affectube.clips.transforms import IMAGENET_MEAN
+
+    if mine.input_mean is None and list(spec_keys["input_mean"]) != list(IMAGENET_MEAN):
         report.notes.append(f"the checkpoint was trained on inputs normalised with mean {spec_keys['input_mean']}, std "
                             f"{spec_keys['input_std']}; this run normalises with ImageNet's")
     if spec_keys.get("pos_embed") == "learned" and mine.pos_embed != "learned":

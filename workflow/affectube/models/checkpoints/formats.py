@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from affectube.clips.transforms import IMAGENET_MEAN, IMAGENET_STD
 from affectube.errors import DataError
-
-IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
 @dataclass
@@ -33,8 +32,8 @@ class Layout:
     heads: int | None = None
     input_size: int = 224
     num_frames: int = 16
-    mean: list[float] = field(default_factory=lambda: list(IMAGENET["mean"]))
-    std: list[float] = field(default_factory=lambda: list(IMAGENET["std"]))
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     sinusoidal_stored: bool = False  # the file stores a fixed table under pos_embed (MARLIN)
 
 
