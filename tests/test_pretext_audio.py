@@ -91,3 +91,4 @@ def test_audio_target_loss_falls_on_real_clips(realdata, tmp_path):
     first, last = log["loss"].head(WINDOW).mean(), log["loss"].tail(2 * WINDOW).mean()
     assert last <= (1 - DROP) * first, f"audio: loss {first:.4f} -> {last:.4f}"
     assert load_encoder(tmp_path / "out" / "encoder.safetensors").info["method"] == "audio"
+    assert (tmp_path / "out" / "reconstruction.png").stat().st_size > 0  # the clips and their log-mel targets

@@ -94,7 +94,7 @@ def test_resume_equals_uninterrupted_and_the_encoder_loads(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     enc = load_encoder(tmp_path / "full" / "encoder.safetensors")  # what finetune reads: the online encoder alone
     assert all(torch.equal(v, a[f"encoder.{k}"]) for k, v in enc.state_dict().items())
-    assert enc.info["method"] == "byol" and not (tmp_path / "full" / "reconstruction.png").exists()
+    assert enc.info["method"] == "byol" and (tmp_path / "full" / "reconstruction.png").stat().st_size > 0  # the views figure
 
 
 class _PoisonAfter(torch.utils.data.Dataset):

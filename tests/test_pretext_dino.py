@@ -81,3 +81,4 @@ def test_resume_equals_uninterrupted_and_the_center_is_kept(tmp_path):
     b = ckpt.load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")["model"]
     assert a["center"].abs().sum() > 0 and any(k.startswith("teacher_encoder.") for k in a)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "full" / "reconstruction.png").stat().st_size > 0  # the global and local views

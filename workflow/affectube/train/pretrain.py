@@ -6,7 +6,7 @@ autoencoding, VideoMAE / SVFAP), ``byol``; every method saves the same ``encoder
 ``python -m affectube pretrain --cfg JSON --stores S.h5 ... --out-dir results/pretrain``
 
 Writes ``encoder.safetensors`` (weights + spec metadata), ``log.csv`` (one row per
-optimizer step), ``summary.json`` and (masked method) ``reconstruction.png``; keeps
+optimizer step), ``summary.json`` and ``reconstruction.png`` (other methods: the views they train on); keeps
 ``checkpoints/last.pt`` (every ``pretrain.checkpoint_every`` steps, atomic), from which
 a killed or preempted job resumes to the same weights as an uninterrupted run.
 
@@ -305,12 +305,21 @@ class Pretrainer:
                 writer.writerows(rows)
         summary = self.summary(rows, start)
         save_encoder(self.out / "encoder.safetensors", self.model.encoder, info=summary)
-        if self.method.figure:
-            self.figure()
+        self.figure()
         write_json(self.out / "summary.json", summary)
 
     def figure(self) -> None:
         k = min(self.cfg["recon_clips"], len(self.dataset))
+        if not self.method.figure:  # view/audio pretexts: the views they train on (the rule's reconstruction.png)
+            from affectube.train.pretext.figure import save_views_figure
+
+            views = self.dataset.clips(range(k))
+            target = views[1] if self.method.name == "audio" else None
+            views = [views[0]] if target is not None else list(views)
+            base = getattr(self.dataset, "base", None) or getattr(self.dataset, "g", None)
+            save_views_figure(self.out / "reconstruction.png", self.method.name, views,
+                              getattr(base, "mean", None), getattr(base, "std", None), target=target)
+            return
         video, mask = self.dataset.clips(range(k), self.device)
         mask = mask.to(self.device)
         save_reconstruction_figure(self.out / "reconstruction.png", self.model, video, mask)
