@@ -16,8 +16,8 @@ keyframes, :class:`AdaptiveDetector`
    base size (the shot changed to a close-up).
 
 A video without any face would pay the whole ladder on every keyframe, so retries that
-find nothing back off: after ``f`` failed retries in a row, the next ``2^f - 1``
-keyframes (at most ``MAX_SKIP``) are not retried; a success resets it.
+find nothing back off: after ``f`` failed retries in a row, the next ``4^f - 1``
+keyframes (3, 15, then ``MAX_SKIP`` = 31) are not retried; a success resets it.
 
 The frames the detector sees (``faces.analysis_side``, auto) are sized for the cap, so a
 retry really sees more pixels; the base-size detection shrinks them to ``det_size`` as
@@ -139,7 +139,7 @@ class AdaptiveDetector:
             self._failures = 0
         else:
             self._failures += 1
-            self._skip = min(MAX_SKIP, 2 ** self._failures - 1)
+            self._skip = min(MAX_SKIP, 4 ** self._failures - 1)
         key = str(best_size)
         self.stats["sizes"][key] = self.stats["sizes"].get(key, 0) + 1
         return best

@@ -89,6 +89,12 @@ class Detector:
             frames = frames[None]
         if len(frames) == 0:
             return []
+        # frames larger than this call's largest detector input needs (adaptive detection sizes the
+        # analysis frames for its cap) are shrunk first: padding and letterboxing then cost what
+        # they cost at the base size, and the boxes are scaled back
+        factor = self._shrink_factor(frames.shape[1:3], sizes)
+        if factor < 1.0:
+            frames = self._shrink(frames, factor)
         h, w = frames.shape[1:3]
         py, px = int(round(self.pad * h)), int(round(self.pad * w))
         if py or px:
@@ -105,8 +111,28 @@ class Detector:
             cx = (det.boxes[:, 0] + det.boxes[:, 2]) / 2
             cy = (det.boxes[:, 1] + det.boxes[:, 3]) / 2
             inside = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
-            out.append(det.keep(inside).sorted())
+            det = det.keep(inside).sorted()
+            if factor < 1.0:
+                det.boxes = (det.boxes / factor).astype(np.float32)
+                det.landmarks = (det.landmarks / factor).astype(np.float32)
+            out.append(det)
         return out
+
+    def _shrink_factor(self, hw: tuple, sizes: list[int] | None) -> float:
+        sizes = sizes or getattr(self.backend, "sizes", None)
+        if not sizes:
+            return 1.0  # a backend without an input size (mtcnn) sees the frames as they are
+        need = max(sizes) / (1.0 + 2.0 * self.pad)
+        side = max(hw)
+        return need / side if side > 1.25 * need else 1.0
+
+    @staticmethod
+    def _shrink(frames: np.ndarray, factor: float) -> np.ndarray:
+        import cv2
+
+        h, w = frames.shape[1:3]
+        nw, nh = max(1, int(round(w * factor))), max(1, int(round(h * factor)))
+        return np.stack([cv2.resize(f, (nw, nh), interpolation=cv2.INTER_AREA) for f in frames])
 
 
 def build_detector(faces_cfg: dict, threads: int = 1) -> Detector:
