@@ -19,9 +19,10 @@ A video without any face would pay the whole ladder on every keyframe, so retrie
 find nothing back off: after ``f`` failed retries in a row, the next ``4^f - 1``
 keyframes (3, 15, then ``MAX_SKIP`` = 31) are not retried; a success resets it.
 
-The frames the detector sees (``faces.analysis_side``, auto) are sized for the cap, so a
-retry really sees more pixels; the base-size detection shrinks them to ``det_size`` as
-before. Costs are counted apart (:attr:`stats`: keyframes retried and rescued, detector
+The frames the detector sees (``faces.analysis_side``, auto) are sized for the first retry
+step (2 x ``det_size``), so a retry really sees more pixels (larger steps see them upsampled;
+set ``analysis_side`` to give them full resolution, at a cost); the base-size detection
+shrinks them to ``det_size`` first and costs what it did. Costs are counted apart (:attr:`stats`: keyframes retried and rescued, detector
 calls and seconds spent on retries, keyframes per size) and land in the tracks' meta and
 the QC table. Backends without a size (``mtcnn``: its own image pyramid) are not adapted.
 """
