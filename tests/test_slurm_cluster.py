@@ -143,7 +143,7 @@ def test_torchrun_agents_started_by_srun(slurm, tmp_path):
 # ---------------------------------------------------------------- the workflow through --profile slurm
 # A reduced demo (8 one-second videos of 4 subjects, 2 folds, one experiment, a one-block model)
 # with pretrain.gpus=1 so that the GPU rules ask for a GPU; 40 pretraining steps leave time to
-# preempt the job half-way.
+# preempt the job half-way, 12 fine-tuning epochs the same for fold 0.
 OVERRIDES = {
     "data": {"transductive": True},
     "demo": {"subjects": 4, "videos_per_class": 1, "seconds": 1.0, "fps": 10, "size": 96},
@@ -152,7 +152,7 @@ OVERRIDES = {
     "pretrain": {"depth": 1, "width": 64, "input_size": 32, "patch": 8, "num_frames": 4, "sample_stride": 1,
                  "tubelet": 2, "decoder_width": 32, "decoder_depth": 1, "batch_size": 2, "steps": 40,
                  "warmup_steps": 5, "checkpoint_every": 20, "gpus": 1, "recon_clips": 1},
-    "finetune": {"protocol": "group_kfold", "k": 2, "epochs": 1, "batch_size": 2, "test_clips": 1},
+    "finetune": {"protocol": "group_kfold", "k": 2, "epochs": 12, "select_on": "last", "batch_size": 2, "test_clips": 1},
     "experiments": {"videomae": {}},
     "figures": {"formats": ["png"]},
 }  # fmt: skip
@@ -204,12 +204,28 @@ def _rows(path: Path) -> int:
         return sum(1 for _ in csv.DictReader(fh))
 
 
-def _squeue_job(comment: str) -> str | None:
+def _squeue_job(comment: str, suffix: str | None = None) -> str | None:
+    """A running job whose comment is ``comment`` (or, with ``suffix``, starts with it and ends with that)."""
     out = subprocess.run(["squeue", "-h", "-t", "R", "-o", "%i %k"], capture_output=True, text=True).stdout
     for line in out.splitlines():
         job, _, com = line.partition(" ")
-        if com.strip() == comment:
+        com = com.strip()
+        if com == comment if suffix is None else (com.startswith(comment) and com.endswith(suffix)):
             return job
+    return None
+
+
+def _preempt_fold_when_training(proc: subprocess.Popen, stage_log: Path, fold: int, timeout: float) -> str | None:
+    """SIGTERM the running fine-tuning job of ``fold`` once its stage has opened its clips (the
+    preemption handlers are installed by then; the signal lands early in its 12 epochs)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if stage_log.exists() and f"fold {fold}: train " in stage_log.read_text(errors="replace"):
+            job = _squeue_job("rule_finetune_wildcards_", suffix=str(fold))
+            if job:
+                subprocess.run(["scancel", "--signal=TERM", job], check=True)
+                return job
+        time.sleep(0.1)
     return None
 
 
@@ -251,6 +267,8 @@ def test_workflow_through_the_profile_equals_a_local_run(slurm, tmp_path, workfl
     ref = _snakemake(local, "--cores", "2", timeout=900, env=_env(), popen=True)
     try:
         preempted = _preempt_when_training(proc, cluster / "results/pretrain/checkpoints/log.csv", 10, timeout=700)
+        fold_log = cluster / "results/logs/finetune/videomae/fold0.log"
+        ft_preempted = _preempt_fold_when_training(proc, fold_log, 0, timeout=700)
         rc = proc.wait(timeout=960)
         ref_rc = ref.wait(timeout=960)
     finally:
@@ -274,7 +292,7 @@ def test_workflow_through_the_profile_equals_a_local_run(slurm, tmp_path, workfl
             assert " --gpus=1" in call and "--cpus-per-gpu=1" in call and f"-p {PARTITION}" in call, call
     for rule in ("faces_qc", "folds", "evaluate", "report"):
         assert all("--gpus" not in c and "--gres" not in c for c in by_rule[rule]), by_rule[rule]
-    assert "--signal=TERM@600" in by_rule["pretrain"][0]
+    assert "--signal=TERM@600" in by_rule["pretrain"][0] and "--signal=TERM@600" in by_rule["finetune"][0]
     job_ids = dict(re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/", out))
     assert {"pretrain", "finetune"} <= set(job_ids.values()), job_ids
     for job, rule in job_ids.items():
@@ -289,6 +307,12 @@ def test_workflow_through_the_profile_equals_a_local_run(slurm, tmp_path, workfl
     summary = json.loads((cluster / "results/pretrain/summary.json").read_text())
     assert summary["resumed_at_step"] and 10 <= summary["resumed_at_step"] < OVERRIDES["pretrain"]["steps"]
     assert "returned non-zero exit status 75" in _slurm_log(cluster, preempted), "the preempted attempt did not exit with 75"
+    # so did the preempted fine-tuning job of fold 0 (checkpoint inside the fold), and its retry resumed it
+    assert ft_preempted, "the fine-tuning job of fold 0 was never seen running"
+    assert len(by_rule["finetune"]) == 3, "finetune: expected 2 folds and the retry of the preempted one"
+    assert "returned non-zero exit status 75" in _slurm_log(cluster, ft_preempted), "the preempted fold did not exit with 75"
+    assert "resumed after epoch" in fold_log.read_text(), fold_log.read_text()[-3000:]
+    assert not (cluster / "results/finetune/videomae/fold0/checkpoints").exists()
 
     # outputs equal the local run's
     def same(rel):
