@@ -248,3 +248,26 @@ def test_chained_finetuning_plans_fold_to_fold(tmp_path, one_thread):
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in encoder.state_dict().items())
     with pytest.raises(ConfigError, match="no --encoder"):
         build_backbone(ft, {}, None)
+
+
+def test_finetune_stage_from_a_transformers_checkpoint(tmp_path, one_thread):
+    """The stage end to end with finetune.init = a transformers directory (frozen: the encoder in the
+    fold's model.safetensors is the checkpoint's, bit for bit), then exported back."""
+    from test_finetune_stage import make_cfg, run_fold, write_stores
+
+    from affectube.export import export_encoder, load_any_encoder
+
+    source = create_encoder("videomae", width=32, depth=1, patch=16, tubelet=2, input_size=32, num_frames=4)
+    export_encoder(source, tmp_path / "hf")
+    table = write_stores(tmp_path / "stores", subjects=3, per=2, frames=8)
+    cfg = make_cfg(init=str(tmp_path / "hf"), mode="frozen", epochs=1)
+    from affectube.dag import Dag
+
+    weights = Dag(cfg).pretrained_encoder(type("W", (), {"exp": "videomae", "fold": "0"})())
+    assert weights == [str(tmp_path / "hf" / "model.safetensors")]  # what the rule passes as --encoder
+    run_fold(cfg, table, tmp_path / "stores", tmp_path / "run" / "fold0", encoder=weights[0])
+    saved = load_file(str(tmp_path / "run" / "fold0" / "model.safetensors"))
+    imported, _ = import_checkpoint(tmp_path / "hf")
+    assert all(torch.equal(saved[f"encoder.{k}"], v) for k, v in imported.state_dict().items())
+    for model in (tmp_path / "run", tmp_path / "run" / "fold0"):  # as `affectube export --model RUN|FOLD_DIR` reads it
+        assert load_any_encoder(model).spec == imported.spec

@@ -182,7 +182,10 @@ class Dag:
                 raise ConfigError(f"params.yaml: experiment {wildcards.exp!r} starts from experiment {value!r}, whose folds "
                                   "differ (set the same finetune.protocol and fold params in both)")
             return [f"{self.results}/finetune/{value}/fold{wildcards.fold}/model.safetensors"]
-        return [] if kind == "scratch" else [value]  # a checkpoint file (docs/checkpoints.md)
+        if kind == "scratch":
+            return []
+        # a checkpoint file (docs/checkpoints.md); a transformers directory: its weights (config.json is read beside them)
+        return [os.path.join(value, "model.safetensors") if os.path.isdir(value) else value]
 
     # ---------------------------------------------------------------- targets
     def all_targets(self) -> list[str]:

@@ -66,6 +66,11 @@ def load_any_encoder(path: str | os.PathLike, fold: int = 0, num_heads: int | No
             path = run_model
         elif not (path / "model.safetensors").exists():
             raise UserError(f"--model {path}: neither a finetune run with fold{fold}/model.safetensors nor a transformers directory")
+        else:
+            from affectube.models.checkpoints import is_affectube_file
+
+            if is_affectube_file(path / "model.safetensors"):  # one fold's output directory
+                path = path / "model.safetensors"
     elif not path.exists():
         raise UserError(f"--model {path}: no such file")
     meta = {}

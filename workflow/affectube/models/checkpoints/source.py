@@ -37,7 +37,7 @@ def read_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
         except Exception as exc:  # noqa: BLE001  (safetensors has its own error types)
             raise DataError(f"{path}: not a readable safetensors file ({exc})") from None
         config = path.parent / "config.json"
-        if config.exists() and "format" not in meta:
+        if config.exists() and not str(meta.get("format", "")).startswith("affectube-"):
             meta = {**meta, "hf_config": config.read_text()}
         return _unwrap(state, path), meta
     try:
