@@ -223,14 +223,14 @@ def test_chained_finetuning_plans_fold_to_fold(tmp_path, one_thread):
     from affectube.train.supervised import build_backbone
 
     cfg = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    cfg["experiments"] = {"supervised": {}, "chained": {"finetune.init": "experiment:supervised", "finetune.mode": "frozen"}}
+    cfg["experiments"] = {"supervised": {}, "chained": {"finetune.init": "experiment:supervised", "finetune.mode": "frozen"},
+                          "kfold": {"finetune.init": "experiment:supervised", "finetune.protocol": "group_kfold", "finetune.k": 2}}
     dag = Dag(cfg)
     wc = type("W", (), {"exp": "chained", "fold": "1"})()
     assert dag.pretrained_encoder(wc) == ["results/finetune/supervised/fold1/model.safetensors"]
     assert lineage(cfg, "chained") == ["pretraining", "experiment supervised", "experiment chained"]
-    cfg["experiments"]["kfold"] = {"finetune.init": "experiment:supervised", "finetune.protocol": "group_kfold", "finetune.k": 2}
     with pytest.raises(ConfigError, match="whose folds differ"):
-        Dag(cfg).pretrained_encoder(type("W", (), {"exp": "kfold", "fold": "0"})())
+        dag.pretrained_encoder(type("W", (), {"exp": "kfold", "fold": "0"})())
     loop = {"a": {"finetune.init": "experiment:b"}, "b": {"finetune.init": "experiment:a"}}
     with pytest.raises(ConfigError, match="loops: a <- b <- a"):
         lineage({**cfg, "experiments": loop}, "a")
