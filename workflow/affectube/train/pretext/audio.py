@@ -55,7 +55,7 @@ class AudioTarget(nn.Module):
         return self.head(steps).reshape(tokens.shape[0], t * self.spec.tubelet, self.n_mels)
 
 
-def audio_stores(stores, n_mels: int | None = None) -> tuple[list[str], list[str]]:
+def audio_stores(stores) -> tuple[list[str], list[str]]:
     """``(stores with audio_logmel, notes on the others)``."""
     keep, notes = [], []
     for s in stores:
