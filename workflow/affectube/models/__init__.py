@@ -19,8 +19,9 @@ from affectube.models.build import (
     read_encoder_metadata,
     save_encoder,
 )
-from affectube.models.registry import SIZES, available, create_encoder, create_model
-from affectube.models.spec import ModelSpec
+from affectube.models import svfap, videomae  # noqa: F401  (importing a model module registers it)
+from affectube.models.registry import available, create_encoder, create_model
+from affectube.models.spec import SIZES, ModelSpec
 
 __all__ = [
     "SIZES",

@@ -5,34 +5,20 @@ Two registries, filled by the model modules with decorators:
 * ``PRETRAIN_MODELS``: name -> builder of the self-supervised model (encoder + decoder),
 * ``ENCODERS``: name -> builder of the encoder alone (what fine-tuning starts from).
 
-Every builder takes a :class:`affectube.models.spec.ModelSpec`.
-Named sizes are ViT's (width, depth, heads); ``tiny`` is ViT-Ti (192 x 12, 3 heads):
-tests and the CPU demo override its depth with ``pretrain.depth``.
+Every builder takes a :class:`affectube.models.spec.ModelSpec` (named sizes live there too).
+The registry imports no model (timm's layout): ``affectube.models`` imports the model modules,
+which register themselves, so any import of the package fills the tables.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch.nn as nn
 
 from affectube.errors import UserError
+from affectube.models.spec import ModelSpec
 
-
-@dataclass(frozen=True)
-class Size:
-    width: int
-    depth: int
-    heads: int
-
-
-SIZES: dict[str, Size] = {
-    "tiny": Size(192, 12, 3),  # ViT-Ti
-    "small": Size(384, 12, 6),  # ViT-S
-    "base": Size(768, 12, 12),  # ViT-B (VideoMAE-B, SVFAP-B)
-    "large": Size(1024, 24, 16),  # ViT-L
-}
 
 PRETRAIN_MODELS: dict[str, Callable[..., nn.Module]] = {}
 ENCODERS: dict[str, Callable[..., nn.Module]] = {}
@@ -49,14 +35,7 @@ def register(name: str, *, encoder: Callable[..., nn.Module]):
     return wrap
 
 
-def size(name: str) -> Size:
-    if name not in SIZES:
-        raise UserError(f"pretrain.size={name!r}: expected one of {sorted(SIZES)}")
-    return SIZES[name]
-
-
 def _lookup(table: dict, name: str, what: str):
-    _load_builtin()
     if name not in table:
         raise UserError(f"pretrain.model={name!r}: no {what} of that name (known: {sorted(table)})")
     return table[name]
@@ -73,8 +52,6 @@ def create_encoder(name: str, spec=None, **config) -> nn.Module:
 
 
 def _spec(name: str, spec, config: dict):
-    from affectube.models.spec import ModelSpec
-
     if spec is None:
         return ModelSpec.from_cfg({**config, "model": name})
     if config:
@@ -83,10 +60,4 @@ def _spec(name: str, spec, config: dict):
 
 
 def available() -> list[str]:
-    _load_builtin()
     return sorted(PRETRAIN_MODELS)
-
-
-def _load_builtin() -> None:
-    # importing the model modules registers them
-    from affectube.models import svfap, videomae  # noqa: F401

@@ -1,5 +1,8 @@
 """The architecture of a model as plain data: what the encoder metadata stores.
 
+Named sizes are ViT's (width, depth, heads); ``tiny`` is ViT-Ti (192 x 12, 3 heads): tests
+and the CPU demo override its depth with ``pretrain.depth``.
+
 A :class:`ModelSpec` is built from the ``pretrain`` section of params.yaml (keys
 below, defaults from the schema) and written as JSON into ``encoder.safetensors``,
 so :func:`affectube.models.load_encoder` rebuilds the exact encoder without the
@@ -13,7 +16,27 @@ from dataclasses import dataclass
 
 from affectube.errors import UserError
 from affectube.models.layers import heads_for, token_grid
-from affectube.models.registry import size as named_size
+
+
+@dataclass(frozen=True)
+class Size:
+    width: int
+    depth: int
+    heads: int
+
+
+SIZES: dict[str, Size] = {
+    "tiny": Size(192, 12, 3),  # ViT-Ti
+    "small": Size(384, 12, 6),  # ViT-S
+    "base": Size(768, 12, 12),  # ViT-B (VideoMAE-B, SVFAP-B)
+    "large": Size(1024, 24, 16),  # ViT-L
+}
+
+
+def named_size(name: str) -> Size:
+    if name not in SIZES:
+        raise UserError(f"pretrain.size={name!r}: expected one of {sorted(SIZES)}")
+    return SIZES[name]
 
 
 @dataclass(frozen=True)

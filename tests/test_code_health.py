@@ -1,0 +1,135 @@
+"""Code health: the affectube package's import graph has no cycle.
+
+The graph is read from the source with :mod:`ast` (nothing is imported): an edge ``a -> b``
+for every ``import``/``from ... import`` of an affectube module in ``a``. Two graphs are checked:
+
+* module-level imports over the whole package: a cycle there breaks depending on import order;
+* every import (function bodies too) inside ``affectube.models``: the model registry must not
+  import back the models that register into it (timm's layout: ``models/__init__`` imports the
+  model modules, ``registry`` imports no model).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import REPO
+
+PACKAGE = REPO / "workflow" / "affectube"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _resolve(target: str, modules: dict[str, Path]) -> str | None:
+    """The affectube module ``target`` names (``a.b.name`` -> ``a.b`` when ``name`` is not a module)."""
+    while target and target not in modules:
+        target = target.rpartition(".")[0]
+    return target or None
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path], *, module_level: bool) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    is_pkg = path.name == "__init__.py"
+    nodes = tree.body if module_level else list(ast.walk(tree))
+    if module_level:  # module level includes if/try blocks, not function or class bodies
+        stack, nodes = list(tree.body), []
+        while stack:
+            node = stack.pop()
+            nodes.append(node)
+            if isinstance(node, (ast.If, ast.Try)):
+                stack.extend(ast.iter_child_nodes(node))
+    found: set[str] = set()
+    for node in nodes:
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                pkg = name if is_pkg else name.rpartition(".")[0]
+                for _ in range(node.level - 1):
+                    pkg = pkg.rpartition(".")[0]
+                base = f"{pkg}.{base}" if base else pkg
+            targets = [f"{base}.{a.name}" for a in node.names] or [base]
+        for target in targets:
+            if target.split(".")[0] != "affectube":
+                continue
+            resolved = _resolve(target, modules)
+            if resolved and resolved != name:
+                found.add(resolved)
+    return found
+
+
+def _graph(prefix: str, *, module_level: bool) -> dict[str, set[str]]:
+    modules = _modules()
+    return {
+        name: {t for t in _imports(name, path, modules, module_level=module_level) if t.startswith(prefix)}
+        for name, path in modules.items()
+        if name.startswith(prefix)
+    }
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as a list of modules (first == last), or None."""
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_cycle_finder_sees_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_graph_reads_the_source():
+    graph = _graph("affectube.models", module_level=False)
+    assert "affectube.models.registry" in graph["affectube.models.videomae"]
+    assert "affectube.models.videomae" in graph["affectube.models"]
+
+
+def test_package_module_level_imports_have_no_cycle():
+    cycle = _cycle(_graph("affectube", module_level=True))
+    assert cycle is None, "module-level import cycle: " + " -> ".join(cycle)
+
+
+def test_models_imports_have_no_cycle():
+    graph = _graph("affectube.models", module_level=False)
+    # a package's __init__ re-exporting its modules is not a cycle: its modules import siblings,
+    # never the package itself (checked here), so the package node is left out
+    for name, targets in graph.items():
+        assert "affectube.models" not in targets or name == "affectube.models", (
+            f"{name} imports the affectube.models package (import the module that defines the name)"
+        )
+    graph = {n: t - {"affectube.models"} for n, t in graph.items()}
+    cycle = _cycle(graph)
+    assert cycle is None, "import cycle in affectube.models: " + " -> ".join(cycle)
+    assert not graph["affectube.models.registry"] & {
+        "affectube.models.videomae",
+        "affectube.models.svfap",
+    }, "the registry imports no model: models/__init__.py imports the model modules"
