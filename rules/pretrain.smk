@@ -29,3 +29,34 @@ rule pretrain:
         # launch: torchrun over the job's nodes/GPUs (affectube.train.launch)
         "exec python -m affectube launch --gpus {resources.gpu} --nodes {resources.nodes} --"
         " pretrain --cfg {params.cfg:q} --stores {input.stores} --out-dir {params.root}/pretrain > {log} 2>&1"
+
+
+# An experiment that overrides pretrain.* keys (e.g. pretrain.method: pretexts compared as experiments) gets a
+# pretraining of its own, named by those overrides (pretrain_exp/method=dino; dag.Dag.pretrain_label), on the same
+# stores; experiments with the same overrides share it.
+rule pretrain_experiment:
+    input:
+        stores=D.pretrain_stores,
+    output:
+        encoder=f"{R}/pretrain_exp/{{pretext}}/encoder.safetensors",
+        log_csv=f"{R}/pretrain_exp/{{pretext}}/log.csv",
+        summary=f"{R}/pretrain_exp/{{pretext}}/summary.json",
+        recon=f"{R}/pretrain_exp/{{pretext}}/reconstruction.png",
+    params:
+        root=lambda w: R,
+        cfg=lambda w: D.exp_cfg(D.pretrain_experiment(w.pretext), "data", "pretrain"),
+    log:
+        f"{R}/logs/pretrain_exp/{{pretext}}.log",
+    benchmark:
+        f"{R}/benchmarks/pretrain_exp/{{pretext}}.tsv"
+    threads: 8
+    resources:
+        gpu=lambda w: D.experiment_config(D.pretrain_experiment(w.pretext))["pretrain"]["gpus"],
+        nodes=1,
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: 24 * 60 * attempt,
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "exec python -m affectube launch --gpus {resources.gpu} --nodes {resources.nodes} --"
+        " pretrain --cfg {params.cfg:q} --stores {input.stores} --out-dir {params.root}/pretrain_exp/{wildcards.pretext} > {log} 2>&1"

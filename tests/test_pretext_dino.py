@@ -82,3 +82,24 @@ def test_resume_equals_uninterrupted_and_the_center_is_kept(tmp_path):
     assert a["center"].abs().sum() > 0 and any(k.startswith("teacher_encoder.") for k in a)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "full" / "reconstruction.png").stat().st_size > 0  # the global and local views
+
+
+def test_an_experiment_with_another_pretext_gets_its_own_pretraining():
+    """Pretexts compared as experiments: an experiment overriding pretrain.method is fine-tuned from a
+    pretraining of its own (rule pretrain_experiment); operational pretrain keys do not trigger one."""
+    from types import SimpleNamespace
+
+    from affectube.config import load_params
+    from affectube.dag import Dag
+
+    cfg = load_params()
+    cfg["experiments"] = {"videomae": {}, "dino": {"pretrain.method": "dino"}, "workers": {"pretrain.num_workers": 2},
+                          "dino_frozen": {"pretrain.method": "dino", "finetune.mode": "frozen"}}
+    dag = Dag(cfg)
+    enc = {e: dag.pretrained_encoder(SimpleNamespace(exp=e, fold="0")) for e in cfg["experiments"]}
+    assert enc["videomae"] == enc["workers"] == [f"{dag.results}/pretrain/encoder.safetensors"]
+    assert enc["dino"] == enc["dino_frozen"] == [f"{dag.results}/pretrain_exp/method=dino/encoder.safetensors"]  # shared
+    assert dag.pretrain_experiment("method=dino") == "dino"
+    import json
+
+    assert json.loads(dag.exp_cfg(dag.pretrain_experiment("method=dino"), "data", "pretrain"))["pretrain"]["method"] == "dino"

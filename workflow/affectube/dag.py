@@ -169,13 +169,40 @@ class Dag:
     def fold_predictions(self, wildcards) -> list[str]:
         return [f"{self.results}/finetune/{wildcards.exp}/fold{k}/predictions.csv" for k in self.exp_fold_ids(wildcards.exp)]
 
+    def pretrain_label(self, exp: str) -> str | None:
+        """None when experiment ``exp`` uses the run's pretraining; else the name of the pretraining of its own
+        (``method=dino``, ``masking=face``, ...: its ``pretrain.*`` overrides that change what pretraining computes,
+        e.g. pretexts compared as experiments; experiments with the same overrides share it)."""
+        from affectube.config import value_label
+        from affectube.train.pretrain_keys import OPERATIONAL_KEYS
+
+        def computed(section: dict) -> dict:
+            return {k: v for k, v in section.items() if k not in OPERATIONAL_KEYS}
+
+        if computed(self.experiment_config(exp)["pretrain"]) == computed(self.config["pretrain"]):
+            return None
+        keys = {k.split(".", 1)[1]: v for k, v in self.experiment_overrides[exp].items() if k.startswith("pretrain.")}
+        return "-".join(f"{k}={value_label(v)}" for k, v in sorted(keys.items()) if k not in OPERATIONAL_KEYS)
+
+    def pretrain_experiment(self, label: str) -> str:
+        """An experiment whose pretraining is ``label`` (rule ``pretrain_experiment`` takes its params)."""
+        for exp in self.experiments:
+            if self.pretrain_label(exp) == label:
+                return exp
+        raise ConfigError(f"params.yaml: no experiment has the pretraining {label!r}")
+
+    def pretrain_root(self, exp: str) -> str:
+        """Where experiment ``exp``'s pretraining lives: ``pretrain/`` or ``pretrain_exp/{label}/``."""
+        label = self.pretrain_label(exp)
+        return f"{self.results}/pretrain" if label is None else f"{self.results}/pretrain_exp/{label}"
+
     def pretrained_encoder(self, wildcards) -> list[str]:
         """The pretraining checkpoint when experiment ``exp`` starts from it, else nothing."""
         from affectube.lineage import lineage, parse_init
 
         kind, value = parse_init(self.experiment_config(wildcards.exp)["finetune"]["init"])
         if kind == "pretrained":
-            return [f"{self.results}/pretrain/encoder.safetensors"]
+            return [f"{self.pretrain_root(wildcards.exp)}/encoder.safetensors"]
         if kind == "experiment":  # a chain: fold k starts from experiment `value`'s fold k (same folds, no leak)
             lineage(self.config, wildcards.exp)  # unknown names and loops are refused here
             if self.exp_fold_ids(value) != self.exp_fold_ids(wildcards.exp):

@@ -40,6 +40,7 @@ from affectube.train import checkpoint as ckpt
 from affectube.train import distributed, preempt, runtime
 from affectube.train.distributed import DistEnv, ResumableSampler
 from affectube.train import pretext
+from affectube.train.pretrain_keys import OPERATIONAL_KEYS  # params of how a run is executed, not what it computes
 from affectube.train.masked_data import MaskedClips
 from affectube.train.optim import build_optimizer, build_scheduler, param_groups, scaled_lr
 from affectube.train.reconstruction import save_reconstruction_figure
@@ -48,8 +49,6 @@ log = logging.getLogger(__name__)
 
 EXIT_PREEMPTED = preempt.EXIT_PREEMPTED  # checkpoint written: run again to resume
 LOG_FIELDS = ["step", "loss", "lr", "grad_norm", "clips_per_s", "tokens_per_s", "data_wait", "step_time", "elapsed"]
-# params that change how a run is executed, not what it computes
-OPERATIONAL_KEYS = {"num_workers", "checkpoint_every", "gpus", "compile", "recon_clips"}
 
 
 class TrainingDiverged(UserError):
