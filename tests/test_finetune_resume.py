@@ -1,6 +1,7 @@
 """A fine-tuning fold interrupted half way resumes to exactly the uninterrupted result (issue 22).
 
-Real runs of the ``finetune`` CLI on real clip stores (synthetic faces written with the store
+Real runs of the ``finetune`` CLI (:func:`affectube.cli.main`, in processes forked from this one
+so that no second interpreter imports torch and timm) on real clip stores (synthetic faces written with the store
 writer, :func:`test_finetune_stage.write_stores`), a one-block ViT, 8 training clips, 6 epochs of
 4 steps, with drop path, random resized crops and flips (so the random states matter):
 
@@ -12,16 +13,18 @@ writer, :func:`test_finetune_stage.write_stores`), a one-block ViT, 8 training c
 
 Each resumed fold must give byte-identical predictions, per-frame predictions and log, the same
 metrics.json (but its wall time) and bit-identical weights as the uninterrupted run (same seed,
-CPU, one thread). The two CLI runs start together and the reference runs in this process
-meanwhile (2 cores).
+CPU, one thread). The two CLI processes start together and the reference runs in this process
+meanwhile (2 cores). The fresh-interpreter path (``python -m affectube finetune``, exec'd by the
+rule) is run by tests/test_finetune_ddp.py under torchrun and by tests/test_slurm_cluster.py.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -39,7 +42,6 @@ from affectube.train.checkpoint import load_checkpoint
 from affectube.train.distributed import DistEnv
 from affectube.train.fold_checkpoint import CHECKPOINT, PARTIAL_LOG, FoldCheckpoint, FoldPreempted
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 EPOCHS, STEPS_PER_EPOCH = 6, 4
 SETTINGS = {"epochs": EPOCHS, "batch_size": 2, "warmup_epochs": 1, "patience": 10, "drop_path": 0.2,
@@ -53,11 +55,24 @@ def _rows(path: Path) -> int:
         return 0
 
 
-def _signal_when_logged(proc: subprocess.Popen, out: Path, sig: int, epochs: int, sent: dict, timeout: float = 240):
+def _cli(argv: list[str], err: str) -> None:
+    """A forked child: ``affectube finetune ARGV`` with stderr to ``err``; exits with its status."""
+    fd = os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 2)
+    sys.stderr = os.fdopen(2, "w", buffering=1)
+    logging.getLogger().handlers.clear()  # pytest's capture handlers: the CLI configures its own
+    from affectube.cli import main
+
+    code = main(argv)
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _signal_when_logged(proc, out: Path, sig: int, epochs: int, sent: dict, timeout: float = 240):
     deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
+    while proc.is_alive() and time.monotonic() < deadline:
         if _rows(out / PARTIAL_LOG) >= epochs:
-            proc.send_signal(sig)
+            os.kill(proc.pid, sig)
             sent[sig] = _rows(out / PARTIAL_LOG)
             return
         time.sleep(0.02)
@@ -76,25 +91,33 @@ def runs(tmp_path_factory):
     assert len(folds[0].videos("train")) == 8  # 4 steps of 2 per epoch
     F.save_folds(tmp / "folds.json", folds)
     sections = json.dumps({k: cfg[k] for k in ("pretrain", "finetune", "evaluate")})
-    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow"), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    procs, sent, watchers = {}, {}, []
-    for name, sig in (("term", signal.SIGTERM), ("kill", signal.SIGKILL)):
-        cmd = [sys.executable, "-m", "affectube", "finetune", "--cfg", sections, "--folds", str(tmp / "folds.json"),
-               "--fold", "0", "--stores-dir", str(root), "--encoder", "", "--out-dir", str(tmp / name)]
-        procs[name] = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / f"{name}.err", "w"))
-        watchers.append(threading.Thread(target=_signal_when_logged, args=(procs[name], tmp / name, sig, 2, sent)))
-        watchers[-1].start()
+    from affectube.models import registry
+
+    registry.available()  # the model modules (timm) imported before forking
     preempt.reset()
+    ctx = multiprocessing.get_context("fork")
+    procs, sent = {}, {}
+    for name in ("term", "kill"):
+        argv = ["finetune", "--cfg", sections, "--folds", str(tmp / "folds.json"), "--fold", "0", "--stores-dir",
+                str(root), "--encoder", "", "--out-dir", str(tmp / name)]
+        procs[name] = ctx.Process(target=_cli, args=(argv, str(tmp / f"{name}.err")))
+        procs[name].start()
+    watchers = [threading.Thread(target=_signal_when_logged, args=(procs[name], tmp / name, sig, 2, sent))
+                for name, sig in (("term", signal.SIGTERM), ("kill", signal.SIGKILL))]
+    for w in watchers:
+        w.start()
     try:
         finetune_fold(cfg, folds[0], root, None, tmp / "straight", threads=1)  # meanwhile: the reference
         for w in watchers:
             w.join(timeout=300)
-        codes = {name: p.wait(timeout=300) for name, p in procs.items()}
+        for p in procs.values():
+            p.join(timeout=300)
+        codes = {name: p.exitcode for name, p in procs.items()}
     finally:
         for p in procs.values():
-            if p.poll() is None:
+            if p.is_alive():
                 p.kill()
-                p.wait()
+                p.join()
     errs = {name: (tmp / f"{name}.err").read_text()[-3000:] for name in procs}
     return {"tmp": tmp, "root": root, "cfg": cfg, "fold": folds[0], "codes": codes, "sent": sent, "errs": errs}
 
