@@ -12,7 +12,11 @@ for every ``import``/``from ... import`` of an affectube module in ``a``. Two gr
 from __future__ import annotations
 
 import ast
+import math
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 from conftest import REPO
 
@@ -133,3 +137,36 @@ def test_models_imports_have_no_cycle():
         "affectube.models.videomae",
         "affectube.models.svfap",
     }, "the registry imports no model: models/__init__.py imports the model modules"
+
+
+def test_to_jsonable_is_the_one_json_conversion():
+    from affectube.io import to_jsonable
+
+    obj = {"a": np.float32(0.5), "b": (np.int64(2), Path("x/y")), "c": np.arange(3), "d": [math.nan, np.inf]}
+    out = to_jsonable(obj)
+    assert out["a"] == 0.5 and out["b"] == [2, "x/y"] and out["c"] == [0, 1, 2] and type(out["b"][0]) is int
+    assert math.isnan(out["d"][0]) and out["d"][1] == math.inf
+    assert to_jsonable(obj, finite=True)["d"] == [None, None]
+    with pytest.raises(TypeError, match="set"):
+        to_jsonable({"s": {1}})
+    assert to_jsonable({"s": {1}}, fallback=str) == {"s": "{1}"}
+
+
+def test_finetuned_metadata_written_and_read_by_one_module(tmp_path):
+    import torch
+
+    from affectube.errors import DataError
+    from affectube.models import finetuned
+    from affectube.train.supervised import Task
+
+    task = Task(kind="categorical", classes=["a", "b"], targets=[], bins=5, target_range=(-1.0, 1.0))
+    path = tmp_path / "model.safetensors"
+    finetuned.save_finetuned(path, {"w": torch.zeros(2)}, finetune={"lr": 1}, pretrain={"size": "tiny"},
+                             encoder_spec=None, preprocessing={"crop": {}}, task=task)
+    info = finetuned.read_finetuned(path)
+    assert finetuned.is_finetuned(finetuned.read_metadata(path))
+    assert info == {"finetune": {"lr": 1}, "pretrain": {"size": "tiny"}, "encoder_spec": None,
+                    "preprocessing": {"crop": {}},
+                    "task": {"kind": "categorical", "classes": ["a", "b"], "targets": [], "bins": 5, "target_range": [-1.0, 1.0]}}
+    with pytest.raises(DataError, match="metadata affectube.task, affectube.finetune"):
+        finetuned.decode({"format": finetuned.FORMAT}, path)

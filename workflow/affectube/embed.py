@@ -19,7 +19,6 @@ mean of the clip's tokens; ``none``: ``[K, N, D]``), ``start_time``/``end_time``
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -56,20 +55,19 @@ def run(args: argparse.Namespace) -> int:
 
 def load_source(model, fold: int = 0, params: str | Path = "params.yaml", sample_stride: int | None = None):
     """``(encoder, preprocessing, geometry, normalisation)`` of a run or a checkpoint."""
-    from safetensors import safe_open
-
     from affectube.export import load_any_encoder
+    from affectube.models import finetuned
 
     encoder = load_any_encoder(model, fold=fold).eval()
     path = Path(model)
     run_file = path / f"fold{fold}" / "model.safetensors" if path.is_dir() else path
     meta = {}
     if run_file.suffix == ".safetensors" and run_file.is_file():
-        with safe_open(str(run_file), "pt") as fh:
-            meta = fh.metadata() or {}
-    if meta.get("format") == "affectube-finetuned/1":
-        pre = json.loads(meta["affectube.preprocessing"])
-        stride = json.loads(meta["affectube.pretrain"]).get("sample_stride", 2)
+        meta = finetuned.read_metadata(run_file)
+    if finetuned.is_finetuned(meta):
+        info = finetuned.decode(meta, run_file, required=("preprocessing", "pretrain"))
+        pre = info["preprocessing"]
+        stride = info["pretrain"].get("sample_stride", 2)
     else:
         from affectube.config import load_params
 

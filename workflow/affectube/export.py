@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 def load_any_encoder(path: str | os.PathLike, fold: int = 0, num_heads: int | None = None, drop_path: float = 0.0) -> nn.Module:
     """The encoder of an affectube file/run, or of a released checkpoint. ``encoder.info`` holds its
     provenance and, when known, its preprocessing (``preprocessing``: input_size, num_frames, mean, std)."""
-    from safetensors import safe_open
+    from affectube.models import finetuned
 
     path = Path(path)
     if path.is_dir():  # a finetune run (fold K's model) or a transformers directory (config.json + model.safetensors)
@@ -75,14 +75,13 @@ def load_any_encoder(path: str | os.PathLike, fold: int = 0, num_heads: int | No
         raise UserError(f"--model {path}: no such file")
     meta = {}
     if path.suffix == ".safetensors":
-        with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata() or {}
+        meta = finetuned.read_metadata(path)
     fmt = meta.get("format")
     if fmt == "affectube-encoder/1":
         from affectube.models import load_encoder
 
         return load_encoder(path, drop_path=drop_path)
-    if fmt == "affectube-finetuned/1":
+    if fmt == finetuned.FORMAT:
         return _finetuned_encoder(path, meta, drop_path)
     from affectube.models.checkpoints import import_checkpoint
 
@@ -92,17 +91,18 @@ def load_any_encoder(path: str | os.PathLike, fold: int = 0, num_heads: int | No
 def _finetuned_encoder(path: Path, meta: dict, drop_path: float = 0.0) -> nn.Module:
     from safetensors.torch import load_file
 
-    from affectube.models import ModelSpec, create_encoder
+    from affectube.models import ModelSpec, create_encoder, finetuned
     from affectube.models.build import load_weights
 
-    spec_json = json.loads(meta.get("affectube.encoder_spec", "null"))
+    info = finetuned.decode(meta, path, required=())
+    spec_json = info.get("encoder_spec")
     if not spec_json:
         raise DataError(f"{path}: a fine-tuned model without an encoder spec (ResNet-GRU baseline?): nothing to export")
     spec = ModelSpec.from_cfg(spec_json).replace(drop_path=drop_path)
     encoder = create_encoder(spec.model, spec)
     state = {k.removeprefix("encoder."): v for k, v in load_file(str(path)).items() if k.startswith("encoder.")}
     load_weights(encoder, state, path)
-    pretrain = json.loads(meta.get("affectube.pretrain", "{}"))
+    pretrain = info.get("pretrain", {})
     encoder.info = {"source": str(path), "pretrain": pretrain}
     return encoder
 

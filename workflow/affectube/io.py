@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 @contextlib.contextmanager
@@ -62,28 +64,44 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def _json_default(obj: Any) -> Any:
-    import numpy as np
+def to_jsonable(obj: Any, *, finite: bool = False, fallback: Callable[[Any], Any] | None = None) -> Any:
+    """``obj`` in plain JSON types, for every JSON the package writes.
 
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
+    Dicts, lists and tuples are converted item by item; numpy scalars become Python numbers,
+    numpy arrays lists, paths strings. ``finite=True``: NaN and infinities become ``None``
+    (strict JSON: metrics files). Any other type raises ``TypeError``, or becomes
+    ``fallback(obj)`` when given (``str`` for free-form metadata).
+    """
+    np = sys.modules.get("numpy")  # a numpy object exists only when numpy was imported
+    if isinstance(obj, dict):
+        return {k: to_jsonable(v, finite=finite, fallback=fallback) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v, finite=finite, fallback=fallback) for v in obj]
+    if np is not None and isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist(), finite=finite, fallback=fallback)
+    if np is not None and isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return None if finite and not math.isfinite(obj) else obj
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
     if isinstance(obj, Path):
         return str(obj)
+    if fallback is not None:
+        return fallback(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def stable_hash(obj: Any) -> str:
     """sha256 of a JSON-serialisable object with sorted keys (params/manifest provenance)."""
-    blob = json.dumps(obj, sort_keys=True, default=_json_default, separators=(",", ":")).encode()
+    blob = json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
 
 

@@ -23,7 +23,6 @@ CSV (header only); the batch goes on.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import tempfile
@@ -83,20 +82,15 @@ def model_files(model: str | Path, fold: str | int = "all") -> list[Path]:
 
 
 def load_run(model: str | Path, fold: str | int = "all", device: str = "cpu") -> RunModels:
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
+    from affectube.models.finetuned import read_finetuned
     from affectube.train import supervised as S
 
     paths = model_files(model, fold)
     models, first = [], None
     for path in paths:
-        with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata() or {}
-        missing = [k for k in ("affectube.task", "affectube.finetune", "affectube.pretrain", "affectube.preprocessing") if k not in meta]
-        if missing:
-            raise DataError(f"{path}: not an affectube fine-tuned model (metadata {', '.join(missing)} missing)")
-        info = {k.split(".", 1)[1]: json.loads(v) for k, v in meta.items() if k.startswith("affectube.")}
+        info = read_finetuned(path)
         if first is None:
             first = info
         elif info["task"] != first["task"] or info["preprocessing"] != first["preprocessing"]:

@@ -46,7 +46,7 @@ import hdf5plugin  # noqa: F401  (registers the Blosc filter with HDF5 for readi
 import numpy as np
 
 from affectube.errors import DataError
-from affectube.io import atomic_path
+from affectube.io import atomic_path, to_jsonable
 
 FORMAT = "affectube-clips"
 FORMAT_VERSION = 1
@@ -239,7 +239,7 @@ class StoreWriter:
             "error": str(content.error or ""),
         }
         for name in JSON_ATTRS:
-            attrs[name] = json.dumps(getattr(content, name), sort_keys=True, default=_json_default)
+            attrs[name] = json.dumps(to_jsonable(getattr(content, name), fallback=str), sort_keys=True)
         f.attrs.update(attrs)
         f.attrs["checksum"] = _meta_checksum(f)
         f.flush()
@@ -624,16 +624,6 @@ def _attr(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, float) and np.isnan(obj):
-        return None
-    return str(obj)
 
 
 __all__ = ["COMPRESSION", "DirectReader", "FrameLayout", "Store", "StoreContent", "StoreReader", "StoreWriter", "frame_layout", "chunk_byte_ranges", "frame_crc32", "open_store", "read_frames", "write_store"]

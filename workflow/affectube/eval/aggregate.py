@@ -18,13 +18,12 @@ import logging
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from affectube.errors import DataError
 from affectube.eval import metrics as M
 from affectube.eval.folds import load_folds
-from affectube.io import atomic_path, write_json
+from affectube.io import atomic_path, to_jsonable, write_json
 
 log = logging.getLogger(__name__)
 COUNTS = {"n", "videos", "frames", "clips"}
@@ -143,18 +142,12 @@ def run(args: argparse.Namespace) -> int:
     for name, df in (("per_fold.csv", per_fold), ("per_subject.csv", per_subject)):
         with atomic_path(out / name) as tmp:
             df.to_csv(tmp, index=False)
-    write_json(out / "metrics.json", _clean(result))
+    write_json(out / "metrics.json", to_jsonable(result, finite=True))
     m = result["main"]
     log.info("%s over %d folds: %.4f +- %.4f (pooled %.4f)", result["main_metric"], result["folds"], m["mean"], m["std"], m["pooled"])
     return 0
 
 
 def _clean(obj):
-    """NaN -> None so metrics.json is strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (float, np.floating)) and not math.isfinite(float(obj)):
-        return None
-    return obj
+    """NaN -> None so metrics.json is strict JSON (kept for train/finetune.py; use io.to_jsonable)."""
+    return to_jsonable(obj, finite=True)

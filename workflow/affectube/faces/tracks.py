@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from affectube.errors import DataError
-from affectube.io import atomic_path
+from affectube.io import atomic_path, to_jsonable
 
 ARRAYS = {
     "timestamps": (np.float64, (None,)),
@@ -69,7 +69,7 @@ class Tracks:
 def save_tracks(path: str | os.PathLike, tracks: Tracks) -> None:
     data = {k: np.asarray(getattr(tracks, k), dtype) for k, (dtype, _) in ARRAYS.items()}
     data["frame_size"] = np.asarray(tracks.frame_size, np.int32)
-    data["meta"] = np.asarray(json.dumps(tracks.meta, sort_keys=True, default=_json_default))
+    data["meta"] = np.asarray(json.dumps(to_jsonable(tracks.meta, fallback=str), sort_keys=True))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **data)
@@ -97,11 +97,3 @@ def load_tracks(path: str | os.PathLike) -> Tracks:
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: 'meta' is not JSON ({exc})") from None
     return Tracks(**{k: data[k] for k in ARRAYS}, frame_size=data["frame_size"], meta=meta)
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
