@@ -12,7 +12,7 @@ the same clip (fp32; pass: max abs difference < 1e-4)::
 Reference commits used for benchmarks/results/checkpoints.json: MCG-NJU/VideoMAE 14ef8d8,
 OpenGVLab/VideoMAEv2 29eab1e, ControlNet/MARLIN c9d5698, sunlicai/SVFAP 8e386b9. The MARLIN and
 SVFAP code imports ``einops`` (not an affectube dependency: put it on PYTHONPATH);
-``--transformers`` needs the ``transformers`` package (likewise). Features compared:
+``--transformers`` uses the locked ``transformers`` (envs/requirements.txt). Features compared:
 
 * VideoMAE/VideoMAEv2 pretraining: ``encoder.forward_features(x, mask=none masked)`` (final norm);
 * VideoMAE/VideoMAEv2 fine-tuned: ``forward_features(x)`` = ``fc_norm(mean of tokens)``;
