@@ -154,3 +154,19 @@ def test_qc_and_report_list_truncated_and_short_videos(files, faces_cfg, tmp_pat
     found = run_checks(Run(cfg={"data": {"finetune": "t"}}, results=res, experiments=[], main_metric="uar"))
     assert "cut (" in found["truncated videos kept"][0] and "t: 1 video(s) are truncated" in found["truncated videos kept"][0]
     assert "eight (8 frames)" in found["videos shorter than a clip"][0]
+
+
+def test_a_head_moving_fast_between_two_keyframes_stays_the_subject():
+    """Two time-disjoint tracks meeting on consecutive keyframes, 0.55 face sizes apart (a quick head
+    movement, as in a real portrait clip of bench_wild): one face when they meet within every_k frames."""
+    from affectube.faces import track as T
+
+    def face(x, y):
+        return T.Face(np.array([x, y, x + 20, y + 20], np.float32), np.zeros((5, 2), np.float32), 0.9, T.DETECTED)
+
+    a = T.Track(frames=[0, 5, 10], faces=[face(50, 50)] * 3)
+    b = T.Track(frames=[15, 20, 25, 30], faces=[face(50, 61)] * 4)  # 11 px of a 20-px face later
+    assert sorted(T.select([a, b], "largest", (200, 200), adjacent=5)) == [0, 5, 10, 15, 20, 25, 30]
+    assert sorted(T.select([a, b], "largest", (200, 200))) == [15, 20, 25, 30]  # 0.55 > MERGE_DISTANCE
+    far = T.Track(frames=[0, 5, 10], faces=[face(50, 90)] * 3)  # 1.45 face sizes away: another face
+    assert sorted(T.select([far, b], "largest", (200, 200), adjacent=5)) == [15, 20, 25, 30]

@@ -76,7 +76,7 @@ def track_video(path: str | os.PathLike, decode_cfg: dict, faces_cfg: dict, dete
         tracker.complete(stream.timestamps)
     cands = tracker.candidates
     tracks = T.link(cands, max_gap=faces_cfg.get("max_gap", 8), every_k=tracker.every_k)
-    chosen = T.select(tracks, faces_cfg.get("policy", "largest"), cands.frame_size)
+    chosen = T.select(tracks, faces_cfg.get("policy", "largest"), cands.frame_size, adjacent=tracker.every_k)
     if not tracker.flow:
         chosen = T.fill_between(chosen, every_k, len(cands))
     arrays = T.finalize(

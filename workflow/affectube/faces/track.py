@@ -18,7 +18,8 @@
      frame centre / half the frame diagonal, summed over the frames of the track);
    - ``longest_track``: the most frames.
    Other tracks that do not overlap it in time and start/end near it (centre
-   distance below half the face size) are appended: the same face after a loss.
+   distance below half the face size; below one face size when they meet on consecutive
+   keyframes: a head moving fast between two keyframes) are appended: the same face after a loss.
    Tracked frames at the end of a track that the next keyframe did not confirm
    are dropped (the face left between two keyframes).
 3. **Gaps and smoothing** (:func:`finalize`): lost stretches of at most
@@ -43,6 +44,7 @@ NO_FACE, DETECTED, TRACKED, INTERPOLATED = 0, 1, 2, 3
 TRACKERS = ("flow", "interpolate")
 LINK_IOU = 0.3
 MERGE_DISTANCE = 0.5  # centre distance / face size under which two time-disjoint tracks are one face
+ADJACENT_MERGE_DISTANCE = 1.0  # the same, for tracks on consecutive keyframes (a head moving fast between them)
 LK_PARAMS = dict(winSize=(15, 15), maxLevel=2, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
 FB_MAX_ERR = 1.5  # px, forward-backward optical-flow error above which a point is dropped
 
@@ -244,8 +246,11 @@ def track_score(tr: Track, policy: str, frame_size: tuple) -> float:
     raise ValueError(f"unknown identity policy {policy!r}")
 
 
-def select(tracks: list[Track], policy: str, frame_size: tuple) -> dict[int, Face]:
-    """The subject's face per frame: the best track by ``policy`` plus time-disjoint continuations of it."""
+def select(tracks: list[Track], policy: str, frame_size: tuple, adjacent: int = 0) -> dict[int, Face]:
+    """The subject's face per frame: the best track by ``policy`` plus time-disjoint continuations of it.
+
+    ``adjacent`` (every_k): a track that starts or ends within this many frames of a chosen frame
+    continues it up to ``ADJACENT_MERGE_DISTANCE`` face sizes away (``MERGE_DISTANCE`` otherwise)."""
     if not tracks:
         return {}
     ranked = sorted(tracks, key=lambda tr: track_score(tr, policy, frame_size), reverse=True)
@@ -253,25 +258,26 @@ def select(tracks: list[Track], policy: str, frame_size: tuple) -> dict[int, Fac
     for tr in ranked[1:]:
         if any(t in chosen for t in tr.frames):
             continue
-        if _continues(chosen, tr):
+        if _continues(chosen, tr, adjacent):
             chosen.update(zip(tr.frames, tr.faces))
     return chosen
 
 
-def _continues(chosen: dict[int, Face], tr: Track) -> bool:
+def _continues(chosen: dict[int, Face], tr: Track, adjacent: int = 0) -> bool:
     times = np.array(sorted(chosen))
     # nearest chosen frame before the track's start or after its end
     before = times[times < tr.frames[0]]
     after = times[times > tr.frames[-1]]
     pairs = []
     if before.size:
-        pairs.append((chosen[int(before[-1])].box, tr.faces[0].box))
+        pairs.append((chosen[int(before[-1])].box, tr.faces[0].box, tr.frames[0] - int(before[-1])))
     if after.size:
-        pairs.append((chosen[int(after[0])].box, tr.faces[-1].box))
-    for a, b in pairs:
+        pairs.append((chosen[int(after[0])].box, tr.faces[-1].box, int(after[0]) - tr.frames[-1]))
+    for a, b, gap in pairs:
         size = max(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1])
         dist = np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2)
-        if size > 0 and dist / size < MERGE_DISTANCE:
+        limit = ADJACENT_MERGE_DISTANCE if gap <= adjacent else MERGE_DISTANCE
+        if size > 0 and dist / size < limit:
             return True
     return False
 
