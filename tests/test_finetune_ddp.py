@@ -118,10 +118,8 @@ def _two_ranks(args: tuple, stop: int | None) -> list:
     import multiprocessing
     import socket
 
-    import affectube.train.finetune  # noqa: F401  (imported once here, not in every forked rank)
-    from affectube.models import registry
-
-    registry.available()  # imports the model modules (timm)
+    import affectube.models  # noqa: F401  (the model modules and timm: imported once here, not in every forked rank)
+    import affectube.train.finetune  # noqa: F401
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

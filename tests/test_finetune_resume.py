@@ -91,9 +91,8 @@ def runs(tmp_path_factory):
     assert len(folds[0].videos("train")) == 8  # 4 steps of 2 per epoch
     F.save_folds(tmp / "folds.json", folds)
     sections = json.dumps({k: cfg[k] for k in ("pretrain", "finetune", "evaluate")})
-    from affectube.models import registry
+    import affectube.models  # noqa: F401  (the model modules and timm, imported once, before forking)
 
-    registry.available()  # the model modules (timm) imported before forking
     preempt.reset()
     ctx = multiprocessing.get_context("fork")
     procs, sent = {}, {}

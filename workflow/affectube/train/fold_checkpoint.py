@@ -57,8 +57,8 @@ class FoldPreempted(Exception):
 
 def identity(cfg: dict, fold_json: dict, stores: list[Path], encoder_path: str | None, world_size: int) -> dict:
     """What a checkpoint must match to be resumed: params, fold, data, encoder, processes."""
-    from affectube.train.pretrain import OPERATIONAL_KEYS as PRETRAIN_OPERATIONAL
     from affectube.train.pretrain import data_hash
+    from affectube.train.pretrain_keys import OPERATIONAL_KEYS as PRETRAIN_OPERATIONAL
 
     ft = {k: v for k, v in cfg["finetune"].items() if k not in OPERATIONAL_KEYS}
     pre = {k: v for k, v in cfg["pretrain"].items() if k not in PRETRAIN_OPERATIONAL}
