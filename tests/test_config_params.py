@@ -146,7 +146,9 @@ def _rule_names() -> set[str]:
 @pytest.mark.slow
 def test_dry_run_prints_the_whole_dag(workflow_copy):
     wf = workflow_copy()
-    proc = run_snakemake(wf, "-n", timeout=300)
+    # + an experiment with a pretext of its own, so that rule pretrain_experiment is planned too
+    (wf / "pretext.yaml").write_text("experiments:\n  byol: {pretrain.method: byol}\n")
+    proc = run_snakemake(wf, "-n", "--configfile", "pretext.yaml", timeout=300)
     out = proc.stdout + proc.stderr
     stats = out[out.index("Job stats:"):]
     counted = set(re.findall(r"^(\w+)\s+\d+$", stats, flags=re.M)) - {"total"}
