@@ -170,3 +170,18 @@ def test_finetuned_metadata_written_and_read_by_one_module(tmp_path):
                     "task": {"kind": "categorical", "classes": ["a", "b"], "targets": [], "bins": 5, "target_range": [-1.0, 1.0]}}
     with pytest.raises(DataError, match="metadata affectube.task, affectube.finetune"):
         finetuned.decode({"format": finetuned.FORMAT}, path)
+
+
+def test_report_text_needs_no_matplotlib():
+    """Metric names and ranges live in eval/metrics.py: the Markdown/HTML report imports no plotting."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import affectube.report.html; from affectube.eval.metrics import metric_label, metric_range; "
+            "assert metric_label('frame_ccc_valence') == 'CCC valence (per frame)'; "
+            "assert metric_range('uar') == (0.0, 1.0) and metric_range('frame_pearson_arousal') == (-1.0, 1.0); "
+            "assert metric_range('rmse') is None and metric_range('frame_uar') is None; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(REPO / "workflow"), "PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == "[]", out.stdout

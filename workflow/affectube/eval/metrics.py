@@ -156,6 +156,40 @@ CONTINUOUS: dict[str, tuple[Callable, bool]] = {
 }
 
 
+BOUNDED01 = {"accuracy", "uar", "war", "f1_macro", "f1_weighted"}  # values in [0, 1]
+BOUNDED11 = {"ccc", "pearson"}  # correlations in [-1, 1], of any target, per clip or per frame
+LABELS = {
+    "accuracy": "accuracy",
+    "uar": "UAR (balanced accuracy)",
+    "war": "WAR (= accuracy)",
+    "f1_macro": "macro F1",
+    "f1_weighted": "weighted F1",
+    "ccc": "CCC",
+    "pearson": "Pearson r",
+    "rmse": "RMSE",
+    "mae": "MAE",
+}
+
+
+def metric_label(col: str) -> str:
+    """``uar`` -> "UAR (balanced accuracy)", ``frame_ccc_valence`` -> "CCC valence (per frame)"."""
+    frame = col.startswith("frame_")
+    base = col.removeprefix("frame_")
+    head, _, target = base.partition("_") if base not in LABELS else (base, "", "")
+    label = LABELS.get(head, head) + (f" {target}" if target else "")
+    return label + (" (per frame)" if frame else "")
+
+
+def metric_range(name: str) -> tuple[float, float] | None:
+    """The range a bounded metric's values lie in: (0, 1) for the class metrics, (-1, 1) for
+    ``ccc``/``pearson`` (``ccc_valence``, ``frame_pearson`` ...); None when unbounded (rmse, mae)."""
+    if name in BOUNDED01:
+        return (0.0, 1.0)
+    if name.removeprefix("frame_").split("_")[0] in BOUNDED11:
+        return (-1.0, 1.0)
+    return None
+
+
 def higher_is_better(name: str) -> bool:
     """``uar``, ``ccc``, ``ccc_valence``, ``frame_rmse_arousal`` ... -> True/False."""
     base = name.removeprefix("frame_")

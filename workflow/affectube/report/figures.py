@@ -33,6 +33,7 @@ from matplotlib.patches import Patch
 from affectube.config import expand_experiments, parse_cfg
 from affectube.errors import ConfigError, DataError
 from affectube.eval import metrics as M
+from affectube.eval.metrics import metric_label
 from affectube.io import write_json
 from affectube.report import plan as P
 from affectube.report.compare import default_baseline, paired_tests, subject_values
@@ -47,29 +48,6 @@ from affectube.report.results import (
 from affectube.report.style import Style, wrap_label
 
 log = logging.getLogger(__name__)
-
-BOUNDED01 = {"accuracy", "uar", "war", "f1_macro", "f1_weighted"}
-BOUNDED11 = {"ccc", "pearson"}
-NAMES = {
-    "accuracy": "accuracy",
-    "uar": "UAR (balanced accuracy)",
-    "war": "WAR (= accuracy)",
-    "f1_macro": "macro F1",
-    "f1_weighted": "weighted F1",
-    "ccc": "CCC",
-    "pearson": "Pearson r",
-    "rmse": "RMSE",
-    "mae": "MAE",
-}
-
-
-def metric_label(col: str) -> str:
-    """``uar`` -> "UAR (balanced accuracy)", ``frame_ccc_valence`` -> "CCC valence (per frame)"."""
-    frame = col.startswith("frame_")
-    base = col.removeprefix("frame_")
-    head, _, target = base.partition("_") if base not in NAMES else (base, "", "")
-    label = NAMES.get(head, head) + (f" {target}" if target else "")
-    return label + (" (per frame)" if frame else "")
 
 
 class Context:
@@ -118,9 +96,10 @@ def _metric_column(table: pd.DataFrame, metric: str) -> str | None:
 
 def _metric_limits(metric: str, values) -> tuple[float, float] | None:
     """Fixed y-limits for bounded metrics, so bars of different runs compare by eye."""
-    if metric in BOUNDED01:
+    bounds = M.metric_range(metric)
+    if bounds == (0.0, 1.0):
         return (0.0, 1.05)
-    if metric.removeprefix("frame_").split("_")[0] in BOUNDED11:  # ccc, ccc_valence, frame_pearson ...
+    if bounds == (-1.0, 1.0):  # ccc, ccc_valence, frame_pearson ...
         finite = np.asarray(values, dtype=float)
         finite = finite[np.isfinite(finite)]
         lo = min(0.0, float(finite.min())) if len(finite) else 0.0

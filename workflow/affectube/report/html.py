@@ -43,8 +43,8 @@ from affectube.io import atomic_path, read_json, write_json, write_text
 from affectube.report import compare as C
 from affectube.report import document as D
 from affectube.eval import overlap as O
+from affectube.eval.metrics import metric_label
 from affectube.report.checks import Run, coverage_column, run_checks, run_qc_tables
-from affectube.report.figures import metric_label
 from affectube.report.results import Experiment, fmt, labelled_videos, load_experiment, read_csv, summarise
 
 log = logging.getLogger(__name__)
