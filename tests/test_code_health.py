@@ -185,3 +185,38 @@ def test_report_text_needs_no_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(REPO / "workflow"), "PATH": "/usr/bin:/bin"})
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def _non_default(section: str, values: dict) -> dict:
+    """The keys of ``values`` whose value differs from the schema's default."""
+    from affectube.config import load_schema
+
+    props = load_schema()["properties"][section]["properties"]
+    return {k: v for k, v in values.items() if k not in props or props[k].get("default", object()) != v}
+
+
+def test_stage_cli_with_a_partial_cfg_behaves_as_with_the_full_params(tmp_path, capsys):
+    """``config.sections``: a stage run with only the non-default keys of its section writes what it
+    writes with the full (pipeline) section; a bad value fails naming the key."""
+    import json
+
+    from test_folds_protocols import manifest
+
+    from affectube.cli import main
+    from affectube.config import load_params, sections
+
+    full = {"finetune": dict(load_params(REPO / "params.yaml")["finetune"], protocol="loso", k=3, inner_val=0.25, seed=3)}
+    partial = {"finetune": _non_default("finetune", full["finetune"])}
+    assert len(partial["finetune"]) < len(full["finetune"])  # something is left to the defaults
+    assert sections(partial, "finetune") == sections(full, "finetune")
+    table = tmp_path / "manifest.csv"
+    manifest(subjects=4).to_csv(table, index=False)
+    outs = []
+    for name, cfg in (("full", full), ("partial", partial)):
+        out = tmp_path / f"{name}.json"
+        assert main(["folds", "--cfg", json.dumps(cfg), "--manifest", str(table), "--out", str(out)]) == 0
+        outs.append(json.loads(out.read_text()))
+    assert outs[0] == outs[1] and len(outs[0]) == 4  # loso over 4 subjects
+    bad = {"finetune": {"k": 0}}
+    assert main(["folds", "--cfg", json.dumps(bad), "--manifest", str(table), "--out", str(tmp_path / "bad.json")]) == 2
+    assert "--cfg finetune: k:" in capsys.readouterr().err

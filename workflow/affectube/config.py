@@ -92,6 +92,21 @@ def validate(cfg: dict, source: str = "params.yaml", schema: dict | None = None,
     return cfg
 
 
+def sections(raw: dict, *names: str, source: str = "--cfg") -> dict:
+    """The params sections ``names`` of ``raw`` (a stage's ``--cfg``), each validated against its
+    schema with the schema's defaults filled in: every stage's ``run()`` reads its params through
+    this, then indexes them directly (no defaults in code). A missing section is ``{}`` (all
+    defaults); other keys of ``raw`` are left out. Raises ConfigError naming ``source`` and the key."""
+    schema = load_schema()
+    out = {}
+    for name in names:
+        if name not in schema["properties"]:
+            raise ConfigError(f"{source}: no params section {name!r} in the schema")
+        sub = {"$schema": schema.get("$schema"), **schema["properties"][name]}
+        out[name] = validate(raw.get(name) or {}, source=f"{source} {name}", schema=sub, experiments=False)
+    return out
+
+
 # ---------------------------------------------------------------- experiments
 # The ONE place where ``experiments`` entries become the experiments the DAG runs and the report
 # compares: a plain entry ``name: {section.key: value, ...}`` is one experiment; a grid entry

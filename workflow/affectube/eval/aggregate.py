@@ -120,9 +120,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from affectube.config import parse_cfg
+    from affectube.config import parse_cfg, sections
 
-    cfg = parse_cfg(args.cfg)["evaluate"]
+    cfg = sections(parse_cfg(args.cfg), "evaluate")["evaluate"]
     folds = load_folds(args.folds)
     paths = [Path(p) for p in args.predictions]
     if len(paths) != len(folds):
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         ordered.append(by_index[int(idx[0])])
         tables.append(table)
         frames.append(read_frames(p.with_name("predictions_frames.csv")))
-    result, per_fold, per_subject = aggregate(ordered, tables, frames, cfg.get("main_metric", "uar"))
+    result, per_fold, per_subject = aggregate(ordered, tables, frames, cfg["main_metric"])
     out = Path(args.out_dir)
     for name, df in (("per_fold.csv", per_fold), ("per_subject.csv", per_subject)):
         with atomic_path(out / name) as tmp:

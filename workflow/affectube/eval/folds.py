@@ -313,9 +313,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from affectube.config import parse_cfg
+    from affectube.config import parse_cfg, sections
 
-    cfg = parse_cfg(args.cfg)["finetune"]
+    cfg = sections(parse_cfg(args.cfg), "finetune")["finetune"]
     try:
         table = pd.read_csv(args.manifest, dtype=str, keep_default_na=False, na_values=[""])
     except (OSError, pd.errors.ParserError) as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from affectube.config import parse_cfg
+from affectube.config import parse_cfg, sections
 from affectube.errors import DataError
 from affectube.faces.detect import build_detector
 from affectube.faces.pipeline import track_video
@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = parse_cfg(args.cfg)
-    decode_cfg, faces_cfg = cfg.get("decode", {}), cfg.get("faces", {})
+    cfg = sections(parse_cfg(args.cfg), "decode", "faces")
+    decode_cfg, faces_cfg = cfg["decode"], cfg["faces"]
     detector = build_detector(faces_cfg, threads=args.threads)
     meta = {"dataset": args.dataset, "video_id": args.video_id}
     try:

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from affectube.config import parse_cfg
+from affectube.config import parse_cfg, sections
 from affectube.errors import DataError
 from affectube.faces.crop import crop_frames
 from affectube.faces.tracks import load_tracks
@@ -38,7 +38,7 @@ def sample_frames(path: str, decode_cfg: dict, wanted: np.ndarray) -> np.ndarray
     out = {}
     want = set(int(i) for i in wanted)
     last = int(max(wanted))
-    stream = FrameStream(path, fps=decode_cfg.get("fps", 25), max_side=decode_cfg.get("max_side", 640), chunk=32)
+    stream = FrameStream(path, fps=decode_cfg["fps"], max_side=decode_cfg["max_side"], chunk=32)
     start = 0
     it = iter(stream)
     for frames, _ in it:
@@ -91,10 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = parse_cfg(args.cfg)
-    decode_cfg, faces_cfg, crop_cfg = cfg.get("decode", {}), cfg.get("faces", {}), cfg.get("crop", {})
+    cfg = sections(parse_cfg(args.cfg), "decode", "faces", "crop")
+    decode_cfg, faces_cfg, crop_cfg = cfg["decode"], cfg["faces"], cfg["crop"]
     manifest = pd.read_csv(args.manifest, dtype={"video_id": str, "subject": str})
-    n_videos, n_frames = int(faces_cfg.get("qc_videos", 24)), int(faces_cfg.get("qc_frames", 6))
+    n_videos, n_frames = int(faces_cfg["qc_videos"]), int(faces_cfg["qc_frames"])
     if len(manifest) > n_videos:
         manifest = manifest.iloc[np.linspace(0, len(manifest) - 1, n_videos).round().astype(int)]
     rows = []
