@@ -220,3 +220,27 @@ def test_stage_cli_with_a_partial_cfg_behaves_as_with_the_full_params(tmp_path, 
     bad = {"finetune": {"k": 0}}
     assert main(["folds", "--cfg", json.dumps(bad), "--manifest", str(table), "--out", str(tmp_path / "bad.json")]) == 2
     assert "--cfg finetune: k:" in capsys.readouterr().err
+
+
+def test_literal_defaults_in_code_equal_the_schema():
+    """``faces_cfg.get("every_k", 2)`` next to a schema default of 5 is drift: every remaining
+    ``{section}_cfg.get(key, literal)`` in the package must repeat the schema's default."""
+    from affectube.config import load_schema
+
+    props = load_schema()["properties"]
+    drift, seen = [], 0
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id.endswith("_cfg")
+                    and len(node.args) == 2 and all(isinstance(a, ast.Constant) for a in node.args)):
+                continue
+            section, key, literal = node.func.value.id.removesuffix("_cfg"), node.args[0].value, node.args[1].value
+            schema = props.get(section, {}).get("properties", {}).get(key)
+            if schema is None or "default" not in schema:
+                continue
+            seen += 1
+            if schema["default"] != literal:
+                drift.append(f"{name}:{node.lineno}: {section}.{key} {literal!r} (schema {schema['default']!r})")
+    assert seen >= 5  # the scan finds the calls
+    assert not drift, "defaults in code differ from the schema:\n" + "\n".join(drift)

@@ -146,6 +146,6 @@ def build_detector(faces_cfg: dict, threads: int = 1) -> Detector:
 
 
 def det_sizes(faces_cfg: dict) -> list[int]:
-    size = faces_cfg.get("det_size", 320)
+    size = faces_cfg.get("det_size", 160)
     sizes = size if isinstance(size, (list, tuple)) else [size]
     return [int(s) for s in sizes]

@@ -44,9 +44,9 @@ def track_video(path: str | os.PathLike, decode_cfg: dict, faces_cfg: dict, dete
         import cv2
 
         cv2.setNumThreads(int(threads))  # the job's thread budget (Snakemake threads), not every core
-    every_k = int(faces_cfg.get("every_k", 2))
+    every_k = int(faces_cfg.get("every_k", 5))
     adaptive = AdaptiveDetector(detector, faces_cfg)  # per video: it keeps the scale that worked
-    tracker = T.FrameTracker(adaptive, every_k=every_k, batch=faces_cfg.get("batch", 16), tracker=faces_cfg.get("tracker", "flow"))
+    tracker = T.FrameTracker(adaptive, every_k=every_k, batch=faces_cfg.get("batch", 16), tracker=faces_cfg.get("tracker", "interpolate"))
     # interpolation needs only the keyframes: ffmpeg drops the frames in between before
     # converting/piping them (their timestamps are still recorded)
     keyframes_only = not tracker.flow and every_k > 1
