@@ -31,13 +31,13 @@ import pandas as pd
 
 from affectube.config import parse_cfg
 from affectube.errors import DataError
-from affectube.faces.tracks import load_tracks
+from affectube.faces.tracks import FaceStatus, load_tracks
 from affectube.faces.track import runs
 from affectube.io import atomic_path
 
 log = logging.getLogger(__name__)
-STATUS_COLORS = ["#d9d9d9", "#2c7fb8", "#7fcdbb", "#fdae61"]  # none, detected, tracked, interpolated
-STATUS_LABELS = ["no face", "detected", "tracked", "interpolated"]
+STATUS_COLORS = {FaceStatus.NONE: "#d9d9d9", FaceStatus.DETECTED: "#2c7fb8", FaceStatus.TRACKED: "#7fcdbb", FaceStatus.INTERPOLATED: "#fdae61"}
+STATUS_LABELS = {FaceStatus.NONE: "no face", FaceStatus.DETECTED: "detected", FaceStatus.TRACKED: "tracked", FaceStatus.INTERPOLATED: "interpolated"}
 RASTER_COLUMNS = 200
 
 
@@ -171,7 +171,8 @@ def draw(table: pd.DataFrame, tracks: dict, figures_cfg: dict, out: Path, datase
             st = tracks[v].status
             if len(st):
                 raster[i] = st[np.minimum((np.arange(RASTER_COLUMNS) * len(st)) // RASTER_COLUMNS, len(st) - 1)]
-        b.imshow(raster, aspect="auto", interpolation="nearest", cmap=ListedColormap(STATUS_COLORS), vmin=0, vmax=3)
+        b.imshow(raster, aspect="auto", interpolation="nearest", cmap=ListedColormap([STATUS_COLORS[s] for s in FaceStatus]),
+                 vmin=int(min(FaceStatus)), vmax=int(max(FaceStatus)))
         b.set_xlabel("position in video (start to end)")
         b.set_xticks([])
         b.set_title("face status over time")
@@ -182,11 +183,11 @@ def draw(table: pd.DataFrame, tracks: dict, figures_cfg: dict, out: Path, datase
         b.grid(False)
         from matplotlib.patches import Patch
 
-        b.legend(handles=[Patch(color=c, label=lab) for c, lab in zip(STATUS_COLORS, STATUS_LABELS)], loc="upper center",
+        b.legend(handles=[Patch(color=STATUS_COLORS[s], label=STATUS_LABELS[s]) for s in FaceStatus], loc="upper center",
                  bbox_to_anchor=(0.5, -0.08), ncol=4, fontsize=7, frameon=False)
         # (c) detector scores
         c = ax[1, 0]
-        scores = np.concatenate([t.scores[t.status == 1] for t in tracks.values()] or [np.zeros(0)])
+        scores = np.concatenate([t.scores[t.status == FaceStatus.DETECTED] for t in tracks.values()] or [np.zeros(0)])
         if scores.size:
             c.hist(scores, bins=40, range=(0, 1), color=style.colors(1)[0])
         c.set_xlabel("detector score (detected frames)")

@@ -22,12 +22,13 @@ import pandas as pd
 from affectube.config import parse_cfg, sections
 from affectube.errors import DataError
 from affectube.faces.crop import crop_frames
-from affectube.faces.tracks import load_tracks
+from affectube.faces.tracks import FaceStatus, load_tracks
 from affectube.io import atomic_path
 from affectube.video.decode import FrameStream
 
 log = logging.getLogger(__name__)
-STATUS_BGR = {0: (190, 190, 190), 1: (184, 127, 44), 2: (187, 205, 127), 3: (97, 174, 253)}
+STATUS_BGR = {FaceStatus.NONE: (190, 190, 190), FaceStatus.DETECTED: (184, 127, 44), FaceStatus.TRACKED: (187, 205, 127),
+              FaceStatus.INTERPOLATED: (97, 174, 253)}
 TILE = 96
 LABEL_W = 260
 BORDER = 3

@@ -39,8 +39,9 @@ import cv2
 import numpy as np
 
 from affectube.faces.detect import Detections
+from affectube.faces.tracks import FaceStatus
 
-NO_FACE, DETECTED, TRACKED, INTERPOLATED = 0, 1, 2, 3
+NO_FACE, DETECTED, TRACKED, INTERPOLATED = FaceStatus
 TRACKERS = ("flow", "interpolate")
 LINK_IOU = 0.3
 MERGE_DISTANCE = 0.5  # centre distance / face size under which two time-disjoint tracks are one face

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 import numpy as np
 
@@ -28,7 +29,18 @@ ARRAYS = {
     "status": (np.uint8, (None,)),
     "num_faces": (np.int16, (None,)),
 }
-STATUS_NAMES = {0: "none", 1: "detected", 2: "tracked", 3: "interpolated"}
+
+
+class FaceStatus(IntEnum):
+    """A frame's face in ``status`` (uint8): shared by the tracker, the QC table/figures and the sheet."""
+
+    NONE = 0  # no face
+    DETECTED = 1  # found by the detector on this frame
+    TRACKED = 2  # carried from a detection (optical flow, or interpolated between keyframe detections)
+    INTERPOLATED = 3  # a short gap of the chosen track, filled by interpolation afterwards
+
+
+STATUS_NAMES = {s.value: s.name.lower() for s in FaceStatus}
 
 
 @dataclass
