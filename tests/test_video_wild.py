@@ -170,3 +170,19 @@ def test_a_head_moving_fast_between_two_keyframes_stays_the_subject():
     assert sorted(T.select([a, b], "largest", (200, 200))) == [15, 20, 25, 30]  # 0.55 > MERGE_DISTANCE
     far = T.Track(frames=[0, 5, 10], faces=[face(50, 90)] * 3)  # 1.45 face sizes away: another face
     assert sorted(T.select([far, b], "largest", (200, 200), adjacent=5)) == [15, 20, 25, 30]
+
+
+def test_short_videos_are_kept_padded_and_counted(tmp_path):
+    """A video shorter than one clip: kept in training and test, its clip repeats the last frame, listed in .short."""
+    from clips_util import content
+
+    from affectube.clips.dataset import ClipDataset
+    from affectube.clips.store import write_store
+
+    stores = [write_store(tmp_path / "eight.h5", content("eight", n=8, size=16)), write_store(tmp_path / "long.h5", content("long", n=40, size=16))]
+    for mode in ("train", "test"):
+        ds = ClipDataset(stores, num_frames=8, sample_stride=2, input_size=16, mode=mode)  # span 15
+        assert ds.short == [("eight", 8)] and len(ds.entries) == 2
+        item = next(ds[i] for i in range(len(ds)) if ds[i]["video_id"] == "eight")
+        assert item["start"] == 0
+        np.testing.assert_allclose(item["times"].numpy(), 0.1 + np.minimum(2 * np.arange(8), 7) / 25.0)
