@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow"))
 VENV_BIN = Path(sys.executable).parent
 REALDATA = Path(os.environ.get("AFFECTUBE_REALDATA", REPO.parent / "shared" / "realdata"))
 WORKFLOW_FILES = ["Snakefile", "rules", "workflow", "params.yaml", "envs", "slurm", "dvc.yaml"]

@@ -16,12 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "workflow") not in sys.path:
-    sys.path.insert(0, str(REPO / "workflow"))
+from affectube.models import ModelSpec
+from affectube.models.layers import patchify, unpatchify
 
-from affectube.models import ModelSpec  # noqa: E402
-from affectube.models.layers import patchify, unpatchify  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 from affectube.clips.masking import TubeMaskGenerator  # noqa: E402
 from affectube.train.masked_data import MaskedClips, SyntheticClips  # noqa: E402
 
