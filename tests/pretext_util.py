@@ -14,7 +14,7 @@ TINY_VIEWS = {"size": "tiny", "depth": 1, "width": 64, "input_size": 32, "num_fr
 
 def synthetic_views(pcfg: dict, n: int = 16, views: int = 2):
     from affectube.models import ModelSpec
-    from affectube.train.masked_data import SyntheticClips
+    from synthetic_clips import SyntheticClips
     from affectube.train.pretext.views import ViewClips
 
     spec = ModelSpec.from_cfg(pcfg)

@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from affectube.clips.masking import TubeMaskGenerator
 from affectube.models import ModelSpec
 from affectube.models.layers import patchify, unpatchify
+from affectube.train.masked_data import MaskedClips
+from synthetic_clips import SyntheticClips
 
 REPO = Path(__file__).resolve().parents[1]
-from affectube.clips.masking import TubeMaskGenerator  # noqa: E402
-from affectube.train.masked_data import MaskedClips, SyntheticClips  # noqa: E402
 
 TINY = dict(size="tiny", width=64, depth=2, input_size=32, num_frames=8, tubelet=2, patch=8, decoder_width=32, decoder_depth=1)
 TINY_BY_MODEL = {

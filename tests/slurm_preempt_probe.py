@@ -18,7 +18,8 @@ from functools import partial
 import torch
 
 from affectube.train import preempt
-from affectube.train.masked_data import MaskedClips, SyntheticClips, tube_mask
+from affectube.train.masked_data import MaskedClips, tube_mask
+from synthetic_clips import SyntheticClips
 from affectube.train.pretrain import Pretrainer, resolve_section
 
 TINY = {

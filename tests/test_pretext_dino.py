@@ -11,7 +11,7 @@ from pretrain_util import one_thread, pretrain_cfg  # noqa: F401  (fixture)
 
 from affectube.models import create_encoder, ModelSpec
 from affectube.train import checkpoint as ckpt
-from affectube.train.masked_data import SyntheticClips
+from synthetic_clips import SyntheticClips
 from affectube.train.pretext.dino import DINO, dino_loss, entropy, teacher_probs
 from affectube.train.pretext.multicrop import MultiCropClips
 from affectube.train.pretrain import Pretrainer

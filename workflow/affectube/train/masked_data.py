@@ -12,8 +12,7 @@ Over a ``ClipDataset(output="uint8")`` (what pretraining uses on a GPU) the samp
 the device and crops/resizes/normalises it there (``transform.apply``), giving the float clips
 ``[B,C,T,S,S]`` of the CPU path.
 
-:class:`SyntheticClips` is a deterministic stand-in dataset (smooth moving blobs) for
-tests and benchmarks.
+The tests' stand-in dataset (smooth moving blobs) is ``tests/synthetic_clips.py``.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ class MaskedClips(Dataset):
     """``code -> (video [C,T,H,W] float32, mask bool [N])``, or ``(video uint8 [T,H,W,C], mask,
     window int64 [5])`` when ``base`` is a ``ClipDataset(output="uint8")`` (see :meth:`to_device`).
 
-    ``base`` must accept epoch-encoded indices (``ClipDataset`` and :class:`SyntheticClips`
+    ``base`` must accept epoch-encoded indices (``ClipDataset`` and the tests' ``SyntheticClips``
     do: its clip sampling and augmentation are then seeded by ``(seed, epoch, index)``).
     The mask is the item's own ``mask`` (``ClipDataset(mask_generator=...)``) or else
     ``mask_fn(rng)`` with ``rng`` seeded by ``(seed, epoch, index)``.
@@ -78,33 +77,6 @@ class MaskedClips(Dataset):
         return self.to_device(default_collate([self[int(i)] for i in indices]), device)
 
 
-class SyntheticClips(Dataset):
-    """``n`` clips ``[C,T,S,S]`` of Gaussian blobs drifting across frames (fixed by ``seed``)."""
-
-    def __init__(self, n: int, chans: int = 3, frames: int = 8, size: int = 32, seed: int = 0, noise: float = 0.0):
-        self.n, self.chans, self.frames, self.size, self.seed, self.noise = n, chans, frames, size, seed, noise
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> dict:
-        index = int(index) % self.n  # epoch-encoded indices: the same clips every epoch
-        rng = np.random.default_rng([self.seed, index])
-        t = np.arange(self.frames, dtype=np.float32)[:, None, None]
-        yy, xx = np.mgrid[0 : self.size, 0 : self.size].astype(np.float32)
-        video = np.zeros((self.chans, self.frames, self.size, self.size), np.float32)
-        for _ in range(3):
-            cy, cx = rng.uniform(0.2, 0.8, 2) * self.size
-            vy, vx = rng.uniform(-1.5, 1.5, 2)
-            sigma = rng.uniform(0.08, 0.2) * self.size
-            colour = rng.normal(0, 1, self.chans).astype(np.float32)
-            blob = np.exp(-(((yy - cy - vy * t) ** 2 + (xx - cx - vx * t) ** 2) / (2 * sigma**2)))
-            video += colour[:, None, None, None] * blob[None]
-        if self.noise:
-            video += rng.normal(0, self.noise, video.shape).astype(np.float32)
-        return {"video": torch.from_numpy(video), "label": -1, "subject": f"s{index % 4}", "video_id": f"v{index}"}
-
-
 def tube_mask(grid: tuple[int, int, int], ratio: float, rng: np.random.Generator) -> np.ndarray:
     """One tube mask from :class:`affectube.clips.masking.TubeMaskGenerator` (a function form)."""
     from affectube.clips.masking import TubeMaskGenerator
@@ -112,4 +84,4 @@ def tube_mask(grid: tuple[int, int, int], ratio: float, rng: np.random.Generator
     return TubeMaskGenerator(grid, ratio)(rng)
 
 
-__all__ = ["MaskedClips", "SyntheticClips", "sample_rng", "tube_mask"]
+__all__ = ["MaskedClips", "sample_rng", "tube_mask"]
