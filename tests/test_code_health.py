@@ -244,3 +244,24 @@ def test_literal_defaults_in_code_equal_the_schema():
                 drift.append(f"{name}:{node.lineno}: {section}.{key} {literal!r} (schema {schema['default']!r})")
     assert seen >= 5  # the scan finds the calls
     assert not drift, "defaults in code differ from the schema:\n" + "\n".join(drift)
+
+
+def test_training_and_prediction_processes_import_no_timm():
+    """Every training/prediction process imports the models without timm (and so without
+    torchvision: seconds per process): the ViT Block and DropPath are affectube's (models/block.py);
+    only the ResNet-GRU baseline imports timm, lazily, when it is built."""
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io; from affectube.cli import main\n"
+            "import affectube.models, affectube.train.finetune, affectube.train.pretrain, affectube.predict, affectube.embed\n"
+            "for stage in ('finetune', 'pretrain', 'predict', 'embed'):\n"
+            "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()): main([stage, '--help'])\n"
+            "from affectube.models import create_encoder\n"
+            "create_encoder('svfap', size='tiny', width=32, depth=2, input_size=16, num_frames=8, tubelet=2, patch=8, "
+            "svfap_stages=[1, 1, 1], svfap_tokens=2, drop_path=0.1)\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'timm', 'torchvision'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(REPO / "workflow"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

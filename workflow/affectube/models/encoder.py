@@ -9,7 +9,8 @@ Every encoder has
   lr decay (0 = patch/position embedding, i+1 = block i, num_layers-1 = final norm),
   as in BEiT/VideoMAE.
 
-Blocks are timm's ``vision_transformer.Block`` (fused scaled-dot-product attention).
+Blocks are :class:`affectube.models.block.Block`: timm's ``vision_transformer.Block`` layout and
+numerics (fused scaled-dot-product attention) without importing timm.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from functools import partial
 
 import torch
 import torch.nn as nn
-from timm.models.vision_transformer import Block
 
+from affectube.models.block import Block
 from affectube.models.layers import (
     MaskIndex,
     PatchEmbed3d,

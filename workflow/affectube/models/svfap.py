@@ -26,8 +26,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath
 
+from affectube.models.block import DropPath
 from affectube.models.encoder import VideoEncoder, vit_block
 from affectube.models.layers import drop_path_rates, init_vit_weights
 from affectube.models.registry import register
@@ -58,7 +58,7 @@ class CrossAttention(nn.Module):
 
 
 class CrossSelfBlock(nn.Module):
-    """Cross-attention to a context, then a timm ViT block (self-attention + MLP)."""
+    """Cross-attention to a context, then a ViT block (self-attention + MLP)."""
 
     def __init__(self, dim: int, heads: int, drop_path: float = 0.0, mlp_ratio: float = 4.0,
                  eps: float = 1e-6, block_eps: float = 1e-5):
