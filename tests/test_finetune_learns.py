@@ -50,7 +50,8 @@ def cfg_for(steps: int, **finetune) -> dict:
     cfg = load_params(REPO / "params.yaml")
     cfg["pretrain"].update(TINY_VIT)
     cfg["finetune"].update({"init": "scratch", "classes": EMOTIONS, "inner_val": 0.0, "epochs": steps, "batch_size": 8,
-                            "test_clips": 1, "threads": 1, **finetune})
+                            "test_clips": 1, "threads": 1, "task": "categorical", "lr": 3.2e-2, "warmup_epochs": 1,
+                            "select_on": "main_metric", **finetune})  # the MEAD clips: emotions only
     return cfg
 
 

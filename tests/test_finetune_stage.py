@@ -59,7 +59,8 @@ def make_cfg(**finetune) -> dict:
     cfg = load_params(REPO / "params.yaml")
     cfg["pretrain"].update(TINY_PRETRAIN)
     cfg["finetune"].update({"init": "scratch", "epochs": 2, "batch_size": 4, "test_clips": 1, "patience": 2,
-                            "threads": 1, **finetune})
+                            "threads": 1, "task": "categorical", "lr": 3.2e-2, "warmup_epochs": 1, "inner_val": 0.25,
+                            "select_on": "main_metric", **finetune})  # not the demo's task/recipe
     return cfg
 
 

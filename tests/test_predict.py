@@ -40,7 +40,8 @@ def trained_run(realdata, tmp_path_factory):
     cfg["crop"].update(PRE["crop"])
     cfg["faces"].update({"backend": "mtcnn", "det_size": 160, "every_k": 4})
     cfg["pretrain"].update({"size": "tiny", "depth": 1, "width": 64, "input_size": 32, "num_frames": 4, "sample_stride": 2})
-    cfg["finetune"].update({"init": "scratch", "epochs": 2, "batch_size": 4, "test_clips": 1, "patience": 2, "threads": 1})
+    cfg["finetune"].update({"init": "scratch", "epochs": 2, "batch_size": 4, "test_clips": 1, "patience": 2, "threads": 1,
+                            "task": "categorical"})
     detector = build_detector(cfg["faces"])
     rows = []
     for s in SUBJECTS:

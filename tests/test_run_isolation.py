@@ -35,7 +35,8 @@ def _small(realdata, insightface_model) -> dict:
         "faces": {"backend": "insightface", "model": str(insightface_model), "det_size": 160, "every_k": 4},
         "crop": {"size": 64},
         "pretrain": {"size": "tiny", "depth": 1, "input_size": 64, "num_frames": 8, "sample_stride": 1},
-        "finetune": {"epochs": 1, "warmup_epochs": 0, "batch_size": 2, "inner_val": 0, "test_clips": 1, "classes": ["happy", "sad"]},
+        "finetune": {"epochs": 1, "warmup_epochs": 0, "batch_size": 2, "inner_val": 0, "test_clips": 1, "classes": ["happy", "sad"],
+                     "task": "categorical"},
     }
 
 

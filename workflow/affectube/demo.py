@@ -110,7 +110,8 @@ def generate(cfg: dict) -> list[dict]:
         if subj not in renderers:
             renderers[subj] = FaceRenderer(load_photo(subj), np.asarray(SOURCES[subj].landmarks), size)
         rng = np.random.default_rng([seed, subj, classes.index(cls), rep])
-        frames, env = render_video(renderers[subj], cls, intensity(rep, cfg["videos_per_class"]), num_frames, fps, rng)
+        strength = cfg["expression_gain"] * intensity(rep, cfg["videos_per_class"])
+        frames, env = render_video(renderers[subj], cls, strength, num_frames, fps, rng)
         encode_mp4(frames, fps, row["path"])
         times = np.arange(0.0, num_frames / fps, 1.0 / cfg["annotation_hz"])
         ann = pd.DataFrame({"time": np.round(times, 6), "valence": np.round(row["valence"] * env(times), 6),

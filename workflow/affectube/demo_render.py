@@ -47,6 +47,15 @@ EXPRESSIONS: dict[str, list[Control]] = {
     "neutral": [],
 }
 
+# The mouth opening that goes with an expression: (shade 0-255, half-height, half-width), lengths in eye
+# distances, drawn as a soft ellipse between the lips at the mouth centre, scaled in height by the
+# expression's amount: the teeth of a broad smile (bright), the open jaw of surprise (dark). Real smiles
+# show the teeth; it is the demo's most visible cue of the class, and the same for every face.
+MOUTH_OPENING: dict[str, tuple[float, float, float]] = {
+    "happy": (235.0, 0.07, 0.36),
+    "surprise": (40.0, 0.16, 0.22),
+}
+
 
 @dataclass(frozen=True)
 class Envelope:
@@ -187,7 +196,20 @@ class FaceRenderer:
         src = apply_affine(self._unalign, q).astype(np.float32)
         mx = src[:, 0].reshape(self.size, self.size)
         my = src[:, 1].reshape(self.size, self.size)
-        return cv2.remap(self._photo, mx, my, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        img = cv2.remap(self._photo, mx, my, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        if amount > 0.0 and expression in MOUTH_OPENING:
+            img = self._mouth_opening(img, expression, amount, q)
+        return img
+
+    def _mouth_opening(self, img: np.ndarray, expression: str, amount: float, q: np.ndarray) -> np.ndarray:
+        """Blend the expression's mouth opening into ``img``; ``q``: each pixel's canonical position."""
+        shade, half_h, half_w = MOUTH_OPENING[expression]
+        pts = anchors(self.canonical_landmarks)
+        eye_dist = float(np.linalg.norm(pts["re"] - pts["le"]))
+        d = (q - pts["mc"]) / (np.array([half_w, max(half_h * min(amount, 2.0), 1e-3)]) * eye_dist)
+        r2 = (d**2).sum(axis=1).reshape(self.size, self.size)
+        alpha = (np.clip(1.0 - r2, 0.0, 1.0) ** 0.5 * min(amount, 1.0))[..., None]  # soft edge
+        return np.clip(img * (1.0 - alpha) + shade * alpha, 0, 255).astype(np.uint8)
 
 
 def render_video(

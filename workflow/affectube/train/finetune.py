@@ -309,7 +309,7 @@ def setup_fold(cfg: dict, fold: Fold, stores_dir: Path, encoder_path: str | None
     if task.categorical and ft["class_weights"]:
         class_weight = L.balanced_class_weights(train_labels(data["train"]), len(classes))
         log.info("class weights: %s", dict(zip(classes, class_weight.tolist())))
-    loss_fn = L.CompositeLoss(dict(ft["losses"]), ft["task"], L.Bins(int(ft["bins"]), *map(float, ft["target_range"])),
+    loss_fn = L.CompositeLoss(L.task_losses(ft["losses"], ft["task"]), ft["task"], L.Bins(int(ft["bins"]), *map(float, ft["target_range"])),
                               float(ft["label_smoothing"]), class_weight.to(device) if class_weight is not None else None)
     steps = P.steps_per_epoch(len(data["train"]), int(ft["batch_size"]), env)
     optimizer, scheduler = make_optimizer(model, ft, steps, frozen, env.world_size)
@@ -434,7 +434,7 @@ def summarize_fold(run: FoldRun, history: list[dict], selector: "Selector", out_
             "backbone": ft["backbone"],
             "head": ft["head"],
             "task": ft["task"],
-            "losses": dict(ft["losses"]),
+            "losses": L.task_losses(ft["losses"], ft["task"]),
             "classes": classes,
             "targets": task.targets if task.continuous else [],
             "class_weights": dict(zip(classes, class_weight.tolist())) if class_weight is not None else None,

@@ -128,6 +128,17 @@ LOSSES: dict[str, tuple[str, str]] = {
 }
 
 
+# finetune.losses: null = this loss per part of the task, weight 1 (CCC: SS-VAERR's and AVEC's metric)
+DEFAULT_LOSSES = {"categorical": "ce", "continuous": "ccc"}
+
+
+def task_losses(weights: dict | None, task: str) -> dict[str, float]:
+    """``finetune.losses`` as used: the given weights, or (null) the default loss of each part of ``task``."""
+    if weights is None:
+        return {DEFAULT_LOSSES[part]: 1.0 for part in task_parts(task)}
+    return {name: float(w) for name, w in dict(weights).items()}
+
+
 def task_parts(task: str) -> list[str]:
     return {"categorical": ["categorical"], "continuous": ["continuous"], "both": ["categorical", "continuous"]}[task]
 
