@@ -147,7 +147,3 @@ def run(args: argparse.Namespace) -> int:
     log.info("%s over %d folds: %.4f +- %.4f (pooled %.4f)", result["main_metric"], result["folds"], m["mean"], m["std"], m["pooled"])
     return 0
 
-
-def _clean(obj):
-    """NaN -> None so metrics.json is strict JSON (kept for train/finetune.py; use io.to_jsonable)."""
-    return to_jsonable(obj, finite=True)

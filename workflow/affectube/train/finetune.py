@@ -49,7 +49,7 @@ import torch
 from affectube.errors import ConfigError, DataError
 from affectube.eval import metrics as M
 from affectube.eval.folds import SIDES, Fold, check_loaded, load_folds
-from affectube.io import atomic_path, write_json
+from affectube.io import atomic_path, to_jsonable, write_json
 from affectube.train import checkpoint as ckpt
 from affectube.train import distributed, preempt, runtime
 from affectube.train import fold_checkpoint as FC
@@ -60,7 +60,6 @@ from affectube.train.runtime import seed_everything  # noqa: F401  (one definiti
 from affectube.train import supervised as S
 
 log = logging.getLogger(__name__)
-FORMAT = "affectube-finetuned/1"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -587,9 +586,7 @@ def store_preprocessing(paths: list[Path]) -> dict:
 
 
 def write_outputs(out_dir: Path, clips, frames, history, summary, model, cfg, task, preprocessing=None) -> None:
-    from safetensors.torch import save_file
-
-    from affectube.eval.aggregate import _clean
+    from affectube.models.finetuned import save_finetuned
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, df in (("predictions.csv", clips), ("predictions_frames.csv", frames), ("log.csv", pd.DataFrame(history))):
@@ -597,15 +594,6 @@ def write_outputs(out_dir: Path, clips, frames, history, summary, model, cfg, ta
             df.to_csv(tmp, index=False)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     spec = getattr(model.encoder, "spec", None)
-    metadata = {
-        "format": FORMAT,
-        "affectube.finetune": json.dumps(cfg["finetune"], sort_keys=True),
-        "affectube.pretrain": json.dumps(cfg["pretrain"], sort_keys=True),
-        "affectube.encoder_spec": json.dumps(spec.to_dict() if spec is not None else None, sort_keys=True),
-        "affectube.preprocessing": json.dumps(preprocessing, sort_keys=True),
-        "affectube.task": json.dumps({"kind": task.kind, "classes": task.classes, "targets": task.targets,
-                                      "bins": task.bins, "target_range": list(task.target_range)}),
-    }
-    with atomic_path(out_dir / "model.safetensors") as tmp:
-        save_file(state, str(tmp), metadata=metadata)
-    write_json(out_dir / "metrics.json", _clean(summary))  # last: its presence means the fold is complete
+    save_finetuned(out_dir / "model.safetensors", state, finetune=cfg["finetune"], pretrain=cfg["pretrain"],
+                   encoder_spec=spec.to_dict() if spec is not None else None, preprocessing=preprocessing, task=task)
+    write_json(out_dir / "metrics.json", to_jsonable(summary, finite=True))  # last: its presence means the fold is complete
