@@ -152,6 +152,7 @@ def test_embed_writes_per_clip_features_with_times(realdata, tmp_path, one_threa
     cfg["decode"].update({"fps": 5, "max_side": 256})
     cfg["crop"].update({"size": 48})
     cfg["faces"].update({"backend": "mtcnn", "det_size": 160, "every_k": 4})
+    cfg["pretrain"].update({"sample_stride": 1})  # 4 consecutive frames per clip: several clips per video
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(cfg))
     encoder = create_encoder("videomae", width=32, depth=1, patch=8, tubelet=2, input_size=32, num_frames=4)

@@ -59,7 +59,7 @@ def test_build_from_params_yaml():
     pcfg = {**params["pretrain"], "depth": 1, "decoder_depth": 1}
     model = build_pretrain_model(pcfg)
     assert model.spec.model == params["pretrain"]["model"]
-    assert model.encoder.embed_dim == SIZES[params["pretrain"]["size"]].width
+    assert model.encoder.embed_dim == (params["pretrain"]["width"] or SIZES[params["pretrain"]["size"]].width)
     enc = build_encoder(pcfg, drop_path=0.1, in_chans=1)
     assert enc.patch_embed.proj.in_channels == 1 and enc.spec.drop_path == 0.1
 
