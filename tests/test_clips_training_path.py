@@ -105,8 +105,10 @@ def test_pretraining_run_is_the_same_on_both_paths(stores, tmp_path, one_thread)
 
 
 def test_finetuning_batches_are_the_same_on_both_paths(stores):
+    from affectube.train import fold_parallel as P
     from affectube.train import supervised as S
-    from affectube.train.finetune import loader, open_datasets
+    from affectube.train.distributed import DistEnv
+    from affectube.train.finetune import open_datasets
 
     geom = {"num_frames": 8, "sample_stride": 2, "input_size": 32}
     ft = {"targets": ["valence", "arousal"], "test_clips": 2, "label": "emotion", "event": False, "event_jitter": 0.0,
@@ -120,7 +122,8 @@ def test_finetuning_batches_are_the_same_on_both_paths(stores):
             for out in ("float", "uint8"):
                 ds = data[out][side]
                 ds.set_epoch(epoch)
-                dl = loader(ds, batch_size=3, shuffle=side == "train", seed=7, workers=0)
+                sampler = P.EpochSampler(len(ds), epoch, DistEnv(), seed=7, shuffle=side == "train")  # the trainer's
+                dl = P.make_loader(ds, batch_size=3, sampler=sampler, seed=7, workers=0)
                 batches.append([(b, S.clip_input(b, dl)) for b in dl])
             assert len(batches[0]) == len(batches[1]) == 2
             for (fb, fv), (ub, uv) in zip(*batches):
