@@ -22,6 +22,16 @@ VIDEOS = [("videos/mead/W011_front_sad_level3_001.mp4", "MEAD_W011", "sad"),
           ("videos/grid/lbax4n.mpg", "GRID_s4", None)]
 
 
+def _decode_defaults() -> dict:
+    from affectube.config import load_schema
+
+    props = load_schema()["properties"]["decode"]["properties"]
+    return {k: v["default"] for k, v in props.items() if "default" in v}
+
+
+DECODE_DEFAULTS = _decode_defaults()
+
+
 def test_snakemake_builds_stores_for_real_clips(realdata, workflow_copy, tmp_path):
     csv = tmp_path / "clips.csv"
     pd.DataFrame([{"path": p, "subject": s, "emotion": e} for p, s, e in VIDEOS]).to_csv(csv, index=False)
@@ -51,7 +61,8 @@ def test_snakemake_builds_stores_for_real_clips(realdata, workflow_copy, tmp_pat
             np.testing.assert_array_equal(s.array("valid"), valid)
             assert (s.dataset, s.video_id, s.subject) == ("real", vid, subject)
             assert s.labels.get("emotion") == emotion
-            assert s.attrs["decode"] == decode_cfg and s.attrs["crop"] == crop_cfg and len(s.attrs["provenance"]) == 64
+            used = {**DECODE_DEFAULTS, **decode_cfg}  # the stage records the decode params it used, defaults filled
+            assert s.attrs["decode"] == used and s.attrs["crop"] == crop_cfg and len(s.attrs["provenance"]) == 64
             assert s.attrs["source"]["codec"] in {"h264", "vp6f", "mpeg1video"}
             assert valid.mean() > 0.5, f"{vid}: the detector found a face in only {valid.mean():.0%} of the frames"
     ds = ClipDataset(wf / "results/clips/real", num_frames=16, sample_stride=2, input_size=48, mode="test", test_clips=2)
