@@ -101,7 +101,7 @@ class _PoisonAfter(torch.utils.data.Dataset):
     """Synthetic clips that turn to NaN from the ``after``-th read on (a diverging run)."""
 
     def __init__(self, after):
-        from affectube.train.masked_data import SyntheticClips
+        from synthetic_clips import SyntheticClips
 
         self.clips, self.after, self.reads = SyntheticClips(16, frames=8, size=32), after, 0
 
