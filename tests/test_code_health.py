@@ -265,3 +265,15 @@ def test_training_and_prediction_processes_import_no_timm():
                          env={"PYTHONPATH": str(REPO / "workflow"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+def test_affectube_predict_stays_callable_after_the_submodule_is_imported():
+    """``affectube.predict(...)`` (README) works before and after ``import affectube.predict`` (which sets
+    the package attribute to the module): the suite once failed on that order."""
+    import affectube
+    import affectube.predict as module
+
+    assert affectube.predict is module and callable(affectube.predict)
+    with pytest.raises(Exception) as err:
+        affectube.predict([], model="/nonexistent/run")  # reaches predict(): a clear error, not 'module' not callable
+    assert "not callable" not in str(err.value)

@@ -25,7 +25,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import sys
 import tempfile
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -377,3 +379,14 @@ def run(args: argparse.Namespace) -> int:
                     overlay=args.overlay, batch_size=args.batch_size)
     print(f"predict: {len(args.videos)} video(s), {len(table)} frame rows -> {args.out_dir}")
     return 0
+
+
+class _CallableModule(types.ModuleType):
+    """``affectube.predict(...)`` calls :func:`predict` even once this submodule is imported (importing
+    ``affectube.predict`` sets the package attribute ``predict`` to the module, hiding the function)."""
+
+    def __call__(self, *args, **kwargs):
+        return predict(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
