@@ -12,12 +12,10 @@ seeded by ``(seed, epoch, index)``.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from affectube.train.masked_data import sample_rng
-from affectube.train.pretext.views import JITTER_STREAM, ColourJitter
+from affectube.train.pretext.views import ColourJitter, draw_jitters, pack_view, view_on_device
 
 GLOBAL_SCALE = (0.4, 1.0)  # area fraction of the face crop (DINO: 0.4-1 global, 0.05-0.4 local)
 LOCAL_SCALE = (0.15, 0.4)
@@ -45,11 +43,8 @@ class MultiCropClips(Dataset):
         out = []
         for base, count in ((self.g, self.n_global), (self.l, self.n_local)):
             for v in range(count):
-                item = base[(epoch * count + v) * self.n + index]
-                video = item["video"] if isinstance(item, dict) else item
-                out += [video, item["window"]] if self.uint8 else [torch.as_tensor(video, dtype=torch.float32)]
-        rng = sample_rng(self.seed, epoch, index, JITTER_STREAM)
-        out.append(torch.from_numpy(np.stack([self.jitter.draw(rng) for _ in range(self.views)])))
+                out += pack_view(base[(epoch * count + v) * self.n + index], self.uint8)
+        out.append(draw_jitters(self.jitter, self.seed, epoch, index, self.views))
         return tuple(out)
 
     def to_device(self, batch, device: torch.device | str = "cpu") -> list[torch.Tensor]:
@@ -58,10 +53,7 @@ class MultiCropClips(Dataset):
         views = []
         for v in range(self.views):
             base = self.g if v < self.n_global else self.l
-            if self.uint8:
-                video = base.transform.apply(batch[2 * v].to(device, non_blocking=True), batch[2 * v + 1])
-            else:
-                video = batch[v].to(device, non_blocking=True)
+            video = view_on_device(batch, v, self.uint8, getattr(base, "transform", None), device)
             if v >= self.n_global:
                 video = video.repeat_interleave(2, dim=2)  # half the time span at the global frame count
             views.append(ColourJitter.apply(video, jitter[:, v], self.mean, self.std))

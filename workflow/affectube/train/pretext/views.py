@@ -60,6 +60,25 @@ class ColourJitter:
         return x
 
 
+def pack_view(item, uint8: bool) -> list:
+    """One view of a loader item: (uint8 clip, crop window) for the on-device transform, else the float clip."""
+    video = item["video"] if isinstance(item, dict) else item
+    return [video, item["window"]] if uint8 else [torch.as_tensor(video, dtype=torch.float32)]
+
+
+def draw_jitters(jitter: "ColourJitter", seed: int, epoch: int, index: int, views: int) -> torch.Tensor:
+    """The colour-jitter parameters of every view of sample ``(epoch, index)``, seeded."""
+    rng = sample_rng(seed, epoch, index, JITTER_STREAM)
+    return torch.from_numpy(np.stack([jitter.draw(rng) for _ in range(views)]))
+
+
+def view_on_device(batch, v: int, uint8: bool, transform, device) -> torch.Tensor:
+    """View ``v`` of a collated batch (packed by :func:`pack_view`), float32 on ``device``."""
+    if uint8:
+        return transform.apply(batch[2 * v].to(device, non_blocking=True), batch[2 * v + 1])
+    return batch[v].to(device, non_blocking=True)
+
+
 class ViewClips(Dataset):
     def __init__(self, base: Dataset, views: int = 2, seed: int = 0, jitter: ColourJitter | None = None):
         self.base, self.views, self.seed = base, int(views), int(seed)
@@ -81,14 +100,8 @@ class ViewClips(Dataset):
         epoch, index = divmod(int(code), self.n)
         out = []
         for v in range(self.views):
-            item = self.view_item(code, v)
-            video = item["video"] if isinstance(item, dict) else item
-            if self.uint8:
-                out += [video, item["window"]]
-            else:
-                out.append(torch.as_tensor(video, dtype=torch.float32))
-        rng = sample_rng(self.seed, epoch, index, JITTER_STREAM)
-        out.append(torch.from_numpy(np.stack([self.jitter.draw(rng) for _ in range(self.views)])))
+            out += pack_view(self.view_item(code, v), self.uint8)
+        out.append(draw_jitters(self.jitter, self.seed, epoch, index, self.views))
         return tuple(out)
 
     def to_device(self, batch, device: torch.device | str = "cpu") -> list[torch.Tensor]:
@@ -96,10 +109,7 @@ class ViewClips(Dataset):
         jitter = batch[-1].to(device)
         views = []
         for v in range(self.views):
-            if self.uint8:
-                video = self.transform.apply(batch[2 * v].to(device, non_blocking=True), batch[2 * v + 1])
-            else:
-                video = batch[v].to(device, non_blocking=True)
+            video = view_on_device(batch, v, self.uint8, self.transform, device)
             views.append(ColourJitter.apply(video, jitter[:, v], self.mean, self.std))
         return views
 
