@@ -10,6 +10,7 @@ import pytest
 
 from affectube.clips.dataset import ClipDataset
 from affectube.clips.store import open_store
+from affectube.config import sections
 from affectube.faces.crop import crop_frames
 from affectube.faces.tracks import load_tracks
 from affectube.video.decode import decode
@@ -21,15 +22,6 @@ VIDEOS = [("videos/mead/W011_front_sad_level3_001.mp4", "MEAD_W011", "sad"),
           ("videos/cremad/1001_DFA_HAP_XX.flv", "CREMAD_1001", "happy"),
           ("videos/grid/lbax4n.mpg", "GRID_s4", None)]
 
-
-def _decode_defaults() -> dict:
-    from affectube.config import load_schema
-
-    props = load_schema()["properties"]["decode"]["properties"]
-    return {k: v["default"] for k, v in props.items() if "default" in v}
-
-
-DECODE_DEFAULTS = _decode_defaults()
 
 
 def test_snakemake_builds_stores_for_real_clips(realdata, workflow_copy, tmp_path):
@@ -61,7 +53,7 @@ def test_snakemake_builds_stores_for_real_clips(realdata, workflow_copy, tmp_pat
             np.testing.assert_array_equal(s.array("valid"), valid)
             assert (s.dataset, s.video_id, s.subject) == ("real", vid, subject)
             assert s.labels.get("emotion") == emotion
-            used = {**DECODE_DEFAULTS, **decode_cfg}  # the stage records the decode params it used, defaults filled
+            used = sections({"decode": decode_cfg}, "decode")["decode"]  # the stage records them with defaults filled
             assert s.attrs["decode"] == used and s.attrs["crop"] == crop_cfg and len(s.attrs["provenance"]) == 64
             assert s.attrs["source"]["codec"] in {"h264", "vp6f", "mpeg1video"}
             assert valid.mean() > 0.5, f"{vid}: the detector found a face in only {valid.mean():.0%} of the frames"
