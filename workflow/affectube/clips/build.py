@@ -107,12 +107,13 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
             w.finish(content)
         return content
 
-    from affectube.faces.crop import crop_frames, crop_landmarks
+    from affectube.faces.crop import crop_frames, crop_landmarks, crop_matrices
     from affectube.video.decode import FrameStream
 
     stream = FrameStream(video, fps=decode_cfg.get("fps", 25), max_side=decode_cfg.get("max_side", 640), chunk=BLOCK)
     valid = np.zeros(n, bool)
     landmarks = np.full((n, 5, 2), np.nan, np.float32)  # in crop pixels: face-guided masking
+    matrices = crop_matrices(tracks, crop_cfg)  # of the whole track (crop.strategy mouth smooths over it)
     t0 = time.perf_counter()
     with StoreWriter(out, n, shape, compression, chunk_frames) as w:
         pos = 0
@@ -123,8 +124,8 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
                                 "(tracks made with other decode params? re-run the faces stage)")
             check_alignment(times, tracks.timestamps[pos : pos + k], video, tracks_path, offset=pos)
             part = {key: getattr(tracks, key)[pos : pos + k] for key in ("boxes", "landmarks", "status")}
-            crops, ok = crop_frames(frames, {**part, "frame_size": tracks.frame_size}, crop_cfg)
-            landmarks[pos : pos + k] = crop_landmarks(part, crop_cfg)
+            crops, ok = crop_frames(frames, {**part, "frame_size": tracks.frame_size}, crop_cfg, matrices[pos : pos + k])
+            landmarks[pos : pos + k] = crop_landmarks(part, crop_cfg, matrices[pos : pos + k])
             w.append(np.asarray(crops))
             valid[pos : pos + k] = ok
             pos += k

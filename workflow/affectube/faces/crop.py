@@ -10,6 +10,13 @@ Strategies (``crop.strategy``):
   112 px face, scaled to ``crop.size``; ``crop.scale`` zooms out around the
   template centre (1.0 = the ArcFace crop, 1.3 = 30% more context per side length).
   The eyes land on the same pixels in every frame (in-plane rotation removed).
+- ``mouth``: a square centred on the midpoint of the two mouth-corner landmarks,
+  side = ``crop.scale`` x the face box's longer side (0.5: the mouth, lips to
+  chin, fills about 2/3 of the width), resized to ``crop.size``: lip reading
+  (visual speech) at a small size. Centre and side are running medians over
+  ``crop.mouth_window`` frames of the track (centred; frames with a face only),
+  so the crop follows the head but not the lips' own motion or landmark noise.
+  Needs the tracks' 5 landmarks (a clear error when they are missing).
 
 ``crop.grayscale`` gives 1-channel crops (SS-VAERR uses grayscale).
 ``crop.pad_mode`` fills the parts of a crop that fall outside the frame:
@@ -42,17 +49,35 @@ def _get(tracks, key, required: bool = True):
         return None
 
 
-def crop_frames(frames: np.ndarray, tracks, crop_cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+def crop_matrices(tracks, crop_cfg: dict) -> np.ndarray:
+    """The 2x3 crop transform (frame pixels -> crop pixels) of every frame of ``tracks``, float64
+    [N,2,3], NaN where there is no face. ``mouth`` smooths over the track, so give it the whole
+    track and slice the result (:func:`crop_frames`' ``matrices``) when cropping it block by block."""
+    boxes = np.asarray(_get(tracks, "boxes"), np.float64)
+    lms = np.asarray(_get(tracks, "landmarks"), np.float64)
+    status = np.asarray(_get(tracks, "status"))
+    strategy = crop_cfg.get("strategy", "box")
+    if strategy not in STRATEGIES:
+        raise DataError(f"crop.strategy: unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+    size, scale = int(crop_cfg.get("size", 112)), float(crop_cfg.get("scale", 1.3))
+    if strategy == "mouth":
+        return mouth_matrices(boxes, lms, status, size, scale, int(crop_cfg.get("mouth_window", 25)))
+    out = np.full((len(status), 2, 3), np.nan, np.float64)
+    for i in np.flatnonzero(status > 0):
+        out[i] = STRATEGIES[strategy](boxes[i], lms[i], size, scale)
+    return out
+
+
+def crop_frames(frames: np.ndarray, tracks, crop_cfg: dict, matrices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Crop every frame with its track entry.
 
     ``frames`` uint8 [N,H,W,3] RGB decoded with the same ``decode`` params as the
     tracks; ``tracks``: a :class:`~affectube.faces.tracks.Tracks` (or a mapping with
-    ``boxes``, ``landmarks``, ``status``, ``frame_size``). Returns ``crops`` uint8
-    [N,S,S,C] (C = 1 if grayscale else 3) and ``valid`` bool [N].
+    ``boxes``, ``landmarks``, ``status``, ``frame_size``); ``matrices``: these frames'
+    rows of :func:`crop_matrices` of the whole track (computed from ``tracks`` if None).
+    Returns ``crops`` uint8 [N,S,S,C] (C = 1 if grayscale else 3) and ``valid`` bool [N].
     """
     frames = np.asarray(frames)
-    boxes = np.asarray(_get(tracks, "boxes"), np.float64)
-    lms = np.asarray(_get(tracks, "landmarks"), np.float64)
     status = np.asarray(_get(tracks, "status"))
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise DataError(f"crop_frames: frames must be [N,H,W,3] RGB, got shape {list(frames.shape)}")
@@ -61,36 +86,34 @@ def crop_frames(frames: np.ndarray, tracks, crop_cfg: dict) -> tuple[np.ndarray,
     size = _get(tracks, "frame_size", required=False)
     if size is not None and len(frames) and tuple(int(x) for x in size) != tuple(frames.shape[1:3]):
         raise DataError(f"crop_frames: frames are {frames.shape[1]}x{frames.shape[2]} but the tracks were made on {int(size[0])}x{int(size[1])} frames")
-    strategy = crop_cfg.get("strategy", "box")
-    if strategy not in STRATEGIES:
-        raise DataError(f"crop.strategy: unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+    if matrices is None:
+        matrices = crop_matrices(tracks, crop_cfg)
+    if len(matrices) != len(status):
+        raise DataError(f"crop_frames: {len(matrices)} crop transforms for {len(status)} track entries")
     out_size = int(crop_cfg.get("size", 112))
-    scale = float(crop_cfg.get("scale", 1.3))
     gray = bool(crop_cfg.get("grayscale", False))
     border = BORDERS[crop_cfg.get("pad_mode", "edge")]
     channels = 1 if gray else 3
     crops = np.zeros((len(frames), out_size, out_size, channels), np.uint8)
     valid = status > 0
     for i in np.flatnonzero(valid):
-        m = STRATEGIES[strategy](boxes[i], lms[i], out_size, scale)
-        img = warp(frames[i], m, out_size, border)
+        img = warp(frames[i], matrices[i], out_size, border)
         if gray:
             img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[:, :, None]
         crops[i] = img
     return crops, valid
 
 
-def crop_landmarks(tracks, crop_cfg: dict) -> np.ndarray:
+def crop_landmarks(tracks, crop_cfg: dict, matrices: np.ndarray | None = None) -> np.ndarray:
     """The 5 landmarks of every frame in crop pixels (x, y), float32 [N,5,2]: the tracks' landmarks
     through the same transform as :func:`crop_frames` (NaN where there is no face)."""
-    boxes = np.asarray(_get(tracks, "boxes"), np.float64)
     lms = np.asarray(_get(tracks, "landmarks"), np.float64)
     status = np.asarray(_get(tracks, "status"))
-    matrix = STRATEGIES[crop_cfg.get("strategy", "box")]
-    size, scale = int(crop_cfg.get("size", 112)), float(crop_cfg.get("scale", 1.3))
+    if matrices is None:
+        matrices = crop_matrices(tracks, crop_cfg)
     out = np.full((len(status), 5, 2), np.nan, np.float32)
     for i in np.flatnonzero(status > 0):
-        m = matrix(boxes[i], lms[i], size, scale)
+        m = matrices[i]
         out[i] = lms[i] @ m[:, :2].T + m[:, 2]
     return out
 
@@ -109,6 +132,33 @@ def align_matrix(box: np.ndarray, lms: np.ndarray, size: int, scale: float) -> n
     c = np.array([56.0, 56.0])
     template = (c + (ARCFACE_112 - c) / scale) * (size / 112.0)
     return umeyama(lms, template)
+
+
+def mouth_matrices(boxes: np.ndarray, lms: np.ndarray, status: np.ndarray, size: int, scale: float, window: int) -> np.ndarray:
+    """``mouth``: per frame, a square around the running-median mouth centre (midpoint of the mouth
+    corners, landmarks 3 and 4) with side ``scale`` x the running-median longer side of the face box."""
+    out = np.full((len(status), 2, 3), np.nan, np.float64)
+    face = np.flatnonzero(status > 0)
+    if not len(face):
+        return out
+    if lms.shape[1:] != (5, 2) or not np.isfinite(lms[face]).all():
+        bad = face[~np.isfinite(lms[face].reshape(len(face), -1)).all(1)] if lms.shape[1:] == (5, 2) else face
+        raise DataError(f"crop.strategy mouth needs the 5 face landmarks of every frame with a face; "
+                        f"{len(bad)} of {len(face)} such frames have none (first: frame {int(bad[0])}): "
+                        "use a faces.backend with landmarks or crop.strategy box")
+    centre = (lms[face, 3] + lms[face, 4]) / 2
+    side = np.maximum(boxes[face, 2] - boxes[face, 0], boxes[face, 3] - boxes[face, 1]) * scale
+    half = max(0, int(window) // 2)
+    lo = np.searchsorted(face, face - half)  # the window's frames with a face: face[lo[j]:hi[j]]
+    hi = np.searchsorted(face, face + half, side="right")
+    for j, i in enumerate(face):
+        cx, cy = np.median(centre[lo[j] : hi[j]], axis=0)
+        s = float(np.median(side[lo[j] : hi[j]]))
+        if not s > 0:
+            raise DataError(f"crop_frames: empty face box {boxes[i].tolist()} at frame {int(i)}")
+        z = size / s
+        out[i] = [[z, 0, size / 2 - z * cx], [0, z, size / 2 - z * cy]]
+    return out
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -140,4 +190,4 @@ def warp(frame: np.ndarray, m: np.ndarray, size: int, border: int) -> np.ndarray
     return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=0)
 
 
-STRATEGIES = {"box": box_matrix, "align": align_matrix}
+STRATEGIES = {"box": box_matrix, "align": align_matrix, "mouth": None}  # mouth: mouth_matrices (over the track)
