@@ -11,8 +11,8 @@ Strategies (``crop.strategy``):
   template centre (1.0 = the ArcFace crop, 1.3 = 30% more context per side length).
   The eyes land on the same pixels in every frame (in-plane rotation removed).
 - ``mouth``: a square centred on the midpoint of the two mouth-corner landmarks,
-  side = ``crop.scale`` x the face box's longer side (0.5: the mouth, lips to
-  chin, fills about 2/3 of the width), resized to ``crop.size``: lip reading
+  side = ``crop.scale`` x the face box's longer side (0.5: nose tip to chin,
+  the mouth about half the width), resized to ``crop.size``: lip reading
   (visual speech) at a small size. Centre and side are running medians over
   ``crop.mouth_window`` frames of the track (centred; frames with a face only),
   so the crop follows the head but not the lips' own motion or landmark noise.
