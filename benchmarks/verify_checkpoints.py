@@ -54,18 +54,9 @@ COMMITS = {"MCG-NJU/VideoMAE": "14ef8d856287c94ef1f985fe30f958eb4ec2c55d",
 
 
 def randomise(model: nn.Module, seed: int) -> None:
-    """Every trained parameter random (norm weights around 1), so a wrong mapping cannot pass
-    (MARLIN's frozen sine-cosine table, a parameter with requires_grad=False, stays as built)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if not p.requires_grad:
-                continue
-            noise = torch.randn(p.shape, generator=g)
-            if name.endswith("weight") and p.dim() == 1:
-                p.copy_(1.0 + 0.1 * noise)
-            else:
-                p.copy_(0.1 * noise)
+    from affectube.models.checkpoints.features import randomise as shared  # one definition, shared with the CI tests
+
+    shared(model, seed)
 
 
 def clip(seed: int = 0) -> torch.Tensor:
@@ -180,20 +171,9 @@ def svfap_case(root: Path) -> list[dict]:
 
 
 def affectube_features(encoder: nn.Module, x: torch.Tensor, kind: str) -> torch.Tensor:
-    with torch.no_grad():
-        if kind == "tokens":
-            return encoder.forward_features(x)
-        if kind == "fc_norm_pooled":
-            return encoder.norm(encoder.forward_features(x, final_norm=False).mean(1))
-        if kind == "svfap_stage_tokens":
-            seen = {}
-            last = len(encoder.blocks) - 1
-            hooks = [encoder.blocks[i].register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, out)) for i in (0, last)]
-            encoder.forward_features(x)
-            for h in hooks:
-                h.remove()
-            return torch.cat([seen[0].flatten(1), seen[last].flatten(1)], 1)
-    raise ValueError(kind)
+    from affectube.models.checkpoints.features import reference_features  # one definition, shared with the CI golden tests
+
+    return reference_features(encoder, x, kind)
 
 
 def check(case: dict, directory: Path) -> dict:

@@ -19,6 +19,7 @@ from affectube.errors import DataError
 from affectube.models import create_encoder, save_encoder
 from affectube.models.checkpoints import detect, import_checkpoint, init_from_checkpoint, read_state
 from affectube.models.checkpoints import posembed
+from affectube.models.checkpoints.features import reference_features as features
 
 DATA = Path(__file__).parent / "data" / "checkpoints"
 CASES = json.loads((DATA / "cases.json").read_text())
@@ -28,22 +29,6 @@ SIZE, FRAMES = 32, 16
 @pytest.fixture(scope="module")
 def clip():
     return load_file(str(DATA / "input.safetensors"))["input"].float()
-
-
-def features(encoder, x, kind):
-    """The reference's features, computed with affectube (see benchmarks/verify_checkpoints.py)."""
-    with torch.no_grad():
-        if kind == "tokens":
-            return encoder.forward_features(x)
-        if kind == "fc_norm_pooled":
-            return encoder.norm(encoder.forward_features(x, final_norm=False).mean(1))
-        seen = {}
-        last = len(encoder.blocks) - 1
-        hooks = [encoder.blocks[i].register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, out)) for i in (0, last)]
-        encoder.forward_features(x)
-        for h in hooks:
-            h.remove()
-        return torch.cat([seen[0].flatten(1), seen[last].flatten(1)], 1)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["case"] for c in CASES])
@@ -187,7 +172,8 @@ def test_finetune_init_names_a_checkpoint(tmp_path, one_thread):
     from affectube.config import load_params
     from affectube.train.supervised import build_backbone
 
-    ft = {"init": str(DATA / "videomae_finetune.pth"), "mode": "finetune", "drop_path": 0.1, "backbone": "encoder"}
+    # width 32 is no published size: its heads are given (finetune.init_heads; tests/test_checkpoint_heads.py)
+    ft = {"init": str(DATA / "videomae_finetune.pth"), "init_heads": 2, "mode": "finetune", "drop_path": 0.1, "backbone": "encoder"}
     encoder = build_backbone(ft, {}, ft["init"])
     assert encoder.spec.drop_path == 0.1 and encoder.spec.input_size == 224  # the checkpoint's own input size
     assert encoder.info["checkpoint"]["format"] == "videomae-finetune"

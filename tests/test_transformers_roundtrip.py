@@ -23,6 +23,7 @@ from transformers import VideoMAEConfig, VideoMAEImageProcessor, VideoMAEModel  
 from affectube.cli import main  # noqa: E402
 from affectube.models import create_encoder, save_encoder  # noqa: E402
 from affectube.models.checkpoints import import_checkpoint  # noqa: E402
+from affectube.models.checkpoints.features import randomise  # noqa: E402
 
 WIDTH, DEPTH, HEADS, PATCH, SIZE, FRAMES, TUBELET = 32, 2, 2, 8, 32, 4, 2
 TOL = 1e-4
@@ -32,16 +33,6 @@ TOL = 1e-4
 def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-
-
-def randomise(model: torch.nn.Module, seed: int) -> None:
-    """Every parameter away from its init (norm weights around 1, biases non-zero): a tensor lost or
-    mapped to the wrong place changes the features."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            p.copy_(1.0 + 0.1 * noise if name.endswith("weight") and p.dim() == 1 else 0.1 * noise)
 
 
 def hf_tokens(model: VideoMAEModel, x: torch.Tensor) -> torch.Tensor:

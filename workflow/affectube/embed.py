@@ -44,21 +44,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-stride", type=int, default=None, help="frames between sampled clip frames (default: the run's, else params')")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--num-heads", type=int, default=None,
+                        help="attention heads of a released checkpoint of a non-published width that does not name them")
 
 
 def run(args: argparse.Namespace) -> int:
     out = embed(args.videos, args.model, fold=args.fold, params=args.params, out_dir=args.out_dir, hop=args.hop,
-                pool=args.pool, sample_stride=args.sample_stride, batch_size=args.batch_size, device=args.device)
+                pool=args.pool, sample_stride=args.sample_stride, batch_size=args.batch_size, device=args.device,
+                num_heads=args.num_heads)
     print(f"embed: {len(out)} video(s) -> {args.out_dir}")
     return 0
 
 
-def load_source(model, fold: int = 0, params: str | Path = "params.yaml", sample_stride: int | None = None):
+def load_source(model, fold: int = 0, params: str | Path = "params.yaml", sample_stride: int | None = None,
+                num_heads: int | None = None):
     """``(encoder, preprocessing, geometry, normalisation)`` of a run or a checkpoint."""
     from affectube.export import load_any_encoder
     from affectube.models import finetuned
 
-    encoder = load_any_encoder(model, fold=fold).eval()
+    encoder = load_any_encoder(model, fold=fold, num_heads=num_heads).eval()
     path = Path(model)
     run_file = path / f"fold{fold}" / "model.safetensors" if path.is_dir() else path
     meta = {}
@@ -116,13 +120,14 @@ def embed_video(video: Path, encoder, preprocessing: dict, geometry: dict, norma
 
 
 def embed(videos, model, fold: int = 0, params: str | Path = "params.yaml", out_dir=None, hop: int | None = None,
-          pool: str = "mean", sample_stride: int | None = None, batch_size: int = 8, device: str | None = None) -> dict:
+          pool: str = "mean", sample_stride: int | None = None, batch_size: int = 8, device: str | None = None,
+          num_heads: int | None = None) -> dict:
     """Embed every video; returns ``{video path: arrays}`` (see the module doc; failed videos are left out)."""
     from affectube.faces.detect import build_detector
 
     videos = [Path(v) for v in ([videos] if isinstance(videos, (str, Path)) else videos)]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    encoder, pre, geometry, normalisation = load_source(model, fold, params, sample_stride)
+    encoder, pre, geometry, normalisation = load_source(model, fold, params, sample_stride, num_heads)
     encoder.to(device)
     detector = build_detector(pre["faces"])
     results, summary = {}, {"model": str(model), "preprocessing": pre, "geometry": geometry,

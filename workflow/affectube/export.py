@@ -42,10 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                        "dir, or a released checkpoint")
     parser.add_argument("--fold", type=int, default=0, help="fold of a run directory (default 0)")
     parser.add_argument("--out-dir", required=True, help="output directory (transformers layout)")
+    parser.add_argument("--num-heads", type=int, default=None,
+                        help="attention heads of a released checkpoint of a non-published width that does not name them")
 
 
 def run(args: argparse.Namespace) -> int:
-    encoder = load_any_encoder(args.model, fold=args.fold)
+    encoder = load_any_encoder(args.model, fold=args.fold, num_heads=args.num_heads)
     export_encoder(encoder, Path(args.out_dir))
     log.info("exported %s -> %s (transformers VideoMAEModel layout)", args.model, args.out_dir)
     return 0

@@ -69,7 +69,7 @@ def build_backbone(ft: dict, pretrain: dict, encoder_path: str | None, in_chans:
 
         if ft["init"].startswith("experiment:") and not encoder_path:
             raise ConfigError(f"finetune.init={ft['init']} but no --encoder (that experiment's fold model) was given")
-        return load_any_encoder(encoder_path or ft["init"], drop_path=drop_path)
+        return load_any_encoder(encoder_path or ft["init"], drop_path=drop_path, num_heads=ft.get("init_heads"))
     if ft["init"] == "pretrained":
         if not encoder_path:
             raise ConfigError("finetune.init=pretrained but no --encoder checkpoint was given")

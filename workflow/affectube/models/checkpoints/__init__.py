@@ -88,8 +88,11 @@ def convert(path: str | os.PathLike, num_heads: int | None = None):
                 spec["pos_embed"] = "learned"
             elif table is not None:
                 notes.append("stored position table is the fixed sine-cosine one: rebuilt, not copied")
-    if num_heads is not None:
-        spec["num_heads"] = int(num_heads)
+    from affectube.models.checkpoints.heads import resolve_heads
+
+    spec["num_heads"], heads_note = resolve_heads(spec["width"], num_heads, meta, str(path), fmt)
+    if heads_note:
+        notes.append(heads_note)
     spec.update(input_size=layout.input_size, num_frames=layout.num_frames, input_mean=layout.mean, input_std=layout.std)
     report = ImportReport(source=str(path), format=fmt, dropped=sorted(layout.dropped) + [f"({k})" for k in unused],
                           notes=layout.notes + notes,

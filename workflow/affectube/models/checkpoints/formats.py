@@ -7,8 +7,8 @@ Canonical keys (those of MCG-NJU/VideoMAE's fine-tuning ``VisionTransformer``)::
     blocks.N.attn.proj.*  blocks.N.mlp.{fc1,fc2}.*
 
 A :class:`Layout` holds the canonical tensors, the checkpoint keys that were dropped, notes,
-and what the publisher's code fixes outside the weights (LayerNorm eps, heads, input size,
-normalisation constants). SVFAP keeps its own TPSBT keys (see :mod:`.svfap`).
+and what the publisher's code fixes outside the weights (LayerNorm eps, input size,
+normalisation constants; heads: :mod:`.heads`). SVFAP keeps its own TPSBT keys (see :mod:`.svfap`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ class Layout:
     dropped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     eps: float = 1e-6
-    heads: int | None = None
     input_size: int = 224
     num_frames: int = 16
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
@@ -142,10 +141,10 @@ def hf_videomae(state: dict, config: dict | None, name: str = "transformers-vide
         out[f"blocks.{i}.attn.qkv.weight"] = torch.cat([parts["query"], parts["key"], parts["value"]], 0)
     cfg = config or {}
     layout = Layout(name, out, dropped, eps=float(cfg.get("layer_norm_eps", 1e-12)),
-                    heads=cfg.get("num_attention_heads"), input_size=int(cfg.get("image_size", 224)),
+                    input_size=int(cfg.get("image_size", 224)),
                     num_frames=int(cfg.get("num_frames", 16)))
     if config is None:
-        layout.notes.append("no config.json beside the weights: LayerNorm eps 1e-12, heads from the width, 224 px, 16 frames")
+        layout.notes.append("no config.json beside the weights: LayerNorm eps 1e-12, heads of the published width, 224 px, 16 frames")
     if "fc_norm.weight" in out:
         layout.notes.append("fc_norm -> the encoder's final norm (per token)")
     return layout

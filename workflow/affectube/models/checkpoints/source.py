@@ -3,7 +3,10 @@
 VideoMAE/SVFAP training scripts is allowed, nothing else executes).
 
 The state dict is unwrapped from the publishers' containers (``model``, ``module``,
-``state_dict``; MARLIN's Lightning ``.ckpt``) and a DDP ``module.`` prefix is removed.
+``state_dict``; MARLIN's Lightning ``.ckpt``) and a DDP ``module.`` prefix is removed. The
+training configuration saved beside it (VideoMAE/SVFAP's ``args`` Namespace, Lightning's
+``hyper_parameters``, a ``config`` mapping) is returned as ``meta["train_config"]``: the number
+of attention heads, which the weights do not determine, is read from it (:func:`config_heads`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import torch
 from affectube.errors import DataError
 
 WRAPPERS = ("model", "module", "state_dict", "model_state")
+CONFIG_KEYS = ("args", "hyper_parameters", "config")  # VideoMAE/VideoMAEv2/SVFAP scripts, Lightning (MARLIN), others
+# names the publishers' configs give the encoder's heads (MARLIN: encoder_num_heads; transformers: num_attention_heads)
+HEAD_KEYS = ("num_heads", "encoder_num_heads", "num_attention_heads")
 
 
 def read_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
@@ -45,7 +51,8 @@ def read_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{path}: cannot be read as a PyTorch checkpoint with weights_only=True ({exc})") from None
-    return _unwrap(obj, path), {}
+    config = _train_config(obj)
+    return _unwrap(obj, path), ({"train_config": config} if config else {})
 
 
 def _read_hf_dir(path: Path) -> tuple[dict, dict]:
@@ -56,6 +63,19 @@ def _read_hf_dir(path: Path) -> tuple[dict, dict]:
     if (path / "config.json").exists():
         meta = {**meta, "hf_config": (path / "config.json").read_text()}
     return state, meta
+
+
+def _train_config(obj) -> dict:
+    """The training configuration saved in a pickle (``args``, ``hyper_parameters``, ``config``), as a dict."""
+    if not isinstance(obj, dict):
+        return {}
+    for key in CONFIG_KEYS:
+        value = obj.get(key)
+        if isinstance(value, argparse.Namespace):
+            value = vars(value)
+        if isinstance(value, dict) and not _is_state(value):
+            return dict(value)
+    return {}
 
 
 def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
@@ -80,3 +100,14 @@ def _is_state(obj: dict) -> bool:
 
 def hf_config(meta: dict) -> dict | None:
     return json.loads(meta["hf_config"]) if "hf_config" in meta else None
+
+
+def config_heads(meta: dict) -> tuple[int | None, str]:
+    """``(heads, where)`` named by the checkpoint's own config (transformers ``config.json`` or the
+    saved training configuration), or ``(None, "")``."""
+    for where, cfg in (("config.json", hf_config(meta)), ("the saved training config", meta.get("train_config"))):
+        for key in HEAD_KEYS:
+            value = (cfg or {}).get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value, f"{where} {key}"
+    return None, ""

@@ -82,10 +82,7 @@ def svfap_pretrain(state: dict) -> tuple[Layout, dict, dict[str, torch.Tensor], 
         notes.append(f"stage sizes {stages} inferred (cross-self blocks split evenly over the {n_down} temporal stages)")
     tokens = out["spatial_pools.0.score.2.weight"].shape[0]
     hidden = out["blocks.0.mlp.fc1.weight"].shape[0]
-    from affectube.models.checkpoints.vit import PUBLISHED_HEADS
-    from affectube.models.layers import heads_for
-
-    spec = {"model": "svfap", "width": int(width), "num_heads": PUBLISHED_HEADS.get(int(width)) or heads_for(int(width)),
+    spec = {"model": "svfap", "width": int(width),  # num_heads: models/checkpoints/heads.py
             "patch": int(patch), "tubelet": int(tubelet), "in_chans": int(chans), "svfap_stages": stages,
             "svfap_tokens": int(tokens), "mlp_ratio": hidden / width, "norm_eps": 1e-6, "pos_embed": "sinusoidal"}
     notes.append("the released SVFAP encoder was pretrained with the masked-token leak (its reverse blocks attended to "

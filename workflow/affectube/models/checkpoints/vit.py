@@ -13,12 +13,11 @@ import torch
 from affectube.errors import DataError
 from affectube.models.checkpoints.formats import Layout
 
-# heads of the publishers' named sizes (width -> heads): ViT-S/B/L/H and VideoMAEv2's ViT-g
-PUBLISHED_HEADS = {384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16}
 
 
 def architecture(layout: Layout) -> dict:
-    """ModelSpec keys read off the weights (width, depth, patch, tubelet, channels, MLP ratio)."""
+    """ModelSpec keys read off the weights (width, depth, patch, tubelet, channels, MLP ratio);
+    ``num_heads`` is left to :func:`affectube.models.checkpoints.heads.resolve_heads`."""
     st = layout.state
     if "patch_embed.proj.weight" not in st:
         raise DataError(f"{layout.format}: no patch embedding (patch_embed.proj.weight) in the checkpoint")
@@ -29,11 +28,8 @@ def architecture(layout: Layout) -> dict:
     if depth < 1:
         raise DataError(f"{layout.format}: no transformer blocks (blocks.N.*) in the checkpoint")
     hidden = st["blocks.0.mlp.fc1.weight"].shape[0]
-    from affectube.models.layers import heads_for
-
-    heads = layout.heads or PUBLISHED_HEADS.get(width) or heads_for(width)
     pos = "learned" if ("pos_embed" in st and not layout.sinusoidal_stored) else "sinusoidal"
-    return {"model": "videomae", "width": int(width), "depth": int(depth), "num_heads": int(heads),
+    return {"model": "videomae", "width": int(width), "depth": int(depth),
             "patch": int(patch), "tubelet": int(tubelet), "in_chans": int(chans),
             "mlp_ratio": hidden / width, "norm_eps": layout.eps, "pos_embed": pos}
 
