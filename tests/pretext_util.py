@@ -27,12 +27,13 @@ def real_pretrain(stores, out: Path, method: str, steps: int, **over):
     from realclips_util import realdata_pretrain
 
     from affectube.models import ModelSpec
-    from affectube.train.pretrain import Pretrainer, build_dataset, resolve_section
+    from affectube.config import sections
+    from affectube.train.pretrain import Pretrainer, build_dataset
 
     raw = realdata_pretrain()
     raw.update({**TINY_VIEWS, "method": method, "steps": steps, "warmup_steps": max(1, steps // 10),
                 "checkpoint_every": steps, **over})
-    pcfg = resolve_section({"pretrain": raw}, "pretrain")
+    pcfg = sections({"pretrain": raw}, "pretrain")["pretrain"]
     dataset, base = build_dataset([str(p) for p in stores], pcfg, ModelSpec.from_cfg(pcfg).grid)
     trainer = Pretrainer(pcfg, dataset, out, target_norm=(base.mean, base.std))
     assert trainer.fit() == 0

@@ -42,7 +42,7 @@ def one_thread():
 
 
 def pretrain_cfg(model: str = "videomae", **over) -> dict:
-    from affectube.train.pretrain import resolve_section
+    from affectube.config import sections
 
     base = {
         **TINY_BY_MODEL[model],
@@ -56,7 +56,7 @@ def pretrain_cfg(model: str = "videomae", **over) -> dict:
         "augment": False,
     }
     base.update(over)
-    return resolve_section({"pretrain": base}, "pretrain")
+    return sections({"pretrain": base}, "pretrain")["pretrain"]
 
 
 def synthetic_dataset(pcfg: dict, n: int = 16, seed: int = 0) -> MaskedClips:

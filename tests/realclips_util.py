@@ -95,12 +95,13 @@ def pretrain(stores, out: Path, model: str, steps: int):
     """Pretrain with the real-clip recipe of config/realdata.yaml (lr, batch, masking ratio,
     augmentation), a tiny model and ``steps`` steps (warmup a tenth); returns log.csv."""
     from affectube.models import ModelSpec
-    from affectube.train.pretrain import Pretrainer, build_dataset, resolve_section
+    from affectube.config import sections
+    from affectube.train.pretrain import Pretrainer, build_dataset
 
     raw = realdata_pretrain()
     raw.update({**TINY_BY_MODEL[model], "model": model, "steps": steps, "warmup_steps": max(1, steps // 10),
                 "checkpoint_every": steps, "num_workers": 0})
-    pcfg = resolve_section({"pretrain": raw}, "pretrain")
+    pcfg = sections({"pretrain": raw}, "pretrain")["pretrain"]
     dataset, base = build_dataset([str(p) for p in stores], pcfg, ModelSpec.from_cfg(pcfg).grid)
     assert Pretrainer(pcfg, dataset, out, target_norm=(base.mean, base.std)).fit() == 0
     import pandas as pd

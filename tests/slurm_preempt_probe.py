@@ -17,10 +17,11 @@ from functools import partial
 
 import torch
 
+from affectube.config import sections
 from affectube.train import preempt
 from affectube.train.masked_data import MaskedClips, tube_mask
 from synthetic_clips import SyntheticClips
-from affectube.train.pretrain import Pretrainer, resolve_section
+from affectube.train.pretrain import Pretrainer
 
 TINY = {
     "model": "videomae",
@@ -47,7 +48,7 @@ TINY = {
 def main(out_dir: str, steps: int = 300) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
-    pcfg = resolve_section({"pretrain": {**TINY, "steps": steps}}, "pretrain")
+    pcfg = sections({"pretrain": {**TINY, "steps": steps}}, "pretrain")["pretrain"]
     grid = (pcfg["num_frames"] // pcfg["tubelet"], pcfg["input_size"] // pcfg["patch"], pcfg["input_size"] // pcfg["patch"])
     data = MaskedClips(
         SyntheticClips(16, frames=pcfg["num_frames"], size=pcfg["input_size"], seed=0),

@@ -15,6 +15,7 @@ import pytest
 from affectube.clips.dataset import ClipDataset
 from affectube.clips.labels import canonical_row
 from affectube.clips.store import open_store
+from affectube.config import sections
 from affectube.faces.crop import crop_frames
 from affectube.faces.tracks import Tracks, load_tracks, save_tracks
 from affectube.io import stable_hash
@@ -26,6 +27,11 @@ CFG = {
     "crop": {"strategy": "box", "scale": 1.3, "size": 64, "grayscale": False, "pad_mode": "edge"},
     "clips": {"compression": "blosc-lz4", "chunk_frames": 8},
 }
+
+
+def used(cfg: dict = CFG) -> dict:
+    """The params the stage records (and hashes into ``provenance``): ``cfg`` with the schema defaults filled in."""
+    return sections(cfg, "decode", "crop", "clips")
 
 
 def fake_tracks(video: Path, decode_cfg: dict, path: Path, lost=()) -> Tracks:
@@ -82,11 +88,11 @@ def test_store_from_real_video_is_bit_exact_with_all_metadata(mead, tmp_path):
         assert not s.array("valid")[5] and s.array("valid")[4]
         assert (s.dataset, s.video_id, s.subject, s.session) == ("mead", "M030_happy", "MEAD_M030", "")
         assert s.labels == {"emotion": "happy", "valence": 0.6}
-        assert s.attrs["crop"] == CFG["crop"] and s.attrs["decode"] == CFG["decode"] and s.attrs["clips"] == CFG["clips"]
+        assert s.attrs["crop"] == used()["crop"] and s.attrs["decode"] == used()["decode"] and s.attrs["clips"] == used()["clips"]
         assert s.attrs["compression"] == "blosc-lz4" and s.frames.chunks == (8, 64, 64, 3)
         assert s.attrs["source"]["codec"] == "h264" and s.attrs["fps"] == 25.0
         row = pd.read_csv(manifest, dtype={"video_id": str, "subject": str, "session": str}).iloc[0].to_dict()
-        assert s.attrs["provenance"] == stable_hash({"manifest_row": canonical_row(row), "params": CFG})
+        assert s.attrs["provenance"] == stable_hash({"manifest_row": canonical_row(row), "params": used()})
         arousal = s.array("frame_labels/arousal")
         inside = dec.timestamps <= 2.9
         np.testing.assert_allclose(arousal[inside], np.cos(dec.timestamps[inside]), atol=2e-3)
@@ -155,7 +161,7 @@ def test_row_json_with_one_annotation_file_per_target(mead, tmp_path):
         meta = json.loads(s.file["frame_labels"].attrs["meta"])
         assert sorted(meta["sha256"]) == sorted([str(tmp_path / "arousal.csv"), str(tmp_path / "valence.csv")])
         assert s.labels == {"emotion": "happy", "level": 3}
-        assert s.attrs["provenance"] == stable_hash({"manifest_row": canonical_row(row), "params": CFG})
+        assert s.attrs["provenance"] == stable_hash({"manifest_row": canonical_row(row), "params": used()})
         provenance = s.attrs["provenance"]
     ds = ClipDataset([out], num_frames=8, sample_stride=2, input_size=64, mode="test", test_clips=3, targets=["arousal", "valence"])
     for i in range(3):

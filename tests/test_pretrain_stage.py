@@ -19,7 +19,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _cfg(data: dict, **pretrain) -> str:
     p = {**TINY, "num_frames": 4, "sample_stride": 2, "mask_ratio": 0.75, "batch_size": 2, "steps": 2,
          "warmup_steps": 1, "checkpoint_every": 1, "recon_clips": 1, **pretrain}  # fmt: skip
-    return json.dumps({"data": data, "pretrain": p})
+    # the data section whole, as the rule passes it (datasets: required; this stage reads pretrain/finetune/transductive)
+    datasets = {d: {"adapter": "folder", "root": f"videos/{d}"} for d in (*data["pretrain"], data["finetune"])}
+    return json.dumps({"data": {"datasets": datasets, **data}, "pretrain": p})
 
 
 def test_cli_trains_on_clip_stores(tmp_path):

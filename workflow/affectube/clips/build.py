@@ -19,6 +19,7 @@ import pandas as pd
 
 from affectube.clips.labels import canonical_row, clip_labels, frame_labels
 from affectube.clips.store import StoreContent, StoreWriter
+from affectube.config import sections
 from affectube.errors import DataError
 from affectube.io import stable_hash
 
@@ -58,8 +59,8 @@ def audio_features(video, timestamps: np.ndarray, n_mels: int) -> np.ndarray | N
 
 
 def crop_shape(crop_cfg: dict) -> tuple[int, int, int]:
-    s = int(crop_cfg.get("size", 112))
-    return s, s, 1 if crop_cfg.get("grayscale", False) else 3
+    s = int(crop_cfg["size"])
+    return s, s, 1 if crop_cfg["grayscale"] else 3
 
 
 def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path | dict, video_id: str, cfg: dict,
@@ -70,13 +71,17 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
     way the row is canonicalised (:func:`~affectube.clips.labels.canonical_row`) and its hash with ``cfg`` is the store's
     ``provenance``.
 
+    ``cfg``: the ``decode``, ``crop`` and ``clips`` sections (validated here, schema defaults filled in:
+    the store records them complete).
+
     Memory holds one decoded block (256 frames) and one chunk of crops, whatever the video's length.
     Returns the store's content (metadata; ``frames`` None).
     """
     from affectube.faces.tracks import load_tracks
 
-    decode_cfg, crop_cfg, clips_cfg = cfg.get("decode", {}), cfg.get("crop", {}), cfg.get("clips", {})
-    compression, chunk_frames = clips_cfg.get("compression", "none"), int(clips_cfg.get("chunk_frames", 0))
+    cfg = sections(cfg, "decode", "crop", "clips")
+    decode_cfg, crop_cfg, clips_cfg = cfg["decode"], cfg["crop"], cfg["clips"]
+    compression, chunk_frames = clips_cfg["compression"], int(clips_cfg["chunk_frames"])
     row = canonical_row(manifest if isinstance(manifest, dict) else manifest_row(manifest, video_id))
     if str(row.get("video_id")) != str(video_id):
         raise DataError(f"manifest row of video {row.get('video_id')!r} given for video {video_id!r}")
@@ -91,7 +96,7 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
         subject=str(row["subject"]),
         session="" if session is None or (isinstance(session, float) and np.isnan(session)) else str(session),
         labels=clip_labels(row),
-        fps=float(decode_cfg.get("fps") or 0.0),
+        fps=float(decode_cfg["fps"] or 0.0),
         decode=decode_cfg,
         crop=crop_cfg,
         clips=clips_cfg,
@@ -110,7 +115,7 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
     from affectube.faces.crop import crop_frames, crop_landmarks, crop_matrices
     from affectube.video.decode import FrameStream
 
-    stream = FrameStream(video, fps=decode_cfg.get("fps", 25), max_side=decode_cfg.get("max_side", 640), chunk=BLOCK)
+    stream = FrameStream(video, fps=decode_cfg["fps"], max_side=decode_cfg["max_side"], chunk=BLOCK)
     valid = np.zeros(n, bool)
     landmarks = np.full((n, 5, 2), np.nan, np.float32)  # in crop pixels: face-guided masking
     matrices = crop_matrices(tracks, crop_cfg)  # of the whole track (crop.strategy mouth smooths over it)
@@ -146,7 +151,7 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
             face_boxes=tracks.boxes,
             valid=valid,
             face_landmarks=landmarks,
-            audio_logmel=audio_features(video, tracks.timestamps, int(clips_cfg.get("audio_mels", 0))),
+            audio_logmel=audio_features(video, tracks.timestamps, int(clips_cfg["audio_mels"])),
             frame_labels=per_frame,
             frame_labels_meta=per_frame_meta,
             source={**stream.info, "faces": tracks.meta.get("faces")},  # the face params too: predict reuses them

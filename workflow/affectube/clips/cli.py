@@ -53,8 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     from affectube.clips.build import build_store
 
-    cfg = parse_cfg(args.cfg)
-    clips_cfg = cfg.get("clips", {})
+    cfg = parse_cfg(args.cfg)  # build_store validates its sections and fills the schema defaults
     t0 = time.perf_counter()
     if args.row:
         try:
@@ -67,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         source, video_id = args.manifest, args.video_id
     content = build_store(args.video, args.tracks, source, video_id, cfg, args.out)
-    cf = int(clips_cfg.get("chunk_frames", 0))
-    log.info("%s: written (compression %s, %s) in %.1f s%s", args.out, clips_cfg.get("compression", "none"),
+    cf = int(content.clips["chunk_frames"])
+    log.info("%s: written (compression %s, %s) in %.1f s%s", args.out, content.clips["compression"],
              f"chunks of {cf} frames" if cf else "contiguous", time.perf_counter() - t0, f"; error: {content.error}" if content.error else "")
     return 0

@@ -12,8 +12,8 @@ keyframes with more than one face, detector score mean / 5th percentile, median 
 size as a fraction of the frame height), adaptive detection (keyframes ``retried`` at a larger
 detector size, ``rescued`` by it, ``det_size_final``, ``retry_seconds``: its cost) and the
 processing speed. ``short_clip``: the video has fewer frames than one clip spans
-(``clip_span`` = (pretrain.num_frames - 1) x pretrain.sample_stride + 1, when the cfg has the
-``pretrain`` section): its clips repeat the last frame (:mod:`affectube.clips.sampling`).
+(``clip_span`` = (pretrain.num_frames - 1) x pretrain.sample_stride + 1, the schema defaults where the
+cfg leaves them out): its clips repeat the last frame (:mod:`affectube.clips.sampling`).
 
 Figure ``qc.png``: coverage per video (failed videos marked), the face status of every
 video over time (so face/no-face switches show at a glance), the detector score
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from affectube.config import parse_cfg
+from affectube.config import parse_cfg, sections
 from affectube.errors import DataError
 from affectube.faces.tracks import FaceStatus, load_tracks
 from affectube.faces.track import runs
@@ -42,7 +42,7 @@ RASTER_COLUMNS = 200
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cfg", required=True, help="JSON with the 'figures' section")
+    parser.add_argument("--cfg", required=True, help="JSON with the 'figures' and 'pretrain' sections")
     parser.add_argument("--manifest", required=True)
     parser.add_argument("--tracks-dir", required=True)
     parser.add_argument("--table", required=True, help="QC table (.csv) to write")
@@ -120,14 +120,11 @@ def video_row(row: dict, path: Path, clip_span: int | None = None) -> tuple[dict
     return out, tr
 
 
-def clip_span_of(cfg: dict) -> int | None:
-    """Frames one clip spans, from the ``pretrain`` section of the cfg (None without it)."""
+def clip_span_of(pretrain_cfg: dict) -> int:
+    """Frames one clip spans, from the (validated) ``pretrain`` section."""
     from affectube.clips.sampling import clip_span
 
-    p = cfg.get("pretrain") or {}
-    if "num_frames" not in p:
-        return None
-    return clip_span(int(p["num_frames"]), int(p.get("sample_stride", 1)))
+    return clip_span(int(pretrain_cfg["num_frames"]), int(pretrain_cfg["sample_stride"]))
 
 
 def build_table(manifest: pd.DataFrame, tracks_dir: Path, clip_span: int | None = None) -> tuple[pd.DataFrame, dict]:
@@ -210,13 +207,13 @@ def draw(table: pd.DataFrame, tracks: dict, figures_cfg: dict, out: Path, datase
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = parse_cfg(args.cfg)
+    cfg = sections(parse_cfg(args.cfg), "figures", "pretrain")
     manifest = pd.read_csv(args.manifest, dtype={"video_id": str, "subject": str})
-    table, tracks = build_table(manifest, Path(args.tracks_dir), clip_span_of(cfg))
+    table, tracks = build_table(manifest, Path(args.tracks_dir), clip_span_of(cfg["pretrain"]))
     dataset = str(manifest["dataset"].iloc[0]) if len(manifest) else Path(args.tracks_dir).parent.name
     with atomic_path(args.table) as tmp:
         table.to_csv(tmp, index=False)
-    draw(table, tracks, cfg.get("figures", {}), Path(args.figure), dataset)
+    draw(table, tracks, cfg["figures"], Path(args.figure), dataset)
     ok = table[table["status"] == "ok"]
     print(
         f"faces-qc {dataset}: {len(table)} videos, {len(ok)} ok, {int((table['status'] == 'failed').sum())} failed,"

@@ -74,9 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from affectube.config import parse_cfg
+    from affectube.config import parse_cfg, sections
 
-    cfg = validate_sections(parse_cfg(args.cfg))
+    cfg = sections(parse_cfg(args.cfg), "pretrain", "finetune", "evaluate")
     folds = {f.index: f for f in load_folds(args.folds)}
     if args.fold not in folds:
         raise DataError(f"{args.folds}: no fold {args.fold} (have {sorted(folds)})")
@@ -97,18 +97,6 @@ def run(args: argparse.Namespace) -> int:
         distributed.cleanup()
     log.info("fold %d done: %s", args.fold, json.dumps({k: v for k, v in result["test"].items() if isinstance(v, float)}))
     return 0
-
-
-def validate_sections(raw: dict) -> dict:
-    """Validate the sections the rule passes (pretrain/finetune/evaluate), filling schema defaults."""
-    from affectube.config import load_schema, validate
-
-    schema = load_schema()
-    out = dict(raw)
-    for name in ("pretrain", "finetune", "evaluate"):
-        sub = {"$schema": schema.get("$schema"), **schema["properties"][name]}
-        out[name] = validate(raw.get(name, {}), source=f"--cfg {name}", schema=sub)
-    return out
 
 
 # ---------------------------------------------------------------- setup

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from affectube.config import load_schema, parse_cfg, validate
+from affectube.config import parse_cfg, sections
 from affectube.errors import DataError, UserError
 from affectube.io import stable_hash, write_json
 from affectube.models import ModelSpec, init_encoder_from, save_encoder
@@ -53,13 +53,6 @@ LOG_FIELDS = ["step", "loss", "lr", "grad_norm", "clips_per_s", "tokens_per_s", 
 
 class TrainingDiverged(UserError):
     """The loss or gradient norm became NaN/inf; the last good checkpoint is kept."""
-
-
-# ---------------------------------------------------------------- configuration
-def resolve_section(cfg: dict, name: str) -> dict:
-    """One params section from ``--cfg`` with the schema's defaults filled in."""
-    schema = load_schema()["properties"][name]
-    return validate(cfg.get(name, {}), source=f"--cfg {name}", schema=schema)
 
 
 @dataclass
@@ -384,13 +377,13 @@ def _any_rank(flag: bool) -> bool:
 def allowed_datasets(dcfg: dict) -> list[str] | None:
     """Datasets pretraining may read: all (None) when ``data.transductive``, else every pretraining
     dataset but the fine-tuning one (all of whose subjects are tested in cross-validation)."""
-    if dcfg.get("transductive", False):
+    if dcfg["transductive"]:
         return None
-    finetune = dcfg.get("finetune")
-    allowed = [d for d in dcfg.get("pretrain", []) if d != finetune]
+    finetune = dcfg["finetune"]
+    allowed = [d for d in dcfg["pretrain"] if d != finetune]
     if not allowed:
         raise UserError(
-            f"data.transductive is false and data.pretrain {dcfg.get('pretrain', [])} has no dataset besides the "
+            f"data.transductive is false and data.pretrain {dcfg['pretrain']} has no dataset besides the "
             f"fine-tuning dataset {finetune!r}, whose subjects are all tested: add other datasets to data.pretrain "
             "or set data.transductive: true"
         )
@@ -446,9 +439,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = parse_cfg(args.cfg)
-    pcfg = resolve_section(cfg, "pretrain")
-    dcfg = cfg.get("data", {})
+    cfg = sections(parse_cfg(args.cfg), "data", "pretrain")
+    pcfg, dcfg = cfg["pretrain"], cfg["data"]
     if pcfg["gpus"] > 1 and torch.cuda.is_available():
         distributed.relaunch_with_torchrun(pcfg["gpus"])
     env, device = distributed.init()
@@ -468,7 +460,7 @@ def run(args: argparse.Namespace) -> int:
         by_path = {os.path.normpath(str(s)): p for s, p in zip(stores, prints)}
         info = RunInfo(
             datasets=base.datasets,
-            transductive=bool(dcfg.get("transductive", False)),
+            transductive=dcfg["transductive"],
             stores=used,
             excluded_stores=len(args.stores) - len(used) - len(base.skipped),
             empty_stores=len(base.skipped),
