@@ -54,8 +54,8 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from affectube.clips import dataset as clips_dataset  # noqa: E402
 from affectube.clips import sampling  # noqa: E402
 from affectube.clips.dataset import ClipDataset  # noqa: E402
-from affectube.clips.store import (  # noqa: E402
-    COMPRESSION, DirectReader, StoreContent, StoreReader, _read_span, chunk_byte_ranges, frame_layout, write_store)
+from affectube.clips.readers import DirectReader, StoreReader, chunk_byte_ranges, frame_layout, read_span  # noqa: E402
+from affectube.clips.store import COMPRESSION, StoreContent, write_store  # noqa: E402
 from affectube.faces.crop import crop_frames  # noqa: E402
 from affectube.io import write_json  # noqa: E402
 from affectube.video.decode import decode  # noqa: E402
@@ -364,7 +364,7 @@ def shard_reads(entries, plan, cold_paths, cold: bool) -> float:
         if f is None:
             f = files[p] = h5py.File(p, "r")
         g = f[name]
-        _read_span(g["frames"], idx, g["frame_crc32"], p)
+        read_span(g["frames"], idx, g["frame_crc32"], p)
         g["timestamps"][int(idx[0]) : int(idx[-1]) + 1]
     dt = time.perf_counter() - t0
     for f in files.values():

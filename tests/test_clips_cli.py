@@ -14,7 +14,7 @@ import pytest
 
 from affectube.clips.dataset import ClipDataset
 from affectube.clips.labels import canonical_row
-from affectube.clips.store import open_store
+from affectube.clips.readers import open_store
 from affectube.config import sections
 from affectube.faces.crop import crop_frames
 from affectube.faces.tracks import Tracks, load_tracks, save_tracks

@@ -243,7 +243,7 @@ def test_batched_fetch_gives_the_items_of_single_fetches(stores):
 
 def test_direct_reader_reads_strided_and_repeated_frames_and_names_a_truncated_file(tmp_path):
     from affectube.clips.dataset import store_index
-    from affectube.clips.store import DirectReader, FrameLayout, StoreReader
+    from affectube.clips.readers import DirectReader, FrameLayout, StoreReader
 
     for cf in (0, 8):
         path = write_store(tmp_path / f"v{cf}.h5", content("v", n=30, size=16), "none", cf)

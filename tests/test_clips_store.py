@@ -16,7 +16,8 @@ import pytest
 
 from affectube.clips.labels import align, frame_labels
 from affectube.clips.sampling import clip_span
-from affectube.clips.store import COMPRESSION, REQUIRED_ATTRS, StoreReader, StoreWriter, chunk_byte_ranges, frame_layout, open_store, write_store
+from affectube.clips.readers import StoreReader, chunk_byte_ranges, frame_layout, open_store
+from affectube.clips.store import COMPRESSION, REQUIRED_ATTRS, StoreWriter, write_store
 from affectube.errors import DataError
 
 from clips_util import content

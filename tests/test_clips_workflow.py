@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from affectube.clips.dataset import ClipDataset
-from affectube.clips.store import open_store
+from affectube.clips.readers import open_store
 from affectube.config import sections
 from affectube.faces.crop import crop_frames
 from affectube.faces.tracks import load_tracks

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from affectube.clips.store import open_store
+    from affectube.clips.readers import open_store
     from affectube.errors import UserError
 
     if args.verify:

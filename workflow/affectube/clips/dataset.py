@@ -38,7 +38,7 @@ Workers: the constructor reads and verifies each store's metadata (:func:`open_s
 closes it again; frames are read through handles opened lazily inside the process that reads
 (a worker), kept in a small LRU, never inherited across fork (handles are dropped from the
 pickled state and when the process id changes). Uncompressed stores are read with ``direct``
-preads at the byte offsets HDF5 reported at indexing (:class:`~affectube.clips.store.DirectReader`:
+preads at the byte offsets HDF5 reported at indexing (:class:`~affectube.clips.readers.DirectReader`:
 one ``preadv`` per run of consecutive clip frames, no HDF5 call per item); compressed ones through
 h5py. Every frame read is checked against its crc32 (``check_frames``). Memory per item is one
 clip, whatever the dataset size.
@@ -62,7 +62,7 @@ import torch
 from torch.utils.data import Dataset
 
 from affectube.clips import sampling
-from affectube.clips.store import DirectReader, FrameLayout, StoreReader, frame_layout, open_store
+from affectube.clips.readers import DirectReader, FrameLayout, StoreReader, frame_layout, open_store
 from affectube.clips.transforms import IMAGENET_MEAN, IMAGENET_STD, TubeTransform
 from affectube.errors import DataError
 

@@ -182,7 +182,7 @@ def augment_args(ft: dict, train: bool) -> dict:
 
 def store_identities(paths: list[Path]) -> list[dict]:
     """Subject, video id and clip-level labels recorded in each store (what is actually loaded)."""
-    from affectube.clips.store import open_store
+    from affectube.clips.readers import open_store
 
     out = []
     for p in paths:
@@ -445,7 +445,7 @@ def train_labels(ds) -> list[int]:
 
 def store_channels(paths: list[Path]) -> int | None:
     """Channels of the first training store's frames (1: grayscale crops, 3: colour), None without stores."""
-    from affectube.clips.store import open_store
+    from affectube.clips.readers import open_store
 
     if not paths:
         return None
@@ -560,7 +560,7 @@ def evaluate_predictions(clips: pd.DataFrame, frames: pd.DataFrame) -> dict:
 
 def store_preprocessing(paths: list[Path]) -> dict:
     """Decode, face and crop params recorded in the training stores (predict reuses exactly these)."""
-    from affectube.clips.store import open_store
+    from affectube.clips.readers import open_store
 
     seen = {}
     for p in paths:
