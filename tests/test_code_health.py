@@ -177,7 +177,7 @@ def test_report_text_needs_no_matplotlib():
     import subprocess
     import sys
 
-    code = ("import sys; import affectube.report.html; from affectube.eval.metrics import metric_label, metric_range; "
+    code = ("import sys; import affectube.report.build; from affectube.eval.metrics import metric_label, metric_range; "
             "assert metric_label('frame_ccc_valence') == 'CCC valence (per frame)'; "
             "assert metric_range('uar') == (0.0, 1.0) and metric_range('frame_pearson_arousal') == (-1.0, 1.0); "
             "assert metric_range('rmse') is None and metric_range('frame_uar') is None; "

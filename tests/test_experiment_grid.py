@@ -16,7 +16,7 @@ from affectube.config import expand_experiments, experiment_variants, validate, 
 from affectube.dag import Dag
 from affectube.errors import ConfigError
 from affectube.report import compare as C
-from affectube.report import html as H
+from affectube.report import build as B
 from affectube.report import plan as P
 from affectube.report.results import load_experiment
 
@@ -142,7 +142,7 @@ def test_grid_results_land_side_by_side_with_a_paired_test(tmp_path):
     assert params.loc["videomae"].tolist() == ["", "pretrained", "finetune"]  # its own params where it overrides nothing
     assert params.loc["g-init=scratch-mode=frozen"].tolist() == ["g", "scratch", "frozen"]
 
-    H.build(cfg, tmp_path / "results", tmp_path / "report")
+    B.build(cfg, tmp_path / "results", tmp_path / "report")
     comp = pd.read_csv(tmp_path / "report" / "comparison.csv", keep_default_na=False)
     assert list(comp.columns[:5]) == ["metric", "experiment", "grid", "finetune.init", "finetune.mode"]
     uar = comp[comp["metric"] == "uar"].set_index("experiment")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import report_synth as R
-from affectube.report.html import build
+from affectube.report.build import build
 from affectube.report.results import load_experiment, per_fold_metrics, per_subject_metrics, pooled_metrics
 
 WORKFLOW = str(Path(__file__).resolve().parents[1] / "workflow")

@@ -14,7 +14,7 @@ import report_synth as R
 from affectube.eval import overlap as O
 from affectube.eval.folds import load_folds, save_folds
 from affectube.report import compare as C
-from affectube.report.html import build
+from affectube.report.build import build
 from affectube.report.results import load_experiment
 
 SEEDS = {"videomae": {"grid": {"finetune.seed": [0, 1, 2]}}, "random": {"finetune.init": "scratch"}}
@@ -173,7 +173,7 @@ def test_session_folds_are_labelled_subject_dependent(tmp_path):
     assert "protocol session_kfold: subject-dependent" in validity and "not comparable with subject-independent" in validity
     assert "subject-dependent folds" in md
     assert "protocol loso, 4 folds (subject-dependent (k folds of sessions" in md.split("## Problems")[0]  # in the summary too
-    from affectube.report.html import protocol_label
+    from affectube.report.build import protocol_label
 
     assert "within-subject" in protocol_label("video_kfold", [])
     assert protocol_label("loso", folds[:0]).startswith("subject-independent")

@@ -159,7 +159,7 @@ def test_qc_and_report_list_truncated_and_short_videos(files, faces_cfg, tmp_pat
 def test_a_head_moving_fast_between_two_keyframes_stays_the_subject():
     """Two time-disjoint tracks meeting on consecutive keyframes, 0.55 face sizes apart (a quick head
     movement, as in a real portrait clip of bench_wild): one face when they meet within every_k frames."""
-    from affectube.faces import track as T
+    from affectube.faces import tracking as T
 
     def face(x, y):
         return T.Face(np.array([x, y, x + 20, y + 20], np.float32), np.zeros((5, 2), np.float32), 0.9, T.DETECTED)

@@ -27,7 +27,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "finetune": ("affectube.train.finetune", "fine-tune one fold"),
     "evaluate": ("affectube.eval.aggregate", "aggregate per-fold predictions into metrics"),
     "figures": ("affectube.report.figures", "draw the report figures"),
-    "report": ("affectube.report.html", "write the HTML/Markdown report"),
+    "report": ("affectube.report.build", "write the HTML/Markdown report"),
     "predict": ("affectube.predict", "run a trained model on new videos"),
     "embed": ("affectube.embed", "per-clip encoder features of videos, with timestamps"),
     "export": ("affectube.export", "write an encoder in the transformers VideoMAE layout"),

@@ -10,7 +10,7 @@ import logging
 import os
 import time
 
-from affectube.faces import track as T
+from affectube.faces import tracking as T
 from affectube.faces.adaptive import AdaptiveDetector, adaptive_cap
 from affectube.faces.detect import Detector, det_sizes
 from affectube.faces.tracks import Tracks

@@ -32,7 +32,7 @@ import pandas as pd
 from affectube.config import parse_cfg, sections
 from affectube.errors import DataError
 from affectube.faces.tracks import FaceStatus, load_tracks
-from affectube.faces.track import runs
+from affectube.faces.tracking import runs
 from affectube.io import atomic_path
 
 log = logging.getLogger(__name__)

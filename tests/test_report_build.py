@@ -10,7 +10,7 @@ import pytest
 
 import report_synth as R
 from affectube.report.figures import draw_all
-from affectube.report.html import build, code_version
+from affectube.report.build import build, code_version
 
 
 @pytest.fixture(scope="module")

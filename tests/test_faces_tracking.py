@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from affectube.faces import track as T
+from affectube.faces import tracking as T
 from affectube.faces.detect import Detections
 
 
