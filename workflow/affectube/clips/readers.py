@@ -20,7 +20,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the Blosc filter with HDF5 for reading)
 import numpy as np
 
-from affectube.clips.store import JSON_ATTRS, attr_value, check_file, check_frames, dataset_filters, frame_crc32, read_attrs
+from affectube.clips.store import JSON_ATTRS, attr_value, check_crc, check_file, check_frames, dataset_filters, read_attrs
 from affectube.errors import DataError
 
 
@@ -115,9 +115,7 @@ def read_span(frames: h5py.Dataset, indices: np.ndarray, crc, path) -> np.ndarra
     # are far slower than reading the span and picking the frames here)
     out = frames[lo:hi][indices - lo]
     if crc is not None:
-        bad = np.flatnonzero(frame_crc32(out) != crc[lo:hi][indices - lo])
-        if bad.size:
-            raise DataError(f"{path}: frame {int(indices[bad[0]])} does not match its checksum (corrupt store)")
+        check_crc(out, crc[lo:hi][indices - lo], indices, path)
     return out
 
 
@@ -252,10 +250,7 @@ class DirectReader:
         if len(frames) != len(indices):
             out = out[inverse]  # a short video repeats its last frame
         if check:
-            crc = self.array("frame_crc32", indices)
-            bad = np.flatnonzero(frame_crc32(out) != crc)
-            if bad.size:
-                raise DataError(f"{self.path}: frame {int(indices[bad[0]])} does not match its checksum (corrupt store)")
+            check_crc(out, self.array("frame_crc32", indices), indices, self.path)
         return out
 
     def array(self, name: str, indices: np.ndarray) -> np.ndarray:

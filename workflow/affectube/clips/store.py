@@ -314,10 +314,15 @@ def check_frames(f: h5py.File, path: Any, block: int = 256) -> None:
     """Check every frame of an open store against its ``frame_crc32`` (reads the whole store)."""
     frames, crc = f["frames"], f["frame_crc32"][...]
     for a in range(0, frames.shape[0], block):
-        got = frame_crc32(frames[a : a + block])
-        bad = np.flatnonzero(got != crc[a : a + block])
-        if bad.size:
-            raise DataError(f"{path}: frame {a + int(bad[0])} does not match its checksum (corrupt store)")
+        part = frames[a : a + block]
+        check_crc(part, crc[a : a + len(part)], np.arange(a, a + len(part)), path)
+
+
+def check_crc(frames: np.ndarray, crc: np.ndarray, numbers: np.ndarray, path: Any) -> None:
+    """``frames`` (frame ``numbers`` of the store at ``path``) against their stored ``crc``: DataError naming the first bad one."""
+    bad = np.flatnonzero(frame_crc32(frames) != crc)
+    if bad.size:
+        raise DataError(f"{path}: frame {int(numbers[bad[0]])} does not match its checksum (corrupt store)")
 
 
 # ---------------------------------------------------------------- checksum
@@ -365,4 +370,4 @@ def attr_value(value: Any) -> Any:
     return value
 
 
-__all__ = ["COMPRESSION", "FORMAT", "FORMAT_VERSION", "REQUIRED_ATTRS", "StoreContent", "StoreWriter", "check_file", "check_frames", "frame_crc32", "meta_checksum", "write_store"]
+__all__ = ["COMPRESSION", "FORMAT", "FORMAT_VERSION", "REQUIRED_ATTRS", "StoreContent", "StoreWriter", "check_crc", "check_file", "check_frames", "frame_crc32", "meta_checksum", "write_store"]
