@@ -19,7 +19,7 @@ from affectube.models.build import (
     read_encoder_metadata,
     save_encoder,
 )
-from affectube.models import svfap, videomae  # noqa: F401  (importing a model module registers it)
+from affectube.models import resnet_trunk, svfap, videomae  # noqa: F401  (importing a model module registers it)
 from affectube.models.registry import available, create_encoder, create_model
 from affectube.models.spec import SIZES, ModelSpec
 

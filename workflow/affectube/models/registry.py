@@ -22,6 +22,8 @@ from affectube.models.spec import ModelSpec
 
 PRETRAIN_MODELS: dict[str, Callable[..., nn.Module]] = {}
 ENCODERS: dict[str, Callable[..., nn.Module]] = {}
+# encoders without a masked-reconstruction model (the ResNet-18 trunk): name -> why ``create_model`` refuses it
+NOT_PRETRAINABLE: dict[str, str] = {}
 
 
 def register(name: str, *, encoder: Callable[..., nn.Module]):
@@ -35,7 +37,16 @@ def register(name: str, *, encoder: Callable[..., nn.Module]):
     return wrap
 
 
+def register_encoder(name: str, builder: Callable[..., nn.Module], *, no_pretraining: str) -> None:
+    """Register an encoder that has no self-supervised (masked reconstruction) model; ``no_pretraining``
+    is the error :func:`create_model` raises for it (the view-based/audio pretexts train it still)."""
+    ENCODERS[name] = builder
+    NOT_PRETRAINABLE[name] = no_pretraining
+
+
 def _lookup(table: dict, name: str, what: str):
+    if table is PRETRAIN_MODELS and name in NOT_PRETRAINABLE:
+        raise UserError(NOT_PRETRAINABLE[name])
     if name not in table:
         raise UserError(f"pretrain.model={name!r}: no {what} of that name (known: {sorted(table)})")
     return table[name]

@@ -57,11 +57,17 @@ def build_backbone(ft: dict, pretrain: dict, encoder_path: str | None, in_chans:
     a checkpoint keeps its own (a mismatch is refused later, naming the stores)."""
     drop_path = float(ft["drop_path"]) if ft["mode"] == "finetune" else 0.0
     if ft["backbone"] == "resnet_gru":
-        if ft["init"] == "pretrained":
-            raise ConfigError("params.yaml: finetune.backbone=resnet_gru is a supervised baseline: set finetune.init: scratch")
+        if ft["init"] not in ("pretrained", "scratch"):
+            raise ConfigError(f"params.yaml: finetune.backbone=resnet_gru starts from scratch or from pretraining "
+                              f"(pretrain.model: resnet18), not from finetune.init={ft['init']}")
         from affectube.models.resnet_gru import ResNetGRU
 
-        return ResNetGRU(num_frames=int(pretrain["num_frames"]), drop_path=drop_path)
+        model = ResNetGRU(num_frames=int(pretrain["num_frames"]), drop_path=drop_path)
+        if ft["init"] == "pretrained":  # the front end and trunk of a pretext on pretrain.model: resnet18; a fresh GRU
+            if not encoder_path:
+                raise ConfigError("finetune.init=pretrained but no --encoder checkpoint was given")
+            model.load_trunk(encoder_path)
+        return model
     from affectube.models import build_encoder, load_encoder
 
     if ft["init"] not in ("pretrained", "scratch"):  # a checkpoint: released, affectube's, or experiment:NAME's fold model

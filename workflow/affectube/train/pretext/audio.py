@@ -4,7 +4,8 @@ LiRA (Ma et al. 2021, "LiRA: Learning visual speech representations from audio t
 Each clip's target is the log-mel energies of its video's audio track at the clip's frames (stored by the
 clips stage as ``audio_logmel`` when ``clips.audio_mels`` > 0: :mod:`affectube.clips.audio`), standardised
 per mel bin over the training stores. The encoder's tokens are averaged over space at each tubelet time step
-and a linear head predicts the ``tubelet x mels`` values of that step; the loss is their MSE.
+(the ResNet-18 trunk: one feature per frame) and a linear head predicts the ``tubelet x mels`` values of that
+step; the loss is their MSE.
 
 Stores without ``audio_logmel`` (videos without an audio stream, or built with ``clips.audio_mels: 0``) are
 reported (a warning and ``summary.json`` ``pretext_notes``) and skipped by this method only.
@@ -38,7 +39,8 @@ class AudioTarget(nn.Module):
         self.spec = encoder.spec
         self.encoder = encoder
         self.n_mels = int(n_mels)
-        self.head = nn.Sequential(nn.LayerNorm(encoder.embed_dim), nn.Linear(encoder.embed_dim, self.spec.tubelet * self.n_mels))
+        self.frames_per_step = self.spec.num_frames // encoder.grid[0]  # ViT: the tubelet; ResNet-18 trunk: 1 (per frame)
+        self.head = nn.Sequential(nn.LayerNorm(encoder.embed_dim), nn.Linear(encoder.embed_dim, self.frames_per_step * self.n_mels))
 
     @property
     def num_tokens(self) -> int:
@@ -52,7 +54,7 @@ class AudioTarget(nn.Module):
         tokens = self.encoder.forward_features(x)
         t = self.encoder.grid[0]
         steps = tokens.reshape(tokens.shape[0], t, -1, tokens.shape[-1]).mean(2)  # [B, T', D]
-        return self.head(steps).reshape(tokens.shape[0], t * self.spec.tubelet, self.n_mels)
+        return self.head(steps).reshape(tokens.shape[0], t * self.frames_per_step, self.n_mels)
 
 
 def audio_stores(stores) -> tuple[list[str], list[str]]:

@@ -12,8 +12,9 @@ averaged over the batch; after every optimizer step the target moves towards the
 momentum m(k) = 1 - (1 - base) (cos(pi k / K) + 1) / 2 (:mod:`.ema`).
 
 Differences from the original: the projector/predictor are ``pretrain.head_hidden`` -> ``pretrain.head_dim``
-(BYOL: 4096 -> 256) to suit small encoders; the encoder is a video ViT pooled by the mean of its tokens
-(not a ResNet); colour jitter has no blur/solarisation; views are two clips of the same video.
+(BYOL: 4096 -> 256) to suit small encoders; the encoder is ``pretrain.model``'s, pooled by the mean of its tokens
+(a video ViT, or SS-VAERR's 3D-conv + ResNet-18 trunk: the mean of its per-frame features); colour jitter has no
+blur/solarisation; views are two clips of the same video. Their BatchNorm is over the global batch (all ranks), as BYOL's.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from affectube.models import create_encoder
-from affectube.train.pretext.ema import cosine_momentum, ema_update, frozen_copy
+from affectube.train.pretext.batchnorm import GlobalBatchNorm1d
+from affectube.train.pretext.ema import EMAPretext, EMAViewMethod
 
 
 def mlp(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
-    """BYOL's projector/predictor: Linear -> BatchNorm -> ReLU -> Linear."""
-    return nn.Sequential(nn.Linear(dim_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim_out))
+    """BYOL's projector/predictor: Linear -> BatchNorm (over the global batch) -> ReLU -> Linear."""
+    return nn.Sequential(nn.Linear(dim_in, hidden), GlobalBatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim_out))
 
 
 def pooled(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -41,23 +43,14 @@ def normalised_mse(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (F.normalize(p.float(), dim=-1) - F.normalize(z.float(), dim=-1)).pow(2).sum(-1)
 
 
-class BYOL(nn.Module):
+class BYOL(EMAPretext):
+    ema_pairs = (("target_encoder", "encoder"), ("target_projector", "projector"))
+
     def __init__(self, encoder: nn.Module, hidden: int, dim: int, momentum: float = 0.99):
-        super().__init__()
-        self.spec = encoder.spec
-        self.base_momentum = float(momentum)  # EMA momentum at step 0 (rises to 1 along a cosine)
-        self.encoder = encoder
+        super().__init__(encoder, momentum)
         self.projector = mlp(encoder.embed_dim, hidden, dim)
         self.predictor = mlp(dim, hidden, dim)
-        self.target_encoder = frozen_copy(self.encoder)
-        self.target_projector = frozen_copy(self.projector)
-
-    @property
-    def num_tokens(self) -> int:
-        return self.encoder.num_tokens
-
-    def no_weight_decay(self) -> set[str]:
-        return {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
+        self.make_targets()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The online projection ``z`` of clips ``x`` (what the collapse check looks at)."""
@@ -77,14 +70,9 @@ class BYOL(nn.Module):
         z1, z2 = z[:b], z[b:]
         return (normalised_mse(p1, z2) + normalised_mse(p2, z1)).mean()
 
-    def update_target(self, momentum: float) -> None:
-        ema_update(self.target_encoder, self.encoder, momentum)
-        ema_update(self.target_projector, self.projector, momentum)
 
-
-class BYOLMethod:
+class BYOLMethod(EMAViewMethod):
     name = "byol"
-    figure = False
 
     def build_model(self, spec, pcfg: dict, dataset=None) -> nn.Module:
         return BYOL(create_encoder(spec.model, spec), pcfg["head_hidden"], pcfg["head_dim"], pcfg["ema_momentum"])
@@ -93,14 +81,3 @@ class BYOLMethod:
         from affectube.train.pretext.data import view_dataset
 
         return view_dataset(stores, pcfg, views=2, datasets=datasets, output=output)
-
-    def loss(self, forward, model, batch, dataset, device, autocast) -> torch.Tensor:
-        v1, v2 = dataset.to_device(batch, device)
-        with autocast():
-            return forward(v1, v2).float()
-
-    def after_step(self, model: BYOL, done: int, total: int) -> None:
-        model.update_target(cosine_momentum(done - 1, total, model.base_momentum))
-
-    def visible_tokens(self, dataset) -> int:
-        return 0

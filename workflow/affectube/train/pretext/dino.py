@@ -14,7 +14,8 @@ sees the global views only. With teacher logits ``t`` and student logits ``s``:
 and the teacher follows the student with the cosine momentum schedule of :mod:`.ema`.
 
 Differences from the original: local views have the global tensor size (repeated frames, resized
-crops: the ViT keeps a fixed token grid) instead of 96 px; the teacher temperature is constant
+crops: the ViT keeps a fixed token grid) instead of 96 px; the encoder is ``pretrain.model``'s (a video ViT, or
+SS-VAERR's 3D-conv + ResNet-18 trunk); the teacher temperature is constant
 (``dino_teacher_temp``; DINO warms it up from 0.04 to 0.07); the last layer is never frozen; K and the
 head are small by default for small encoders.
 """
@@ -29,8 +30,9 @@ import torch.nn.functional as F
 
 from affectube.models import create_encoder
 from affectube.train import distributed
+from affectube.train.pretext.batchnorm import GlobalBatchNorm1d
 from affectube.train.pretext.byol import pooled
-from affectube.train.pretext.ema import cosine_momentum, ema_update, frozen_copy
+from affectube.train.pretext.ema import EMAPretext, EMAViewMethod
 
 
 class DINOHead(nn.Module):
@@ -38,8 +40,9 @@ class DINOHead(nn.Module):
         super().__init__()
         # with BatchNorm (DINO's use_bn option): the mean-pooled tokens of a small video ViT differ little between
         # clips, and without it the centred teacher drifts to the uniform distribution (measured: docs/pretrain.md)
-        self.mlp = nn.Sequential(nn.Linear(dim_in, hidden), nn.BatchNorm1d(hidden), nn.GELU(), nn.Linear(hidden, hidden),
-                                 nn.BatchNorm1d(hidden), nn.GELU(), nn.Linear(hidden, bottleneck))
+        # over the global batch (all ranks), as DINO's SyncBatchNorm
+        self.mlp = nn.Sequential(nn.Linear(dim_in, hidden), GlobalBatchNorm1d(hidden), nn.GELU(), nn.Linear(hidden, hidden),
+                                 GlobalBatchNorm1d(hidden), nn.GELU(), nn.Linear(hidden, bottleneck))
         self.last = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck, out, bias=False))
         with torch.no_grad():
             self.last.parametrizations.weight.original0.fill_(1.0)  # g = 1 (DINO's norm_last_layer)
@@ -75,26 +78,18 @@ def entropy(p: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
 
 
-class DINO(nn.Module):
+class DINO(EMAPretext):
+    ema_pairs = (("teacher_encoder", "encoder"), ("teacher_head", "head"))
+
     def __init__(self, encoder: nn.Module, hidden: int, bottleneck: int, out: int, *, n_global: int = 2,
                  teacher_temp: float = 0.04, student_temp: float = 0.1, center_momentum: float = 0.9, momentum: float = 0.996):
-        super().__init__()
-        self.spec = encoder.spec
-        self.encoder = encoder
+        super().__init__(encoder, momentum)
         self.head = DINOHead(encoder.embed_dim, hidden, bottleneck, out)
-        self.teacher_encoder = frozen_copy(self.encoder)
-        self.teacher_head = frozen_copy(self.head)
+        self.make_targets()
         self.register_buffer("center", torch.zeros(1, out))
         self.n_global, self.teacher_temp, self.student_temp = int(n_global), float(teacher_temp), float(student_temp)
-        self.center_momentum, self.base_momentum = float(center_momentum), float(momentum)
+        self.center_momentum = float(center_momentum)
         self.last_teacher_entropy = math.nan  # of the last batch (a collapse check: 0 = one-hot, log K = uniform)
-
-    @property
-    def num_tokens(self) -> int:
-        return self.encoder.num_tokens
-
-    def no_weight_decay(self) -> set[str]:
-        return {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The student's bottleneck embedding of clips ``x`` (before the prototypes)."""
@@ -125,14 +120,9 @@ class DINO(nn.Module):
         batch_center = distributed.all_reduce_mean(teacher_logits.mean(dim=0, keepdim=True))
         self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
 
-    def update_target(self, momentum: float) -> None:
-        ema_update(self.teacher_encoder, self.encoder, momentum)
-        ema_update(self.teacher_head, self.head, momentum)
 
-
-class DINOMethod:
+class DINOMethod(EMAViewMethod):
     name = "dino"
-    figure = False
 
     def build_model(self, spec, pcfg: dict, dataset=None) -> nn.Module:
         return DINO(create_encoder(spec.model, spec), pcfg["head_hidden"], pcfg["head_dim"], pcfg["dino_out"],
@@ -148,14 +138,3 @@ class DINOMethod:
         g = clip_dataset(stores, pcfg, datasets, output, scale=GLOBAL_SCALE)
         local = clip_dataset(stores, pcfg, datasets, output, scale=LOCAL_SCALE, num_frames=pcfg["num_frames"] // 2)
         return MultiCropClips(g, local, 2, pcfg["dino_local"], seed=pcfg["seed"]), g
-
-    def loss(self, forward, model, batch, dataset, device, autocast) -> torch.Tensor:
-        views = dataset.to_device(batch, device)
-        with autocast():
-            return forward(*views).float()
-
-    def after_step(self, model: DINO, done: int, total: int) -> None:
-        model.update_target(cosine_momentum(done - 1, total, model.base_momentum))
-
-    def visible_tokens(self, dataset) -> int:
-        return 0

@@ -1,4 +1,6 @@
-"""Exponential moving averages of a network (BYOL's target, DINO's teacher).
+"""Exponential moving averages of a network (BYOL's target, DINO's teacher), and what BYOL and DINO share:
+:class:`EMAPretext` (the model: an online encoder with heads and their EMA copies) and :class:`EMAViewMethod`
+(the method: a loss on a batch of views, the EMA update after every optimizer step).
 
 ``target <- m * target + (1 - m) * online`` for every parameter (buffers such as BatchNorm's
 running statistics are copied), with the momentum of BYOL (Grill et al. 2020, eq. in sec. 3.1)
@@ -42,3 +44,50 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     for p in target.parameters():
         p.requires_grad_(False)
     return target
+
+
+class EMAPretext(nn.Module):
+    """An online ``encoder`` (+ heads) and EMA copies of some of them. Subclasses set ``ema_pairs``:
+    ``(target attribute, online attribute)`` names, e.g. ``("target_encoder", "encoder")``."""
+
+    ema_pairs: tuple[tuple[str, str], ...] = ()
+
+    def __init__(self, encoder: nn.Module, momentum: float):
+        super().__init__()
+        self.spec = encoder.spec
+        self.encoder = encoder
+        self.base_momentum = float(momentum)  # EMA momentum at step 0 (rises to 1 along a cosine)
+
+    def make_targets(self) -> None:
+        """The EMA copies, once the online modules exist."""
+        for target, online in self.ema_pairs:
+            setattr(self, target, frozen_copy(getattr(self, online)))
+
+    @property
+    def num_tokens(self) -> int:
+        return self.encoder.num_tokens
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
+
+    def update_target(self, momentum: float) -> None:
+        for target, online in self.ema_pairs:
+            ema_update(getattr(self, target), getattr(self, online), momentum)
+
+
+class EMAViewMethod:
+    """The ``pretrain.method`` object of an :class:`EMAPretext` trained on views of a clip (BYOL, DINO):
+    subclasses add ``name``, ``build_model`` and ``build_dataset``."""
+
+    figure = False  # the rule's reconstruction.png shows the views (pretext/figure.py)
+
+    def loss(self, forward, model, batch, dataset, device, autocast) -> torch.Tensor:
+        views = dataset.to_device(batch, device)
+        with autocast():
+            return forward(*views).float()
+
+    def after_step(self, model: EMAPretext, done: int, total: int) -> None:
+        model.update_target(cosine_momentum(done - 1, total, model.base_momentum))
+
+    def visible_tokens(self, dataset) -> int:
+        return 0

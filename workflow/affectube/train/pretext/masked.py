@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from affectube.errors import ConfigError
 from affectube.models import create_model
 from affectube.models.layers import mask_index
 
@@ -21,7 +22,11 @@ class MaskedReconstruction:
         return create_model(spec.model, spec)
 
     def build_dataset(self, stores, pcfg: dict, grid, datasets=None, output: str = "float"):
+        from affectube.models.registry import NOT_PRETRAINABLE
         from affectube.train.pretrain import build_masked_dataset
+
+        if pcfg["model"] in NOT_PRETRAINABLE:  # before reading any store: the ResNet-18 trunk has no tokens to mask
+            raise ConfigError(f"params.yaml: {NOT_PRETRAINABLE[pcfg['model']]}")
 
         return build_masked_dataset(stores, pcfg, grid, datasets, output=output)
 
