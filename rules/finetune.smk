@@ -1,5 +1,7 @@
 # Finetune: subject-disjoint folds, one job per (experiment, fold), so folds run in
-# parallel on a cluster and a failed fold re-runs alone.
+# parallel on a cluster and a failed fold re-runs alone. Each experiment fine-tunes its
+# finetune.dataset (default data.finetune); finetune.init: experiment:NAME[/foldK] makes a
+# fold wait for NAME's fold model (chains, also across datasets: affectube.lineage).
 
 
 wildcard_constraints:
@@ -8,7 +10,7 @@ wildcard_constraints:
 
 rule folds:
     input:
-        manifest=f"{R}/manifests/{config['data']['finetune']}.csv",
+        manifest=lambda w: f"{R}/manifests/{D.exp_dataset(w.exp)}.csv",  # finetune.dataset, else data.finetune
     output:
         folds=f"{R}/folds/{{exp}}.json",
     params:
@@ -24,7 +26,7 @@ rule folds:
 rule finetune:
     input:
         folds=f"{R}/folds/{{exp}}.json",
-        stores=D.stores(config["data"]["finetune"]),
+        stores=lambda w: D.stores(D.exp_dataset(w.exp)),
         encoder=D.pretrained_encoder,
     output:
         predictions=f"{R}/finetune/{{exp}}/fold{{fold}}/predictions.csv",

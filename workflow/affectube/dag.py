@@ -78,7 +78,16 @@ class Dag:
     # ---------------------------------------------------------------- data
     @cached_property
     def datasets(self) -> list[str]:
-        return datasets_of(self.config)
+        """``data.pretrain``, ``data.finetune`` and the datasets of cross-dataset chains (``finetune.dataset``)."""
+        from affectube.lineage import chain_datasets
+
+        return list(dict.fromkeys([*datasets_of(self.config), *chain_datasets(self.config)]))
+
+    def exp_dataset(self, exp: str) -> str:
+        """The labelled dataset experiment ``exp`` fine-tunes and is tested on (``finetune.dataset`` or ``data.finetune``)."""
+        from affectube.lineage import experiment_dataset
+
+        return experiment_dataset(self.config, exp)
 
     @lru_cache(maxsize=None)
     def manifest(self, dataset: str):
@@ -162,7 +171,7 @@ class Dag:
 
         cache = self.__dict__.setdefault("_exp_folds", {})
         if exp not in cache:
-            table = self.manifest(self.config["data"]["finetune"]).table
+            table = self.manifest(self.exp_dataset(exp)).table
             cache[exp] = [str(i) for i in range(len(plan_folds(table, self.experiment_config(exp)["finetune"])))]
         return cache[exp]
 
@@ -198,17 +207,13 @@ class Dag:
 
     def pretrained_encoder(self, wildcards) -> list[str]:
         """The pretraining checkpoint when experiment ``exp`` starts from it, else nothing."""
-        from affectube.lineage import lineage, parse_init
+        from affectube.lineage import parse_init, source_model
 
         kind, value = parse_init(self.experiment_config(wildcards.exp)["finetune"]["init"])
         if kind == "pretrained":
             return [f"{self.pretrain_root(wildcards.exp)}/encoder.safetensors"]
-        if kind == "experiment":  # a chain: fold k starts from experiment `value`'s fold k (same folds, no leak)
-            lineage(self.config, wildcards.exp)  # unknown names and loops are refused here
-            if self.exp_fold_ids(value) != self.exp_fold_ids(wildcards.exp):
-                raise ConfigError(f"params.yaml: experiment {wildcards.exp!r} starts from experiment {value!r}, whose folds "
-                                  "differ (set the same finetune.protocol and fold params in both)")
-            return [f"{self.results}/finetune/{value}/fold{wildcards.fold}/model.safetensors"]
+        if kind == "experiment":  # a chain: another experiment's fold model (same folds, or another dataset: no leak)
+            return [source_model(self, wildcards.exp, wildcards.fold)]
         if kind == "scratch":
             return []
         # a checkpoint file (docs/checkpoints.md); a transformers directory: its weights (config.json is read beside them)

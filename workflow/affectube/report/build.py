@@ -468,6 +468,14 @@ def provenance_section(run: Run, params_files: str | None = None) -> list:
 # ---------------------------------------------------------------- stage
 
 
+def experiment_manifests(cfg: dict, results: Path) -> dict:
+    """Dataset -> manifest of every dataset an experiment fine-tunes (``finetune.dataset``: cross-dataset chains)."""
+    from affectube.lineage import chain_datasets
+
+    paths = {d: results / "manifests" / f"{d}.csv" for d in chain_datasets(cfg)}
+    return {d: read_csv(p) for d, p in paths.items() if p.exists()}
+
+
 def build(cfg: dict, results: str | Path, out_dir: str | Path, fig_dir: str | Path | None = None,
           params_files: str | None = None) -> dict:
     """Write report.html, report.md, comparison.csv and summary.json; return the problems found."""
@@ -483,12 +491,13 @@ def build(cfg: dict, results: str | Path, out_dir: str | Path, fig_dir: str | Pa
     dataset = cfg.get("data", {}).get("finetune")
     if dataset and (results / "manifests" / f"{dataset}.csv").exists():
         manifest = read_csv(results / "manifests" / f"{dataset}.csv")
+    manifests = experiment_manifests(cfg, results)
     metric = main
     groups = C.seed_groups(cfg)
     by_name = {e.name: e for e in experiments}
     stats = {g.name: C.chance_stats([by_name[m] for m in g.members if m in by_name], main, cfg) for g in groups}
     tests = C.paired_tests(experiments, metric, C.default_baseline(cfg), float(rcfg.get("alpha", 0.05)), groups)
-    run = Run(cfg, results, experiments, main, manifest, tests, check_overlap(cfg, results, experiments))
+    run = Run(cfg, results, experiments, main, manifest, tests, check_overlap(cfg, results, experiments), manifests)
     found = run_checks(run)
     table = C.side_by_side(experiments, main, params, groups, stats)
     protocol = cfg.get("finetune", {}).get("protocol", "?")

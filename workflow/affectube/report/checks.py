@@ -46,6 +46,7 @@ class Run:
     manifest: pd.DataFrame | None = None
     tests: list | None = None  # PairedTest results
     overlap: object | None = None  # affectube.eval.overlap.Overlap (None: not checked)
+    manifests: dict | None = None  # dataset -> manifest of each experiment's own dataset (finetune.dataset; chains)
 
 
 def failed_folds(run: Run) -> list[str]:
@@ -146,15 +147,29 @@ def short_videos(run: Run) -> list[str]:
     return out
 
 
+def experiment_manifest(run: Run, exp: str) -> pd.DataFrame | None:
+    """The manifest of the dataset experiment ``exp`` fine-tunes (``finetune.dataset``, else ``data.finetune``)."""
+    from affectube.errors import ConfigError
+    from affectube.lineage import experiment_dataset
+
+    try:
+        dataset = experiment_dataset(run.cfg, exp)
+    except ConfigError:
+        return run.manifest
+    if dataset in (run.manifests or {}):
+        return run.manifests[dataset]
+    return run.manifest if dataset == (run.cfg.get("data") or {}).get("finetune") else None
+
+
 def missing_classes(run: Run) -> list[str]:
     out = []
-    labels = None
-    if run.manifest is not None and {"video_id", "emotion"} <= set(run.manifest.columns):
-        labels = dict(zip(run.manifest["video_id"].astype(str), run.manifest["emotion"]))
     for exp in run.experiments:
         classes = exp.classes
         if not classes:
             continue
+        man, labels = experiment_manifest(run, exp.name), None
+        if man is not None and {"video_id", "emotion"} <= set(man.columns):
+            labels = dict(zip(man["video_id"].astype(str), man["emotion"]))
         for f in exp.folds:
             sides: dict[str, set] = {}
             if labels is not None and f.fold is not None and "videos" in f.fold.extra:
