@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import itertools
 import json
 import re
@@ -25,7 +26,15 @@ SCHEMA_PATH = Path(__file__).parent / "schemas" / "params.schema.yaml"
 
 
 def load_schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The params schema (a fresh copy: callers may modify it). Parsed once per version of the
+    file: :func:`sections` runs per video in the faces stage and per call of library functions."""
+    return copy.deepcopy(_parsed_schema(SCHEMA_PATH.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=2)
+def _parsed_schema(mtime_ns: int) -> dict:
+    del mtime_ns  # the cache key: an edited schema is read again
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] = ()) -> dict:
