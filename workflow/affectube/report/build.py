@@ -243,6 +243,12 @@ def comparison_section(run: Run, experiments: list[Experiment], index: dict, fig
                               "over folds and pooled, and the paired per-subject test against the baseline"))
     for entry, grid in C.grid_tables(table, run.cfg, main).items():
         blocks.append(D.Table(grid, f"grid '{entry}': {main} mean ± sd over folds for each combination of its values"))
+    from affectube.report.pretext import pretext_table
+
+    pretexts = pretext_table(table, run.cfg, key_columns(wide.T, main, short=True), main, run.tests)
+    if pretexts is not None:  # SS-VAERR's Table II layout
+        blocks.append(D.Table(pretexts, f"pretexts compared (rows: pretext x frozen / fine-tuned encoder; metrics mean ± sd over "
+                                        f"folds; the paired per-subject Wilcoxon test of {main} against the baseline)"))
     blocks.append(D.Table(wide, "every experiment side by side (full table, with the params above as columns: comparison.csv)"))
     if run.tests:
         rows = [{

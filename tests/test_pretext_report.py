@@ -1,0 +1,63 @@
+"""The report's pretext table (SS-VAERR's Table II layout) on a synthetic results tree: experiments that select
+pretexts (a grid over ``pretrain.method`` x ``finetune.mode``, face masking) give one row per pretext x frozen /
+fine-tuned with the key metrics (mean ± sd over folds) and the paired per-subject test of the main metric against
+the baseline, the numbers of the report's own comparison.csv and summary.json; a run comparing no pretexts has no
+such table."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import report_synth as R
+
+from affectube.report import compare as C
+from affectube.report.build import build
+from affectube.report.pretext import pretext_table
+
+EXPERIMENTS = {"videomae": {}, "pretext": {"grid": {"pretrain.method": ["masked", "byol"], "finetune.mode": ["finetune", "frozen"]}},
+               "fasking": {"pretrain.masking": "face"}}
+
+
+def _cfg(experiments):
+    cfg = R.params_cfg(experiments=experiments, task="categorical")
+    cfg["pretrain"] = {"model": "videomae", "method": "masked", "masking": "tube"}
+    cfg["report"].update(permutations=20, bootstrap=20)
+    return cfg
+
+
+def _row(md: str, label: str) -> list[str]:
+    lines = [ln for ln in md.splitlines() if ln.startswith(f"| {label} |")]
+    assert len(lines) == 1, (label, lines)
+    return [c.strip() for c in lines[0].strip("|").split("|")]
+
+
+def test_the_report_renders_the_pretext_table(tmp_path):
+    cfg = _cfg(EXPERIMENTS)
+    params = C.experiment_params(cfg)
+    names = list(params.index)
+    assert len(names) == 6
+    byol_frozen = params.index[(params["pretrain.method"] == "byol") & (params["finetune.mode"] == "frozen")].item()
+    R.write_run(tmp_path, experiments=names, skills={n: 0.3 + 0.1 * i for i, n in enumerate(names)})
+    build(cfg, tmp_path / "results", tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "pretexts compared" in md
+    section = md[md.index("pretexts compared"): md.index("every experiment side by side")]
+    table = pd.read_csv(tmp_path / "out" / "comparison.csv")
+    tests = json.loads((tmp_path / "out" / "summary.json").read_text())["paired_tests"]
+    uar = table[table["metric"] == "uar"].set_index("experiment")
+    cells = _row(section, "byol / frozen")
+    header = _row(section, "pretext / fine-tuning")
+    assert header[1:4] == ["experiment", "uar", "accuracy"] and "ccc_valence" in header and "rmse" not in header  # the main metrics
+    assert cells[1] == byol_frozen and cells[2] == C.mean_std(uar.loc[byol_frozen])  # experiment, uar
+    t = tests[f"{byol_frozen}_vs_videomae"]
+    assert f"{t['mean_diff']:+.3f}" in cells and f"{t['p']:.3g}" in cells
+    assert _row(section, "masked (face) / fine-tuned")[1] == "fasking"
+    assert _row(section, "masked / frozen")[1] != "videomae" and "(baseline)" in section
+    labels = [ln.split("|")[1].strip() for ln in section.splitlines() if ln.startswith("| ") and " / " in ln.split("|")[1]][1:]
+    assert labels == ["masked / fine-tuned", "masked / fine-tuned", "masked / frozen", "byol / fine-tuned", "byol / frozen",
+                      "masked (face) / fine-tuned"]
+
+    # one pretext only (frozen vs fine-tuned of the same encoder): no pretext table
+    plain = _cfg({"videomae": {}, "frozen": {"finetune.mode": "frozen"}})
+    assert pretext_table(table[table["experiment"] == "videomae"], plain, ["uar"], "uar", []) is None
