@@ -40,7 +40,7 @@ MAX_SKIP = 31  # keyframes
 
 def adaptive_cap(faces_cfg: dict, detector: Detector | None = None) -> int | None:
     """The largest detector size retries may use; None when adaptive detection is off."""
-    cap = faces_cfg.get("adaptive_max_size")
+    cap = faces_cfg["adaptive_max_size"]
     if not cap or int(cap) <= max(det_sizes(faces_cfg)):
         return None
     if detector is not None and not getattr(detector.backend, "sizes", None):
@@ -64,7 +64,7 @@ class AdaptiveDetector:
         self.detector = detector
         self.base = max(det_sizes(faces_cfg))
         self.cap = adaptive_cap(faces_cfg, detector)
-        self.min_face = float(faces_cfg.get("adaptive_min_face", 16))
+        self.min_face = float(faces_cfg["adaptive_min_face"])
         self.current = self.base
         self._failures = 0
         self._skip = 0

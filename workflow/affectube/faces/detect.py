@@ -136,16 +136,22 @@ class Detector:
 
 
 def build_detector(faces_cfg: dict, threads: int = 1) -> Detector:
-    """The detector the ``faces`` params describe (raises ConfigError when it cannot be built)."""
-    name = faces_cfg.get("backend", "mtcnn")
-    if name not in BACKENDS:
-        raise ConfigError(f"faces.backend: unknown backend {name!r} (known: {', '.join(sorted(BACKENDS))})")
-    module, cls = BACKENDS[name].split(":")
+    """The detector the ``faces`` params describe (raises ConfigError when it cannot be built).
+
+    ``faces_cfg`` may be partial (tests, benchmarks): it is validated and filled with the schema's
+    defaults (:func:`affectube.config.sections`), the backends index the filled section."""
+    from affectube.config import sections
+
+    if "backend" in faces_cfg and faces_cfg["backend"] not in BACKENDS:
+        raise ConfigError(f"faces.backend: unknown backend {faces_cfg['backend']!r} (known: {', '.join(sorted(BACKENDS))})")
+    faces_cfg = sections({"faces": faces_cfg}, "faces", source="build_detector")["faces"]
+    module, cls = BACKENDS[faces_cfg["backend"]].split(":")
     backend = getattr(importlib.import_module(module), cls)(faces_cfg, threads=threads)
-    return Detector(backend, pad=faces_cfg.get("pad", 0.25), min_score=faces_cfg.get("min_score", 0.5))
+    return Detector(backend, pad=faces_cfg["pad"], min_score=faces_cfg["min_score"])
 
 
 def det_sizes(faces_cfg: dict) -> list[int]:
-    size = faces_cfg.get("det_size", 160)
+    """``faces.det_size`` (one size or a list) as a list, of a filled ``faces`` section."""
+    size = faces_cfg["det_size"]
     sizes = size if isinstance(size, (list, tuple)) else [size]
     return [int(s) for s in sizes]

@@ -20,7 +20,7 @@ class MtcnnDetector:
             from facenet_pytorch import MTCNN
         except ImportError as exc:
             raise ConfigError(f"faces.backend: mtcnn needs facenet-pytorch ({exc})") from None
-        device = faces_cfg.get("device", "auto")
+        device = faces_cfg["device"]
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         elif device == "cuda" and not torch.cuda.is_available():

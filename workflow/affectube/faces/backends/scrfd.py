@@ -89,13 +89,13 @@ class ScrfdDetector:
     def __init__(self, faces_cfg: dict, threads: int = 1):
         import onnxruntime as ort
 
-        self.path = resolve_model(faces_cfg.get("model"))
+        self.path = resolve_model(faces_cfg["model"])
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, int(threads))
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3  # dynamic-shape output warnings
         try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=providers(faces_cfg.get("device", "auto")))
+            self.session = ort.InferenceSession(str(self.path), opts, providers=providers(faces_cfg["device"]))
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types for bad files
             raise ConfigError(f"faces.model: {self.path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from None
         self.input_name = self.session.get_inputs()[0].name
@@ -108,7 +108,7 @@ class ScrfdDetector:
         if not kps:
             raise ConfigError(f"faces.model: {self.path}: this SCRFD model has no keypoint outputs (5 landmarks are needed)")
         self.sizes = det_sizes(faces_cfg)
-        self.threshold = float(faces_cfg.get("min_score", 0.5))
+        self.threshold = float(faces_cfg["min_score"])
         self._centers: dict = {}
         self.details = {"model": str(self.path), "det_size": self.sizes, "providers": self.session.get_providers()}
 
