@@ -44,6 +44,7 @@ from affectube.report import compare as C
 from affectube.report import document as D
 from affectube.eval import overlap as O
 from affectube.eval.metrics import metric_label
+from affectube.report.params import report_params
 from affectube.report.checks import Run, coverage_column, run_checks, run_qc_tables
 from affectube.report.results import Experiment, fmt, labelled_videos, load_experiment, read_csv, summarise
 
@@ -72,6 +73,11 @@ def code_version(where: Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown (git not available)"
     return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else "unknown (not a git checkout)"
+
+
+def run_protocol(cfg: dict) -> str:
+    """``finetune.protocol`` of (filled) params; ``?`` when they have no ``finetune`` section (not the default)."""
+    return str(cfg["finetune"]["protocol"]) if cfg.get("finetune") else "?"
 
 
 def resolved(cfg: dict, exp: str) -> dict:
@@ -145,8 +151,8 @@ def overview(run: Run, experiments: list[Experiment], fold_text: str, table: pd.
             or ("none" if any(e.folds for e in members) else "no results"),
         })
         rows.append(row)
-    level = float((run.cfg.get("report") or {}).get("ci_level", 0.95))
-    perms = int((run.cfg.get("report") or {}).get("permutations", 1000))
+    level = float(run.cfg["report"]["ci_level"])
+    perms = int(run.cfg["report"]["permutations"])
     text = (f"{len(groups)} experiment(s); {fold_text}. Main metric: {metric_label(main)}. "
             "'mean ± sd over folds' treats each fold as one result (sample sd, ddof 1"
             + (", over every fold of every seed; 'sd over seeds': sample sd, ddof 1, of each seed's mean over folds" if multi else "")
@@ -288,7 +294,7 @@ def validity_section(run: Run, experiments: list[Experiment]) -> list:
     for exp in experiments:
         folds = exp.folds
         protos = {f.fold.extra.get("protocol") for f in folds if f.fold is not None} - {None}
-        protocol = ", ".join(sorted(protos)) or str(resolved(run.cfg, exp.name).get("finetune", {}).get("protocol", "?"))
+        protocol = ", ".join(sorted(protos)) or run_protocol(resolved(run.cfg, exp.name))
         items.append(f"{exp.name}: protocol {protocol}: {protocol_label(protocol, folds)}.")
     # one line per distinct statement
     seen: dict[str, list[str]] = {}
@@ -335,8 +341,8 @@ def check_overlap(cfg: dict, results: Path, experiments: list[Experiment]) -> O.
                 videos |= set(map(str, f.fold.videos("test")))
             elif f.predictions is not None:
                 videos |= set(f.predictions["video_id"].astype(str))
-    data = cfg.get("data", {}) or {}
-    return O.check(summary, str(data.get("finetune")), subjects, videos, results / "clips", bool(data.get("transductive", False)),
+    data = cfg.get("data") or {}  # read as given (report/params.py): an absent key is none / off
+    return O.check(summary, str(data.get("finetune")), subjects, videos, results / "clips", bool(data.get("transductive")),
                    list(data.get("pretrain") or []))
 
 
@@ -364,10 +370,10 @@ def pretrain_section(run: Run, index: dict, fig_dir: Path) -> list:
 
 
 def data_section(run: Run, experiments: list[Experiment]) -> list:
-    data = run.cfg.get("data", {})
+    data = run.cfg.get("data") or {}  # read as given (report/params.py): an absent key is none / off
     blocks: list = [D.Heading("Data and preprocessing")]
     blocks.append(D.Text(f"Fine-tuning and evaluation on '{data.get('finetune')}'; self-supervised pretraining on "
-                         f"{', '.join(data.get('pretrain', [])) or 'nothing'} (transductive: {data.get('transductive', False)})."))
+                         f"{', '.join(data.get('pretrain') or []) or 'nothing'} (transductive: {bool(data.get('transductive'))})."))
     man = run.manifest
     if man is not None and len(man):
         if "emotion" in man.columns and man["emotion"].notna().any():
@@ -393,7 +399,7 @@ def data_section(run: Run, experiments: list[Experiment]) -> list:
         if col is not None:
             cov = pd.to_numeric(table[col], errors="coerce")
             blocks.append(D.Text(f"Face QC of '{qc.parent.name}': {len(table)} videos, face coverage mean {cov.mean():.1%}, "
-                                 f"min {cov.min():.1%} (threshold {run.cfg.get('report', {}).get('coverage_threshold', 0.8):.0%})."))
+                                 f"min {cov.min():.1%} (threshold {run.cfg['report']['coverage_threshold']:.0%})."))
         png = qc.with_suffix(".png")
         if png.exists():
             blocks.append(D.Figure(png, f"Face-detection QC of dataset '{qc.parent.name}' (made by the faces_qc rule)."))
@@ -439,7 +445,7 @@ def dataset_provenance(cfg: dict, results: Path) -> pd.DataFrame:
     data = cfg.get("data") or {}
     rows = []
     for name in datasets_of(cfg):
-        role = " + ".join(r for r, on in (("pretrain", name in data.get("pretrain", [])), ("finetune", name == data.get("finetune"))) if on)
+        role = " + ".join(r for r, on in (("pretrain", name in (data.get("pretrain") or [])), ("finetune", name == data.get("finetune"))) if on)
         path = results / "manifests" / f"{name}.csv"
         digest, videos = "(no manifest)", None
         if path.exists():
@@ -487,8 +493,9 @@ def build(cfg: dict, results: str | Path, out_dir: str | Path, fig_dir: str | Pa
     """Write report.html, report.md, comparison.csv and summary.json; return the problems found."""
     results, out_dir = Path(results), Path(out_dir)
     fig_dir = Path(fig_dir) if fig_dir else out_dir / "figures"
-    rcfg = cfg.get("report", {})
-    main = cfg.get("evaluate", {}).get("main_metric", "uar")
+    cfg = report_params(cfg)  # report, evaluate, figures filled; finetune, pretrain when given
+    rcfg = cfg["report"]
+    main = cfg["evaluate"]["main_metric"]
     params = C.experiment_params(cfg)  # grid entries expanded: one row per experiment
     names = list(params.index)
     experiments = [load_experiment(results, n) for n in names]
@@ -502,11 +509,11 @@ def build(cfg: dict, results: str | Path, out_dir: str | Path, fig_dir: str | Pa
     groups = C.seed_groups(cfg)
     by_name = {e.name: e for e in experiments}
     stats = {g.name: C.chance_stats([by_name[m] for m in g.members if m in by_name], main, cfg) for g in groups}
-    tests = C.paired_tests(experiments, metric, C.default_baseline(cfg), float(rcfg.get("alpha", 0.05)), groups)
+    tests = C.paired_tests(experiments, metric, C.default_baseline(cfg), float(rcfg["alpha"]), groups)
     run = Run(cfg, results, experiments, main, manifest, tests, check_overlap(cfg, results, experiments), manifests)
     found = run_checks(run)
     table = C.side_by_side(experiments, main, params, groups, stats)
-    protocol = cfg.get("finetune", {}).get("protocol", "?")
+    protocol = run_protocol(cfg)
     n_folds = max((len(e.folds) for e in experiments), default=0)
     blocks = [
         *overview(run, experiments, f"protocol {protocol}, {n_folds} folds{_dependence(experiments, protocol)}", table, groups, stats),
@@ -519,8 +526,8 @@ def build(cfg: dict, results: str | Path, out_dir: str | Path, fig_dir: str | Pa
         *folds_section(experiments),
         *provenance_section(run, params_files),
     ]
-    title = rcfg.get("title", "affectube report")
-    write_text(out_dir / "report.html", D.to_html(title, blocks, out_dir, embed=bool(rcfg.get("embed_images", True))))
+    title = rcfg["title"]
+    write_text(out_dir / "report.html", D.to_html(title, blocks, out_dir, embed=bool(rcfg["embed_images"])))
     write_text(out_dir / "report.md", D.to_markdown(title, blocks, out_dir))
     with atomic_path(out_dir / "comparison.csv") as tmp:
         table.to_csv(tmp, index=False)

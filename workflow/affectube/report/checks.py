@@ -32,6 +32,7 @@ import pandas as pd
 
 from affectube.errors import DataError
 from affectube.eval import metrics as M
+from affectube.report.params import report_params
 from affectube.report.results import Experiment, read_csv
 
 
@@ -47,6 +48,11 @@ class Run:
     tests: list | None = None  # PairedTest results
     overlap: object | None = None  # affectube.eval.overlap.Overlap (None: not checked)
     manifests: dict | None = None  # dataset -> manifest of each experiment's own dataset (finetune.dataset; chains)
+
+    def __post_init__(self):
+        # the report/evaluate/figures sections filled with the schema's defaults (finetune, pretrain when
+        # given): the checks index them (Run is also built by hand, with partial params)
+        self.cfg = report_params(self.cfg, source="report")
 
 
 def failed_folds(run: Run) -> list[str]:
@@ -77,7 +83,7 @@ def run_qc_tables(run: Run) -> list[Path]:
 
 
 def low_coverage(run: Run) -> list[str]:
-    threshold = float(run.cfg.get("report", {}).get("coverage_threshold", 0.8))
+    threshold = float(run.cfg["report"]["coverage_threshold"])
     out = []
     for qc in run_qc_tables(run):
         try:
@@ -204,7 +210,7 @@ def _diverges(values: pd.Series, ratio: float) -> str | None:
 
 
 def diverging_losses(run: Run) -> list[str]:
-    ratio = float(run.cfg.get("report", {}).get("divergence_ratio", 2.0))
+    ratio = float(run.cfg["report"]["divergence_ratio"])
     out = []
     for exp in run.experiments:
         for f in exp.ok_folds:
@@ -252,7 +258,7 @@ def stale_metrics(run: Run) -> list[str]:
 
 
 def few_subjects(run: Run) -> list[str]:
-    return [f"{t.other} vs {t.baseline}: {t.note}" for t in (run.tests or []) if t.min_p > run.cfg.get("report", {}).get("alpha", 0.05)]
+    return [f"{t.other} vs {t.baseline}: {t.note}" for t in (run.tests or []) if t.min_p > run.cfg["report"]["alpha"]]
 
 
 def no_frames(run: Run) -> list[str]:
@@ -334,8 +340,8 @@ def _train_at_best(f) -> dict:
 
 def underfit(run: Run) -> list[str]:
     """A model that does not fit its own training data at the selected epoch cannot be expected to generalise."""
-    rcfg = run.cfg.get("report", {}) or {}
-    acc_min, ccc_min = float(rcfg.get("underfit_accuracy", 0.8)), float(rcfg.get("underfit_ccc", 0.5))
+    rcfg = run.cfg["report"]
+    acc_min, ccc_min = float(rcfg["underfit_accuracy"]), float(rcfg["underfit_ccc"])
     out = []
     for exp in run.experiments:
         for f in exp.ok_folds:
@@ -355,8 +361,8 @@ def chance_level(run: Run) -> list[str]:
     """Folds whose test metric is no better than predictions shuffled among each test subject's videos."""
     from affectube.eval.stats import chance_level as chance
 
-    rcfg = run.cfg.get("report", {}) or {}
-    margin = float(rcfg.get("chance_margin", 0.05))
+    rcfg = run.cfg["report"]
+    margin = float(rcfg["chance_margin"])
     metric = run.main_metric
     higher = M.higher_is_better(metric)
     out = []
@@ -367,7 +373,7 @@ def chance_level(run: Run) -> list[str]:
         values = dict(zip(per_fold["fold"].astype(int), pd.to_numeric(per_fold[metric], errors="coerce")))
         for f in exp.ok_folds:
             value = values.get(f.index, math.nan)
-            level = chance(f.predictions, metric, seed=int(rcfg.get("stats_seed", 0)))
+            level = chance(f.predictions, metric, seed=int(rcfg["stats_seed"]))
             if math.isnan(value) or math.isnan(level):
                 continue
             if (value <= level + margin) if higher else (value >= level - margin):

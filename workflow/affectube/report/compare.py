@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from affectube.config import experiment_variants, expand_experiments, key_labels, value_label, variant_name
+from affectube.config import experiment_variants, expand_experiments, key_labels, sections, value_label, variant_name
 from affectube.errors import ConfigError
 from affectube.eval import metrics as M
 from affectube.eval import stats as S
@@ -127,7 +127,7 @@ def seed_groups(cfg: dict) -> list[Group]:
     """The experiments grouped by everything but the seed: a grid entry with ``finetune.seed`` among its
     keys gives one group per combination of its other keys, named like a variant without the seed
     (``videomae`` for ``grid: {finetune.seed: [0, 1, 2]}``); any other experiment is a group of one."""
-    base_seed = (cfg.get("finetune") or {}).get("seed", 0)
+    base_seed = sections(cfg, "finetune")["finetune"]["seed"]  # a missing finetune section: the default seed
     groups: dict[str, Group] = {}
     for v in experiment_variants(cfg.get("experiments")):
         if v.grid and SEED_KEY in v.grid:
@@ -214,11 +214,10 @@ def _sd(values) -> float:
 def chance_stats(experiments: list[Experiment], metric: str, cfg: dict | None = None) -> S.Stats:
     """Permutation test against chance and bootstrap interval of one experiment or seed group (the
     ``report`` params ``permutations``, ``bootstrap``, ``stats_seed``, ``ci_level``)."""
-    rcfg = (cfg or {}).get("report") or {}
+    rcfg = sections(cfg or {}, "report")["report"]
     tables = [e.predictions() for e in experiments if e.ok_folds]
-    return S.experiment_stats(tables, metric, permutations=int(rcfg.get("permutations", 1000)),
-                              resamples=int(rcfg.get("bootstrap", 2000)), seed=int(rcfg.get("stats_seed", 0)),
-                              level=float(rcfg.get("ci_level", 0.95)))
+    return S.experiment_stats(tables, metric, permutations=int(rcfg["permutations"]), resamples=int(rcfg["bootstrap"]),
+                              seed=int(rcfg["stats_seed"]), level=float(rcfg["ci_level"]))
 
 
 def side_by_side(experiments: list[Experiment], main_metric: str = "uar", params: pd.DataFrame | None = None,
@@ -328,7 +327,7 @@ def default_baseline(cfg: dict) -> str | None:
 
     (Experiment order is not reliable: the rules pass params as JSON with sorted keys.)
     """
-    chosen = (cfg.get("report") or {}).get("baseline")
+    chosen = sections(cfg, "report")["report"]["baseline"]
     if chosen:
         return chosen
     experiments = expand_experiments(cfg.get("experiments"))  # grid entries expanded

@@ -45,6 +45,7 @@ from affectube.report.results import (
     read_csv,
     summarise,
 )
+from affectube.report.params import report_params
 from affectube.report.style import Style, wrap_label
 
 log = logging.getLogger(__name__)
@@ -54,14 +55,14 @@ class Context:
     """What every figure function gets: params, style, and the loaded experiments."""
 
     def __init__(self, cfg: dict, results: Path, out_dir: Path):
-        self.cfg = cfg
-        self.fig_cfg = cfg.get("figures", {})
+        self.cfg = cfg = report_params(cfg)
+        self.fig_cfg = cfg["figures"]
         self.style = Style(self.fig_cfg)
         self.results = results
         self.out_dir = out_dir
-        self.main_metric = cfg.get("evaluate", {}).get("main_metric", "uar")
-        self.metric = self.fig_cfg.get("metric") or self.main_metric
-        self.subjects = self.fig_cfg.get("subjects")
+        self.main_metric = cfg["evaluate"]["main_metric"]
+        self.metric = self.fig_cfg["metric"] or self.main_metric
+        self.subjects = self.fig_cfg["subjects"]
         self._experiments: dict[str, Experiment] = {}
 
     def experiment(self, name: str) -> Experiment:
@@ -283,7 +284,7 @@ def traces(ctx: Context, spec: P.FigureSpec) -> dict:
     exp = ctx.experiment(spec.exp)
     frames = exp.frames()
     targets = M.targets_of(frames) if frames is not None else []
-    max_videos = int(ctx.fig_cfg.get("max_traces", 4))
+    max_videos = int(ctx.fig_cfg["max_traces"])
     if frames is None or not targets:
         with ctx.style.figure() as (fig, axes):
             _empty(axes[0, 0], f"{exp.name}: no per-frame predictions (predictions_frames.csv) were saved{_failed_note(exp)}")
@@ -483,8 +484,8 @@ def comparison(ctx: Context, spec: P.FigureSpec) -> dict:
     names = list(series)
     subjects = sorted({s for v in series.values() for s in v.index if ctx.keep_subject(s)})
     paired = [s for s in subjects if all(s in series[n].index and np.isfinite(series[n][s]) for n in names)]
-    rcfg = ctx.cfg.get("report", {})
-    tests = paired_tests(exps, metric, default_baseline(ctx.cfg), rcfg.get("alpha", 0.05))
+    rcfg = ctx.cfg["report"]
+    tests = paired_tests(exps, metric, default_baseline(ctx.cfg), rcfg["alpha"])
     colors = ctx.style.color_map(subjects)
     with ctx.style.figure(scale=(max(1.0, 0.3 * len(names) + 0.6), 1.1)) as (fig, axes):
         ax = axes[0, 0]
@@ -521,7 +522,7 @@ def comparison(ctx: Context, spec: P.FigureSpec) -> dict:
             ties = t.n - t.n_nonzero
             if t.n_nonzero == 0:
                 detail = "identical values for every subject: nothing to test"
-            elif t.min_p > rcfg.get("alpha", 0.05):
+            elif t.min_p > rcfg["alpha"]:
                 detail = f"too few subjects for a test (smallest possible p = {t.min_p:.3g})"
             else:
                 detail = f"Wilcoxon p = {t.p_value:.3g}"

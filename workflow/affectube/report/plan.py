@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from affectube.config import apply_overrides, expand_experiments
+from affectube.config import apply_overrides, expand_experiments, sections
 from affectube.errors import ConfigError
 
 FIGURE_DIR = "results/report/figures"  # under the default results root (run.results)
@@ -52,14 +52,16 @@ class FigureSpec:
 
 
 def experiment_finetune(cfg: dict, exp: str) -> dict:
-    """The ``finetune`` section with experiment ``exp``'s overrides applied."""
-    resolved = {"finetune": copy.deepcopy(cfg.get("finetune", {})), "pretrain": {}}
+    """The ``finetune`` section with experiment ``exp``'s overrides applied, filled with the schema's
+    defaults (:func:`affectube.config.sections`; a missing section: all defaults)."""
+    resolved = {"finetune": copy.deepcopy(cfg.get("finetune") or {}), "pretrain": {}}
     apply_overrides(resolved, expand_experiments(cfg.get("experiments")).get(exp, {}))
-    return resolved["finetune"]
+    return sections(resolved, "finetune", source=f"experiment {exp}")["finetune"]
 
 
 def tasks(finetune: dict) -> set[str]:
-    task = finetune.get("task", "categorical")
+    """The tasks of a filled ``finetune`` section (``both``: categorical and continuous)."""
+    task = finetune["task"]
     return {"categorical", "continuous"} if task == "both" else {task}
 
 
@@ -70,7 +72,7 @@ def figure_plan(cfg: dict) -> list[FigureSpec]:
     uses_pretrain = False
     for exp in experiments:
         ft = experiment_finetune(cfg, exp)
-        uses_pretrain |= ft.get("init", "pretrained") == "pretrained"
+        uses_pretrain |= ft["init"] == "pretrained"
         specs += [FigureSpec("per_subject", exp), FigureSpec("learning_curves", exp)]
         if "categorical" in tasks(ft):
             specs.append(FigureSpec("confusion", exp))
@@ -89,7 +91,7 @@ def figure_files(cfg: dict, fmt: str = "png", root: str = FIGURE_DIR) -> dict[st
 
 
 def all_figure_files(cfg: dict, root: str | None = None) -> list[str]:
-    formats = cfg.get("figures", {}).get("formats", ["png", "pdf"])
+    formats = sections(cfg, "figures")["figures"]["formats"]
     return [p for fmt in formats for p in figure_files(cfg, fmt, root or figure_dir(cfg)).values()]
 
 
@@ -106,7 +108,7 @@ def report_outputs(cfg: dict, root: str | None = None) -> dict:
     from snakemake.io import report  # only needed at Snakefile parse time
 
     root = root or figure_dir(cfg)
-    formats = cfg.get("figures", {}).get("formats", ["png", "pdf"])
+    formats = sections(cfg, "figures")["figures"]["formats"]
     out = {}
     for spec in figure_plan(cfg):
         for fmt in formats:

@@ -47,19 +47,20 @@ RC = {
 
 
 class Style:
-    """Size, resolution, palette and formats from the ``figures`` params section."""
+    """Size, resolution, palette and formats from the ``figures`` params section (filled with the
+    schema's defaults: :func:`affectube.config.sections`)."""
 
     def __init__(self, cfg: dict):
         self.cfg = cfg
-        self.dpi = int(cfg.get("dpi", 120))
-        self.width = float(cfg.get("width", 6.0))
-        self.height = float(cfg.get("height", 4.0))
-        self.formats = list(cfg.get("formats", ["png", "pdf"]))
-        self.cmap = cfg.get("cmap", "Blues")
+        self.dpi = int(cfg["dpi"])
+        self.width = float(cfg["width"])
+        self.height = float(cfg["height"])
+        self.formats = list(cfg["formats"])
+        self.cmap = cfg["cmap"]
         try:
-            self._palette = matplotlib.colormaps[cfg.get("palette", "tab10")]
+            self._palette = matplotlib.colormaps[cfg["palette"]]
         except KeyError:
-            raise ConfigError(f"params.yaml: figures.palette: {cfg.get('palette')!r} is not a matplotlib colormap") from None
+            raise ConfigError(f"params.yaml: figures.palette: {cfg['palette']!r} is not a matplotlib colormap") from None
         try:
             matplotlib.colormaps[self.cmap]
         except KeyError:
