@@ -224,29 +224,22 @@ def test_stage_cli_with_a_partial_cfg_behaves_as_with_the_full_params(tmp_path, 
 
 def test_literal_defaults_in_code_equal_the_schema():
     """``faces_cfg.get("every_k", 2)`` next to a schema default of 5 is drift: every remaining
-    ``{section}_cfg.get(key, literal)`` (or ``pcfg``/``dcfg``: pretrain/data) in the package must repeat the
+    ``.get(key, literal)`` on a params section (``{section}_cfg``, ``pcfg``/``dcfg``/``rcfg``/``fig_cfg``,
+    ``cfg["report"]``, ``cfg.get("report", {})``, ...: :func:`_section_of`) in the package must repeat the
     schema's default. (``ft.get`` in ``supervised.build_model`` keeps the values models saved before a key
     existed were trained with, on purpose.)"""
     from affectube.config import load_schema
 
     props = load_schema()["properties"]
-    aliases = {"pcfg": "pretrain", "dcfg": "data"}
     drift, seen = [], 0
     for name, path in _modules().items():
-        for node in ast.walk(ast.parse(path.read_text())):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
-                    and isinstance(node.func.value, ast.Name)
-                    and (node.func.value.id.endswith("_cfg") or node.func.value.id in aliases)
-                    and len(node.args) == 2 and all(isinstance(a, ast.Constant) for a in node.args)):
-                continue
-            receiver = node.func.value.id
-            section, key, literal = aliases.get(receiver, receiver.removesuffix("_cfg")), node.args[0].value, node.args[1].value
-            schema = props.get(section, {}).get("properties", {}).get(key)
-            if schema is None or "default" not in schema:
+        for line, section, key, literal in _section_defaults(ast.parse(path.read_text()), props):
+            schema = props[section]["properties"][key]
+            if "default" not in schema or (name, section) == ("affectube.train.supervised", "finetune"):
                 continue
             seen += 1
             if schema["default"] != literal:
-                drift.append(f"{name}:{node.lineno}: {section}.{key} {literal!r} (schema {schema['default']!r})")
+                drift.append(f"{name}:{line}: {section}.{key} {literal!r} (schema {schema['default']!r})")
     assert seen >= 5  # the scan finds the calls
     assert not drift, "defaults in code differ from the schema:\n" + "\n".join(drift)
 
@@ -260,8 +253,111 @@ STAGE_SECTIONS = {
     "affectube.faces.qc": ("figures", "pretrain"),
     "affectube.faces.cli": ("decode", "faces"),
     "affectube.faces.sheet": ("decode", "faces", "crop"),
+    "affectube.faces.pipeline": ("decode", "faces"),  # track_video: also called with partial sections (tests, predict)
+    "affectube.faces.detect": ("faces",),  # build_detector
 }
+# the report and figures stages fill through report/params.py (report, evaluate, figures always; finetune and
+# pretrain when given: results of runs without them keep saying '?'); these modules index what it filled
+REPORT_MODULES = ("build", "checks", "compare", "figures", "plan", "style", "params", "pretext", "results", "document")
+FACES_MODULES = ("pipeline", "detect", "adaptive", "tracking", "cli", "sheet", "qc", "backends.scrfd", "backends.mtcnn")
 PARAMS_NAMES = {"cfg", "pcfg", "dcfg", "ft"}  # names a params section (or the sections) goes by, besides {section}_cfg
+
+
+def _section_of(node: ast.AST, sections: set[str]) -> str | None:
+    """The params section an expression stands for: ``report_cfg``/``rcfg``/``fig_cfg``/``pcfg``/``dcfg``,
+    ``cfg["report"]``, ``cfg.get("report", {})``, ``(cfg.get("report") or {})``, ``self.fig_cfg``; else None."""
+    aliases = {"rcfg": "report", "fig_cfg": "figures", "figures_cfg": "figures", "pcfg": "pretrain", "dcfg": "data", "ft": "finetune"}
+    if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or):
+        return _section_of(node.values[0], sections)
+    if isinstance(node, (ast.Name, ast.Attribute)):
+        name = node.id if isinstance(node, ast.Name) else node.attr
+        section = aliases.get(name, name.removesuffix("_cfg") if name.endswith("_cfg") else None)
+        return section if section in sections else None
+    key = None
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+        key = node.slice.value
+    elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+          and node.args and isinstance(node.args[0], ast.Constant)):
+        key = node.args[0].value
+    return key if key in sections else None
+
+
+def _section_defaults(tree: ast.AST, props: dict) -> list[tuple[int, str, str, object]]:
+    """``(line, section, key, default)`` of every ``<section>.get("key", default)`` of a schema key: a default in code."""
+    out = []
+    for n in ast.walk(tree):
+        if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "get" and len(n.args) == 2
+                and isinstance(n.args[0], ast.Constant)):
+            section = _section_of(n.func.value, set(props))
+            if section and n.args[0].value in props[section].get("properties", {}):
+                default = n.args[1].value if isinstance(n.args[1], ast.Constant) else ast.unparse(n.args[1])
+                out.append((n.lineno, section, n.args[0].value, default))
+    return out
+
+
+def test_report_and_faces_modules_keep_no_defaults_in_code():
+    """The report/figures and faces stages index sections filled by config.sections: no ``.get(key, default)``
+    of a schema key on a params section, however it is reached (``cfg.get("report", {}).get("alpha", 0.05)``)."""
+    from affectube.config import load_schema
+
+    props = load_schema()["properties"]
+    found = _section_defaults(ast.parse('cfg.get("report", {}).get("alpha", 0.05); (run.cfg.get("report") or {}).get("ci_level", 0.95)\n'
+                                        'self.fig_cfg.get("dpi", 120); rcfg.get("title", "t"); row.get("alpha", 1); '
+                                        'cfg.get("data", {}).get("finetune")'), props)
+    assert found == [(1, "report", "alpha", 0.05), (1, "report", "ci_level", 0.95), (2, "figures", "dpi", 120),
+                     (2, "report", "title", "t")]  # the scan sees them (and not other mappings, nor a missing section's read)
+    modules = _modules()
+    names = [f"affectube.report.{m}" for m in REPORT_MODULES] + [f"affectube.faces.{m}" for m in FACES_MODULES]
+    bad = {name: hits for name in names if (hits := _section_defaults(ast.parse(modules[name].read_text()), props))}
+    assert not bad, f"defaults in code (index a section filled by config.sections instead): {bad}"
+    for name in ("build", "figures", "checks"):  # the stage entry points fill through report_params
+        assert "report_params(" in modules[f"affectube.report.{name}"].read_text(), name
+    params = ast.parse(modules["affectube.report.params"].read_text())
+    assert any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "sections" for n in ast.walk(params))
+
+
+def test_report_with_partial_params_writes_what_the_pipeline_params_write(tmp_path):
+    """The report stage run with only the non-default keys of its sections writes what it writes with the
+    sections as the pipeline passes them (validated, defaults filled); a bad value fails naming the key."""
+    import report_synth as R
+
+    from affectube.config import sections
+    from affectube.errors import ConfigError
+    from affectube.report.build import build
+
+    R.write_run(tmp_path, experiments=["videomae"], low_coverage=False)
+    partial = R.params_cfg(experiments={"videomae": {}}, formats=["png"], dpi=50)
+    partial["report"] = _non_default("report", partial["report"])
+    partial["figures"] = _non_default("figures", partial["figures"])
+    full = {**partial, **sections(partial, "report", "evaluate", "figures", "finetune")}
+    assert full != partial and len(partial["report"]) < len(full["report"])
+    outs = {}
+    for name, cfg in (("partial", partial), ("full", full)):
+        found = build(cfg, tmp_path / "results", tmp_path / name)
+        outs[name] = (found, (tmp_path / name / "summary.json").read_text(), (tmp_path / name / "comparison.csv").read_text(),
+                      (tmp_path / name / "report.md").read_text())
+    assert outs["partial"] == outs["full"]
+    assert "coverage_threshold: 0.8" in outs["partial"][3]  # the stated params carry the defaults
+    with pytest.raises(ConfigError, match="report: alpha:"):
+        build({**partial, "report": {"alpha": 2}}, tmp_path / "results", tmp_path / "bad")
+
+
+def test_track_video_with_partial_sections_tracks_as_with_the_pipeline_sections(realdata, insightface_model):
+    """``track_video`` fills partial decode/faces sections (tests, benchmarks) with the schema's defaults: the
+    same tracks, and the same recorded params, as the full sections the faces stage passes."""
+    from affectube.config import sections
+    from affectube.faces.detect import build_detector
+    from affectube.faces.pipeline import track_video
+
+    clip = realdata / "videos/grid/bbaf2n.mpg"
+    partial = {"faces": {"backend": "insightface", "model": str(insightface_model)}, "decode": {}}
+    full = sections(partial, "decode", "faces")
+    assert full["faces"]["adaptive_max_size"] == 640 and full["faces"]["every_k"] == 5  # filled from the schema
+    a = track_video(clip, partial["decode"], partial["faces"], build_detector(partial["faces"]))
+    b = track_video(clip, full["decode"], full["faces"], build_detector(full["faces"]))
+    assert len(a) > 50 and np.array_equal(a.status, b.status) and np.allclose(a.boxes, b.boxes, equal_nan=True)
+    assert a.meta["faces"] == b.meta["faces"] == full["faces"] and a.meta["decode"] == full["decode"]
+    assert a.meta["adaptive"]["enabled"] == b.meta["adaptive"]["enabled"]
 
 
 def _params_gets(tree: ast.AST) -> list[str]:
