@@ -63,3 +63,34 @@ rule faces_sheet:
     shell:
         "python -m affectube faces-sheet --cfg {params.cfg:q} --manifest {input.manifest}"
         " --tracks-dir {params.root}/faces/{wildcards.dataset}/tracks --out {output.sheet} > {log} 2>&1"
+
+
+# data.shard_size set: one faces job per shard of videos (affectube.shards); the tracks files are the same
+# per-video files, written by the shard job with a per-video cache (a new or changed video is the only one
+# processed). A shard job's inputs are its videos and its rows (written at DAG time, only when they change:
+# dag.Dag.shard_rows), not the dataset manifest: a new video re-runs its own shard's jobs only.
+rule faces_shard:
+    input:
+        videos=D.shard_videos,
+        rows=D.shard_rows("faces"),
+    output:
+        index=f"{R}/faces/{{dataset}}/shard-{{shard}}.json",
+    wildcard_constraints:
+        shard=r"\d+",
+    params:
+        cfg=D.cfg("decode", "faces"),
+        root=lambda w: R,  # run.results, the results root of this run
+    log:
+        f"{R}/logs/faces/{{dataset}}/shard-{{shard}}.log",
+    benchmark:
+        f"{R}/benchmarks/faces/{{dataset}}/shard-{{shard}}.tsv"
+    threads: 4
+    resources:
+        mem_mb=3000,
+        runtime=D.shard_runtime(0.5),
+    conda:
+        "../envs/video.yaml"
+    shell:
+        "python -m affectube faces-shard --cfg {params.cfg:q} --rows {input.rows} --dataset {wildcards.dataset}"
+        " --shard {wildcards.shard} --threads {threads} --stage-dir {params.root}/faces/{wildcards.dataset}"
+        " --out {output.index} > {log} 2>&1"

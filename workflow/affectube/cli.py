@@ -22,6 +22,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "faces-qc": ("affectube.faces.qc", "per-dataset face QC table and figures"),
     "faces-sheet": ("affectube.faces.sheet", "contact sheet of sample face crops per video"),
     "clips": ("affectube.clips.cli", "crop faces from tracks and pack an HDF5 clip store"),
+    "faces-shard": ("affectube.shards.faces", "faces of one shard of videos (data.shard_size), per-video cached"),
+    "clips-shard": ("affectube.shards.clips", "clip stores of one shard of videos (data.shard_size), per-video cached"),
     "pretrain": ("affectube.train.pretrain", "self-supervised masked video pretraining"),
     "folds": ("affectube.eval.folds", "build subject-disjoint cross-validation folds"),
     "finetune": ("affectube.train.finetune", "fine-tune one fold"),

@@ -149,10 +149,83 @@ class Dag:
         return [str(p) for p in m.table["path"]] + list(m.sources)
 
     def tracks(self, dataset: str) -> list[str]:
+        """What the dataset's faces jobs write: per video its tracks file, or (``data.shard_size`` set)
+        per shard its index (the tracks files are then written under ``faces/<dataset>/tracks/`` by the shard jobs)."""
+        if self.shard_size:
+            return [f"{self.results}/faces/{dataset}/shard-{s}.json" for s in self.shards(dataset)]
         return [f"{self.results}/faces/{dataset}/tracks/{v}.npz" for v in self.video_ids(dataset)]
 
     def stores(self, dataset: str) -> list[str]:
+        """What the dataset's clips jobs write: per video its store, or (sharded) per shard its index, which
+        lists the stores (``clips/<dataset>/<video>.h5`` as well; :func:`affectube.shards.index.expand_stores`)."""
+        if self.shard_size:
+            return [f"{self.results}/clips/{dataset}/shard-{s}.json" for s in self.shards(dataset)]
         return [f"{self.results}/clips/{dataset}/{v}.h5" for v in self.video_ids(dataset)]
+
+    # ---------------------------------------------------------------- shards (data.shard_size)
+    @property
+    def shard_size(self) -> int | None:
+        return self.config["data"].get("shard_size")
+
+    @lru_cache(maxsize=None)
+    def shards(self, dataset: str) -> dict[str, list[dict]]:
+        """Shard name -> the manifest rows of its videos (:mod:`affectube.shards.assign`)."""
+        from affectube.shards.assign import assign
+
+        table = self.manifest(dataset).table
+        rows = {str(r["video_id"]): r for r in table.to_dict("records")}
+        return {s: [rows[v] for v in ids] for s, ids in assign(list(rows), self.shard_size).items()}
+
+    def _shard(self, wildcards) -> list[dict]:
+        rows = self.shards(wildcards.dataset).get(wildcards.shard)
+        if rows is None:
+            raise ConfigError(f"dataset {wildcards.dataset}: no shard {wildcards.shard!r} (data.shard_size {self.shard_size})")
+        return rows
+
+    def shard_videos(self, wildcards) -> list[str]:
+        """The video files of shard ``wildcards.shard`` (inputs of its faces and clips jobs)."""
+        return [str(r["path"]) for r in self._shard(wildcards)]
+
+    def shard_annotation_files(self, wildcards) -> list[str]:
+        from affectube.data.annotation import entries
+
+        out = []
+        for r in self._shard(wildcards):
+            value = r.get("annotation")
+            if isinstance(value, str) and value.strip():
+                out += [path for _, path in entries(value)]
+        return out
+
+    def shard_rows(self, stage: str):
+        """An input function: the file listing shard ``wildcards.shard``'s manifest rows for its ``stage`` job
+        (faces: id and path; clips: the canonical rows), written here at DAG time when its content changed
+        and left untouched otherwise. So a shard job depends on its own rows only: adding a video re-runs the
+        jobs of that video's shard, not every shard of the dataset (the dataset manifest is no input of a
+        shard job; with it as an ``ancient`` input Snakemake 9.27 skips the shard's own checks)."""
+        from affectube.clips.labels import canonical_row
+        from affectube.io import to_jsonable, write_text
+
+        def path(wildcards) -> str:
+            rows = self._shard(wildcards)
+            if stage == "faces":
+                rows = [{"video_id": str(r["video_id"]), "path": str(r["path"])} for r in rows]
+            else:
+                rows = [canonical_row(r) for r in rows]
+            out = f"{self.results}/shards/{wildcards.dataset}/{stage}-{wildcards.shard}.json"
+            text = json.dumps(to_jsonable(rows), sort_keys=True, indent=0) + "\n"
+            try:
+                same = open(out, encoding="utf-8").read() == text
+            except OSError:
+                same = False
+            if not same:
+                write_text(out, text)
+            return out
+
+        return path
+
+    def shard_runtime(self, minutes_per_video: float):
+        """SLURM runtime (minutes) of a shard job: 10 + shard_size x ``minutes_per_video`` (x attempt on retries)."""
+        return lambda wildcards, attempt: int(10 + (self.shard_size or 1) * minutes_per_video) * attempt
 
     def pretrain_stores(self, wildcards=None) -> list[str]:
         return [s for d in self.config["data"]["pretrain"] for s in self.stores(d)]

@@ -4,6 +4,9 @@ Snakemake owns the DAG; DVC is a second front end to it. One DVC stage per rule:
 
 - ``deps``: the union of the input files of the rule's jobs (plus the manifest of a job that
   gets its manifest row as ``params.row``: a relabelled video re-runs the clips stage);
+  With ``data.shard_size`` set, the videos (files no rule writes under a dataset's ``root``) stand as
+  their dataset's root folder, and faces/clips outs are the shard indexes: dvc.yaml grows with the
+  number of shards, not of videos;
 - ``params``: the params.yaml sections named by the top-level keys of the JSON the
   rule passes as ``params.cfg`` (the convention of :mod:`affectube.dag`;
   ``experiment`` stands for the ``experiments`` section);
@@ -93,8 +96,11 @@ def collect_stages(snakefile: str | Path = "Snakefile", workdir: str | Path = ".
         for f in job.output:
             producer[str(f)] = job.rule.name
     rule_order = {name: i for i, name in enumerate(rule_names)}
+    roots = _sharded_roots(jobs)
     for st in stages.values():
         st.deps -= st.outs
+        if roots:
+            st.deps = {_collapse(d, roots) if d not in producer else d for d in st.deps}
         st.upstream = {producer[d] for d in st.deps if d in producer} - {st.rule}
         st.order = rule_order[st.rule]
     return _toposort(stages)
@@ -108,6 +114,26 @@ def _row_deps(job) -> list[str]:
     from affectube.layout import results_root
 
     return [f"{results_root(job.rule.workflow.config)}/manifests/{job.wildcards.dataset}.csv"]
+
+
+def _sharded_roots(jobs) -> list[str]:
+    """With ``data.shard_size`` set: the dataset root folders (a stage depends on a folder, not on each
+    video in it, so dvc.yaml lists shards, not videos, and adding a video to a folder needs no regeneration)."""
+    for job in jobs:
+        config = job.rule.workflow.config
+        if not (config.get("data") or {}).get("shard_size"):
+            return []
+        return sorted({os.path.normpath(spec["root"]) for spec in config["data"]["datasets"].values()}, key=len, reverse=True)
+    return []
+
+
+def _collapse(path: str, roots: list[str]) -> str:
+    """``path`` (a file no rule writes) under one of ``roots``: that root; else ``path``."""
+    norm = os.path.normpath(path)
+    for root in roots:
+        if norm.startswith(root + os.sep):
+            return root
+    return path
 
 
 def render(stages: list[Stage]) -> str:

@@ -452,6 +452,9 @@ def run(args: argparse.Namespace) -> int:
         from affectube.eval.overlap import select_pretrain_stores
 
         allowed = allowed_datasets(dcfg)
+        from affectube.shards.index import expand_stores
+
+        args.stores = expand_stores(args.stores)  # data.shard_size: clips shard indexes stand for their stores
         stores, prints, notes = select_pretrain_stores(args.stores, dcfg)  # by content, not only by dataset name
         for note in notes:
             log.warning("pretraining data: %s", note)

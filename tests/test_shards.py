@@ -1,0 +1,63 @@
+"""data.shard_size: stable shard assignment (unit) and the planning benchmark on a tiny size."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from affectube.errors import ConfigError
+from affectube.shards.assign import assign, bucket_count, bucket_of
+from affectube.shards.index import expand_stores
+from conftest import REPO, venv_env
+
+
+def _where(shards: dict[str, list[str]]) -> dict[str, str]:
+    return {v: s for s, ids in shards.items() for v in ids}
+
+
+def test_bucket_count_is_a_power_of_two_covering_the_videos():
+    assert [bucket_count(n, 8) for n in (0, 1, 8, 9, 16, 17, 33, 64, 65)] == [1, 1, 1, 2, 2, 4, 8, 8, 16]
+    for bad in (0, -1, 2.5, True, "8"):
+        with pytest.raises(ConfigError, match="data.shard_size"):
+            bucket_count(10, bad)
+
+
+def test_adding_videos_moves_no_existing_video_until_the_bucket_count_doubles():
+    ids = [f"vid{i:05d}" for i in range(1000)]
+    before = _where(assign(ids[:700], 100))  # 7 -> 8 buckets
+    after = _where(assign(ids, 100))  # 10 -> 16 buckets: doubled
+    same = _where(assign(ids[:800], 100))  # still 8 buckets
+    assert all(same[v] == before[v] for v in before)  # +100 videos, no existing video moved
+    moved = [v for v in before if after[v] != before[v]]
+    # on doubling a video stays in b or goes to b + 8, never elsewhere; about half move
+    assert all(int(after[v]) == int(before[v]) + 8 for v in moved)
+    assert 0.35 < len(moved) / len(before) < 0.65
+    # a function of the id alone: the order of the listing does not matter
+    assert _where(assign(list(reversed(ids)), 100)) == after
+    assert bucket_of("vid00001", 16) == int(after["vid00001"])
+    sizes = [len(v) for v in assign(ids, 100).values()]
+    assert sum(sizes) == 1000 and max(sizes) < 100  # 16 buckets: ~62 each
+
+
+def test_expand_stores_lists_the_stores_of_a_clips_shard_index(tmp_path):
+    index = tmp_path / "shard-3.json"
+    index.write_text(json.dumps({"videos": [{"video_id": "a", "output": "x/a.h5"}, {"video_id": "b", "output": None}]}))
+    assert expand_stores([str(index), "y/c.h5"]) == ["x/a.h5", "y/c.h5"]
+
+
+def test_bench_scale_runs_on_a_tiny_size(tmp_path):
+    out = tmp_path / "scale.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/bench_scale.py"), "--sizes", "12", "--shard-size", "4", "--dvc-max", "0", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, env=venv_env(PYTHONPATH=str(REPO / "workflow")),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {r["mode"]: r for r in json.loads(out.read_text())["results"]}
+    # 12 bench + 16 demo videos: per video 28 faces and 28 clips jobs; shards of 4: 4 + 4 buckets at most each
+    assert rows["per_video"]["plan"]["jobs_per_rule"] == {"faces": 28, "clips": 28}
+    sharded = rows["sharded"]["plan"]["jobs_per_rule"]
+    assert set(sharded) == {"faces_shard", "clips_shard"} and 2 <= sharded["faces_shard"] == sharded["clips_shard"] <= 8
+    assert rows["sharded"]["plan"]["peak_rss_gb"] > 0 and rows["sharded"]["plan"]["wall_s"] > 0

@@ -1,0 +1,69 @@
+"""Stage ``clips-shard``: crop and pack the clip stores of one shard's videos (one job).
+
+    python -m affectube clips-shard --cfg '{"decode": ..., "crop": ..., "clips": ...}' \
+        --rows results/shards/D/clips-3.json --dataset D --shard 3 --faces-dir results/faces/D \
+        --stage-dir results/clips/D --out results/clips/D/shard-3.json
+
+Per video the same store as stage ``clips`` (``<stage-dir>/<video_id>.h5``, built by
+:func:`affectube.clips.build.build_store`), skipped when its cache key is unchanged: the video's
+identity, the key of the tracks it crops along (so new tracks re-crop, and a crop-only change re-crops
+without re-detecting), its canonical manifest row, its annotation files' identities and the
+``decode``/``crop``/``clips`` params. A video whose store cannot be built is recorded in the shard
+index as failed (no store, no key: retried by the next run); the shard job succeeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from affectube.config import parse_cfg
+from affectube.shards import cache
+from affectube.shards.index import read_rows, run_shard
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cfg", required=True, help="JSON with the 'decode', 'crop' and 'clips' sections")
+    parser.add_argument("--rows", required=True, help="the shard's manifest rows (.json, written by the DAG)")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--shard", required=True, help="shard name (affectube.shards.assign)")
+    parser.add_argument("--faces-dir", required=True, help="results/faces/<dataset> (tracks/ and keys/ under it)")
+    parser.add_argument("--stage-dir", required=True, help="results/clips/<dataset>: the stores and keys/")
+    parser.add_argument("--out", required=True, help="shard index (.json) to write")
+
+
+def clips_key(row: dict, tracks: Path, tracks_key: str | None, cfg: dict) -> str:
+    from affectube.data.annotation import entries
+
+    value = row.get("annotation")
+    annotations = [cache.file_identity(p) for _, p in entries(value)] if isinstance(value, str) and value.strip() else []
+    return cache.make_key(video=cache.file_identity(row["path"]), tracks=tracks_key or cache.file_identity(tracks),
+                          row=row, annotations=annotations, params=cfg)
+
+
+def run(args: argparse.Namespace) -> int:
+    from affectube.clips.build import build_store
+    from affectube.clips.labels import canonical_row
+
+    raw = parse_cfg(args.cfg)
+    cfg = {k: raw[k] for k in ("decode", "crop", "clips") if k in raw}  # as stage clips gets it (its provenance hash)
+    faces_dir, stage_dir = Path(args.faces_dir), Path(args.stage_dir)
+
+    def process(row: dict):
+        row = canonical_row(row)
+        vid = str(row["video_id"])
+        tracks, out = faces_dir / "tracks" / f"{vid}.npz", stage_dir / f"{vid}.h5"
+        key = clips_key(row, tracks, cache.stored_key(faces_dir, vid), cfg)
+        if cache.is_fresh(stage_dir, vid, out, key):
+            return "cached", str(out), None
+        cache.forget(stage_dir, vid)
+        out.unlink(missing_ok=True)  # a video that fails now has no (stale) store
+        content = build_store(row["path"], tracks, row, vid, cfg, out)
+        cache.record(stage_dir, vid, key)
+        return ("failed" if content.error else "ran"), str(out), content.error
+
+    run_shard("clips", args.dataset, args.shard, read_rows(args.rows), process, args.out)
+    return 0
