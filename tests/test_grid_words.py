@@ -226,3 +226,21 @@ def test_params_schema_has_the_new_keys():
     assert ft["label"]["default"] == "emotion" and ft["label_fraction"]["default"] == 1.0
     assert ft["event"]["default"] is False and ft["event_jitter"]["default"] == 0.0
     assert "video_kfold" in ft["protocol"]["enum"]
+
+
+def test_config_reads_the_mouth_and_validates():
+    """config/grid_words.yaml merged over params.yaml is valid and crops the mouth (grayscale), the
+    encoder's input is that crop, and clips span the word's window (issue 20's recipe)."""
+    import yaml
+
+    from affectube.config import merge_params, validate
+
+    from conftest import REPO
+
+    cfg = merge_params(yaml.safe_load((REPO / "params.yaml").read_text()), yaml.safe_load((REPO / "config" / "grid_words.yaml").read_text()))
+    cfg = validate(cfg, "config/grid_words.yaml")
+    assert cfg["crop"]["strategy"] == "mouth" and cfg["crop"]["grayscale"] is True and 0.3 <= cfg["crop"]["scale"] <= 0.7
+    assert cfg["pretrain"]["input_size"] == cfg["crop"]["size"]
+    assert cfg["pretrain"]["num_frames"] * cfg["pretrain"]["sample_stride"] == 16  # 0.64 s around the word at 25 fps
+    ft = cfg["finetune"]
+    assert (ft["label"], ft["event"], ft["protocol"], ft["k"]) == ("colour", True, "video_kfold", 4)
