@@ -36,7 +36,7 @@ def _params(realdata, tmp_path, insightface_model=None) -> dict:
     return {
         "data": {"datasets": {"mead_a": {"adapter": "csv", "root": str(realdata), "file": str(tmp_path / "a.csv")},
                               "mix_b": {"adapter": "csv", "root": str(realdata), "file": str(tmp_path / "b.csv")}},
-                 "pretrain": ["mead_a"], "finetune": "mix_b", "transductive": True},
+                 "pretrain": ["mead_a"], "finetune": "mix_b", "transductive": True, "shard_size": 4},  # one faces + clips job per dataset
         "decode": {"fps": 6, "max_side": 320},
         "faces": {"backend": "insightface", "model": str(insightface_model), "det_size": 160, "every_k": 6},
         "crop": {"size": 32},
