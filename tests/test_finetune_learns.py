@@ -51,7 +51,8 @@ def cfg_for(steps: int, **finetune) -> dict:
     cfg["pretrain"].update(TINY_VIT)
     cfg["finetune"].update({"init": "scratch", "classes": EMOTIONS, "inner_val": 0.0, "epochs": steps, "batch_size": 8,
                             "test_clips": 1, "threads": 1, "task": "categorical", "lr": 3.2e-2, "warmup_epochs": 1,
-                            "select_on": "main_metric", **finetune})  # the MEAD clips: emotions only
+                            "select_on": "main_metric", "input": "frames", **finetune})  # the MEAD clips: emotions
+    # only, read as frames (config/realdata.yaml's recipe; params.yaml's demo reads each clip's change: input delta)
     return cfg
 
 

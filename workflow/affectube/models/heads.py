@@ -123,14 +123,18 @@ def build_head(name: str, dim: int, spec: Outputs, **kwargs) -> nn.Module:
 class VideoModel(nn.Module):
     """encoder + head; ``forward(video) -> dict`` of outputs (see module doc)."""
 
-    def __init__(self, encoder: nn.Module, head: nn.Module):
+    def __init__(self, encoder: nn.Module, head: nn.Module, delta: bool = False):
         super().__init__()
         self.encoder = encoder
         self.head = head
+        # finetune.input: delta: the encoder reads each frame minus the clip's first frame (what changed)
+        self.delta = bool(delta)
         # a head that normalises the pooled tokens itself (fc_norm) reads the encoder's un-normalised tokens
         self.skip_final_norm = not getattr(head, "wants_final_norm", True) and _has_final_norm(encoder)
 
     def forward(self, video: torch.Tensor) -> dict:
+        if self.delta:  # [B, C, T, H, W]: the first frame becomes 0, the others their change from it
+            video = video - video[:, :, :1]
         if self.skip_final_norm:
             tokens = self.encoder.forward_features(video, final_norm=False)
         else:

@@ -90,7 +90,7 @@ def build_model(ft: dict, task: Task, encoder: nn.Module) -> VideoModel:
     head = build_head(ft["head"], encoder.embed_dim, task.outputs(), hidden=int(ft.get("gru_hidden", 128)),
                       dropout=float(ft.get("head_dropout", 0.0)), init_scale=float(ft.get("head_init_scale", 1.0)),
                       pooled_norm=pooled_norm)
-    model = VideoModel(encoder, head)
+    model = VideoModel(encoder, head, delta=ft.get("input", "frames") == "delta")  # older runs: frames
     if ft["mode"] == "frozen":
         model.encoder.requires_grad_(False)
     return model
