@@ -133,7 +133,7 @@ def test_snakemake_rejects_a_bad_value_with_one_line_naming_the_key(workflow_cop
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     lines = [ln for ln in out.splitlines() if "crop.strategy" in ln]
-    assert lines == ["params.yaml (with command-line overrides): crop.strategy: 'foo' is not one of ['box', 'align']"], out[-3000:]
+    assert lines == ["params.yaml (with command-line overrides): crop.strategy: 'foo' is not one of ['box', 'align', 'mouth']"], out[-3000:]
 
 
 def _rule_names() -> set[str]:
