@@ -148,12 +148,16 @@ def test_dry_run_prints_the_whole_dag(workflow_copy):
     wf = workflow_copy()
     # + an experiment with a pretext of its own, so that rule pretrain_experiment is planned too
     (wf / "pretext.yaml").write_text("experiments:\n  byol: {pretrain.method: byol}\n")
-    proc = run_snakemake(wf, "-n", "--configfile", "pretext.yaml", timeout=300)
-    out = proc.stdout + proc.stderr
-    stats = out[out.index("Job stats:"):]
-    counted = set(re.findall(r"^(\w+)\s+\d+$", stats, flags=re.M)) - {"total"}
-    assert counted == _rule_names(), f"rules missing from the dry run: {_rule_names() - counted}"
-    assert "This was a dry-run" in out
+    # + a second dry run with the dataset in shards (data.shard_size), which plans the shard rules
+    (wf / "shards.yaml").write_text("data:\n  shard_size: 8\n")
+    counted = set()
+    for configfiles in (["pretext.yaml"], ["pretext.yaml", "shards.yaml"]):
+        proc = run_snakemake(wf, "-n", "--configfile", *configfiles, timeout=300)
+        out = proc.stdout + proc.stderr
+        assert "This was a dry-run" in out, out[-3000:]
+        stats = out[out.index("Job stats:"):]
+        counted |= set(re.findall(r"^(\w+)\s+\d+$", stats, flags=re.M)) - {"total"}
+    assert counted == _rule_names(), f"rules missing from the dry runs: {_rule_names() - counted}"
 
 
 @pytest.mark.slow
