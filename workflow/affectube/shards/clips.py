@@ -20,19 +20,15 @@ from pathlib import Path
 
 from affectube.config import parse_cfg
 from affectube.shards import cache
-from affectube.shards.index import read_rows, run_shard
+from affectube.shards.index import add_shard_arguments, read_rows, run_shard
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cfg", required=True, help="JSON with the 'decode', 'crop' and 'clips' sections")
-    parser.add_argument("--rows", required=True, help="the shard's manifest rows (.json, written by the DAG)")
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--shard", required=True, help="shard name (affectube.shards.assign)")
+    add_shard_arguments(parser, "JSON with the 'decode', 'crop' and 'clips' sections",
+                        "results/clips/<dataset>: the stores and keys/")
     parser.add_argument("--faces-dir", required=True, help="results/faces/<dataset> (tracks/ and keys/ under it)")
-    parser.add_argument("--stage-dir", required=True, help="results/clips/<dataset>: the stores and keys/")
-    parser.add_argument("--out", required=True, help="shard index (.json) to write")
 
 
 def clips_key(row: dict, tracks: Path, tracks_key: str | None, cfg: dict) -> str:

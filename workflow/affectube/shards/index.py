@@ -22,6 +22,16 @@ from affectube.io import read_json, write_json
 log = logging.getLogger(__name__)
 
 
+def add_shard_arguments(parser, cfg_help: str, stage_dir_help: str) -> None:
+    """The arguments every shard stage takes: its params, its rows, where it writes, its index."""
+    parser.add_argument("--cfg", required=True, help=cfg_help)
+    parser.add_argument("--rows", required=True, help="the shard's manifest rows (.json, written by the DAG)")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--shard", required=True, help="shard name (affectube.shards.assign)")
+    parser.add_argument("--stage-dir", required=True, help=stage_dir_help)
+    parser.add_argument("--out", required=True, help="shard index (.json) to write")
+
+
 def read_rows(path: str | os.PathLike) -> list[dict]:
     """The manifest rows of one shard, as the DAG wrote them (:meth:`affectube.dag.Dag.shard_rows`)."""
     try:
