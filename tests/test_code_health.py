@@ -255,6 +255,7 @@ STAGE_SECTIONS = {
     "affectube.faces.sheet": ("decode", "faces", "crop"),
     "affectube.faces.pipeline": ("decode", "faces"),  # track_video: also called with partial sections (tests, predict)
     "affectube.faces.detect": ("faces",),  # build_detector
+    "affectube.demo": ("demo",),  # run() and params() (plan/outputs/generate: the demo dataset's spec over the demo section)
 }
 # the report and figures stages fill through report/params.py (report, evaluate, figures always; finetune and
 # pretrain when given: results of runs without them keep saying '?'); these modules index what it filled

@@ -137,7 +137,7 @@ def test_mtcnn_finds_one_face_and_sees_the_labelled_expression(demo):
 
 
 def test_asking_for_more_subjects_than_photographs_names_the_problem():
-    from affectube.demo_sources import SOURCES, load_photo
+    from affectube.demo.sources import SOURCES, load_photo
 
     with pytest.raises(DataError, match=f"only {len(SOURCES)} face photographs"):
         load_photo(len(SOURCES))

@@ -5,8 +5,8 @@ It is a smoke demo, not a benchmark. :func:`plan` lists the videos and their lab
 :func:`run` (CLI ``affectube demo-data``) renders them:
 
 - ``<root>/videos/<video_id>.mp4``: H.264, ``size`` x ``size`` px, ``fps``, ``seconds`` long; subject k
-  is the k-th photograph of :mod:`affectube.demo_sources` (astronaut, Grace Hopper, faces of a group
-  photo), animated with the class's expression warp (:mod:`affectube.demo_render`) and a small head sway;
+  is the k-th photograph of :mod:`affectube.demo.sources` (astronaut, Grace Hopper, faces of a group
+  photo), animated with the class's expression warp (:mod:`affectube.demo.render`) and a small head sway;
 - ``<root>/annotations/<video_id>.csv``: per-frame targets ``time, valence, arousal`` sampled at
   ``annotation_hz`` on their own time grid (not the video's frames): the clip's targets times the
   expression envelope (0 before the onset, 1 at the apex);
@@ -32,17 +32,32 @@ def intensity(rep: int, videos_per_class: int) -> float:
     return 0.6 + 0.4 * (rep + 1) / videos_per_class
 
 
-def plan(cfg: dict) -> list[dict]:
+# Keys of a dataset spec (data.datasets.<name>) that sit beside the demo params in ``spec``.
+DATASET_KEYS = ("adapter", "root")
+
+
+def params(spec: dict) -> tuple[dict, str]:
+    """The ``demo`` params in ``spec`` (the demo dataset's spec merged over the ``demo`` section)
+    validated and filled with the schema's defaults, and ``root``, the folder its files go under."""
+    from affectube.config import sections
+    from affectube.errors import ConfigError
+
+    if not spec.get("root"):
+        raise ConfigError("demo: no 'root' (the demo dataset's folder, data.datasets.<name>.root) given")
+    demo = {k: v for k, v in spec.items() if k not in DATASET_KEYS}
+    return sections({"demo": demo}, "demo", source="demo params")["demo"], str(spec["root"]).rstrip("/")
+
+
+def plan(spec: dict) -> list[dict]:
     """One row per demo video: id, path, subject, session, emotion, valence, arousal, annotation."""
-    return [row for _, _, _, row in _items(cfg)]
+    return [row for _, _, _, row in _items(*params(spec))]
 
 
-def _items(cfg: dict):
-    """(subject index, class, repetition, manifest row) for every planned video."""
-    root = cfg.get("root", "results/demo")
-    n_rep = cfg.get("videos_per_class", 2)
-    for s in range(cfg.get("subjects", 4)):
-        for cls in cfg.get("classes", ["happy", "sad"]):
+def _items(cfg: dict, root: str):
+    """(subject index, class, repetition, manifest row) for every planned video (``cfg``: filled demo params)."""
+    n_rep = cfg["videos_per_class"]
+    for s in range(cfg["subjects"]):
+        for cls in cfg["classes"]:
             for r in range(n_rep):
                 vid = f"s{s + 1:02d}_{cls}_{r:02d}"
                 val, aro = AFFECT[cls]
@@ -61,10 +76,10 @@ def _items(cfg: dict):
                 )
 
 
-def outputs(cfg: dict) -> dict[str, list[str]]:
+def outputs(spec: dict) -> dict[str, list[str]]:
     """Every file :func:`run` writes (the rule's outputs)."""
-    rows = plan(cfg)
-    root = cfg.get("root", "results/demo")
+    rows = plan(spec)
+    _, root = params(spec)
     return {
         "videos": [r["path"] for r in rows],
         "annotations": [r["annotation"] for r in rows],
@@ -80,23 +95,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from affectube.config import parse_cfg
 
-    cfg = dict(parse_cfg(args.cfg).get("demo", {}))
-    cfg["root"] = args.out.rstrip("/")
-    generate(cfg)
+    raw = parse_cfg(args.cfg)
+    generate({**(raw.get("demo") or {}), "root": args.out})  # filled and validated by params()
     return 0
 
 
-def generate(cfg: dict) -> list[dict]:
-    """Render every planned video, its annotation file and labels.csv under ``cfg['root']``."""
+def generate(spec: dict) -> list[dict]:
+    """Render every planned video, its annotation file and labels.csv under ``spec['root']``."""
     import numpy as np
     import pandas as pd
 
-    from affectube.demo_render import FaceRenderer, render_video
-    from affectube.demo_sources import SOURCES, load_photo
+    from affectube.demo.render import FaceRenderer, render_video
+    from affectube.demo.sources import SOURCES, load_photo
     from affectube.io import atomic_path
 
-    cfg = {**_defaults(), **cfg}
-    items = list(_items(cfg))
+    cfg, root = params(spec)
+    items = list(_items(cfg, root))
     rows = [row for *_, row in items]
     fps, size, seed = cfg["fps"], cfg["size"], cfg["seed"]
     num_frames = round(cfg["seconds"] * fps)
@@ -121,7 +135,7 @@ def generate(cfg: dict) -> list[dict]:
         log.info("demo video %d/%d: %s (%s, %d frames)", i, len(rows), row["path"], SOURCES[subj].name, num_frames)
     table = pd.DataFrame(rows)
     table["source"] = [SOURCES[subj].origin for subj, *_ in items]
-    with atomic_path(f"{cfg['root']}/labels.csv") as tmp:
+    with atomic_path(f"{root}/labels.csv") as tmp:
         table.to_csv(tmp, index=False)
     return rows
 
@@ -145,10 +159,3 @@ def encode_mp4(frames, fps: float, path: str, crf: int = 18) -> None:
         except ffmpeg.Error as exc:
             tail = exc.stderr.decode(errors="replace").strip().splitlines()[-3:]
             raise RuntimeError(f"{path}: ffmpeg could not encode the demo video: {' | '.join(tail)}") from None
-
-
-def _defaults() -> dict:
-    from affectube.config import load_schema
-
-    props = load_schema()["properties"]["demo"]["properties"]
-    return {k: v["default"] for k, v in props.items() if "default" in v}
