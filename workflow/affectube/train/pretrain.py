@@ -44,11 +44,11 @@ from affectube.train.pretrain_keys import OPERATIONAL_KEYS  # params of how a ru
 from affectube.train.masked_data import MaskedClips
 from affectube.train.optim import build_optimizer, build_scheduler, param_groups, scaled_lr
 from affectube.train.reconstruction import save_reconstruction_figure
+from affectube.train.step_log import FIELDS, StepLog, read_rows
 
 log = logging.getLogger(__name__)
 
 EXIT_PREEMPTED = preempt.EXIT_PREEMPTED  # checkpoint written: run again to resume
-LOG_FIELDS = ["step", "loss", "lr", "grad_norm", "clips_per_s", "tokens_per_s", "data_wait", "step_time", "elapsed"]
 
 
 class TrainingDiverged(UserError):
@@ -171,12 +171,6 @@ class Pretrainer:
             prefetch_factor=4 if workers > 0 else None,
         )
 
-    def _read_partial_log(self, start: int) -> list[dict]:
-        if not self.partial_log.exists():
-            return []
-        with open(self.partial_log, newline="") as fh:
-            return [row for row in csv.DictReader(fh) if int(row["step"]) <= start]
-
     # ------------------------------------------------------------ fit
     def fit(self, stop_after: int | None = None) -> int:
         """Train to ``pretrain.steps``; return 0, or EXIT_PREEMPTED after a preemption checkpoint.
@@ -184,99 +178,104 @@ class Pretrainer:
         ``stop_after`` ends the run after that step as if the job had been killed
         (checkpoint kept, no final outputs): tests use it to check resumption.
         """
-        cfg, steps = self.cfg, self.cfg["steps"]
+        steps = self.cfg["steps"]
         start = self._resume()
-        rows = self._read_partial_log(start) if self.env.is_main else []
+        main = self.env.is_main
+        steplog = StepLog(self.partial_log if main else None, read_rows(self.partial_log, start) if main else [])
         model = self.model
         if self.env.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        forward = torch.compile(model) if cfg["compile"] else model
-        raw = self.model
-        params = [p for p in raw.parameters() if p.requires_grad]
-        tokens_per_clip = raw.num_tokens
-        clip = cfg["clip_grad"] if cfg["clip_grad"] is not None else math.inf
-
+        forward = torch.compile(model) if self.cfg["compile"] else model
         batches = iter(self._loader(start))
-        log_fh = None
-        if self.env.is_main:
-            self.partial_log.parent.mkdir(parents=True, exist_ok=True)
-            log_fh = open(self.partial_log, "w", newline="")
-            writer = csv.DictWriter(log_fh, LOG_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-            log_fh.flush()
-        elapsed0 = float(rows[-1]["elapsed"]) if rows else 0.0
+        elapsed0 = float(steplog.rows[-1]["elapsed"]) if steplog.rows else 0.0
         t_begin = time.perf_counter()
-        progress = _progress(start, steps, self.env.is_main)
+        progress = _progress(start, steps, main)
         model.train()
         try:
             for step in range(start, steps):
                 t0 = time.perf_counter()
-                wait = 0.0
-                losses = []
-                for micro in range(self.accum):
-                    tw = time.perf_counter()
-                    batch = next(batches)
-                    wait += time.perf_counter() - tw
-                    sync = model.no_sync() if (self.env.distributed and micro < self.accum - 1) else contextlib.nullcontext()
-                    with sync:
-                        loss = self.method.loss(forward, raw, batch, self.dataset, self.device, self._autocast)
-                        (loss / self.accum).backward()
-                    losses.append(loss.detach())
-                loss_value = float(distributed.all_reduce_mean(torch.stack(losses).mean()))
-                if not math.isfinite(loss_value):
-                    self._diverged(step, f"loss is {loss_value}")
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
-                if not math.isfinite(grad_norm):
-                    self._diverged(step, f"gradient norm is {grad_norm} (loss {loss_value:.4g})")
-                lr = self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0]["lr_scale"]
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
+                loss_value, grad_norm, lr, wait = self._step(model, forward, batches, step)
                 done = step + 1
-                self.method.after_step(raw, done, steps)  # e.g. the EMA target of BYOL/DINO
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
                 dt = time.perf_counter() - t0
-                row = {
-                    "step": done,
-                    "loss": f"{loss_value:.6f}",
-                    "lr": f"{lr:.6g}",
-                    "grad_norm": f"{grad_norm:.4f}",
-                    "clips_per_s": f"{self.global_batch / dt:.3f}",
-                    "tokens_per_s": f"{self.global_batch * tokens_per_clip / dt:.1f}",
-                    "data_wait": f"{wait / dt:.4f}",
-                    "step_time": f"{dt:.4f}",
-                    "elapsed": f"{elapsed0 + time.perf_counter() - t_begin:.3f}",
-                }
-                if self.env.is_main:
-                    rows.append(row)
-                    writer.writerow(row)
-                    log_fh.flush()
+                if main:
+                    row = self._log_row(done, loss_value, grad_norm, lr, wait, dt, elapsed0 + time.perf_counter() - t_begin)
+                    steplog.append(row)
                     progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", clips_s=row["clips_per_s"])
                     progress.update(1)
-                if done % cfg["checkpoint_every"] == 0 or done == steps:
-                    self._save(done)
-                if _any_rank(preempt.requested()):
-                    if done % cfg["checkpoint_every"] and done != steps:
-                        self._save(done)
-                    log.warning("preemption requested: checkpoint at step %d written to %s", done, self.ckpt_path)
-                    return EXIT_PREEMPTED
-                if stop_after is not None and done >= stop_after:
-                    if done % cfg["checkpoint_every"] and done != steps:
-                        self._save(done)
-                    return 0
+                code = self._checkpoint_or_stop(done, steps, stop_after)
+                if code is not None:
+                    return code
         finally:
             progress.close()
-            if log_fh is not None:
-                log_fh.close()
-        if start >= steps and not rows:
+            steplog.close()
+        if start >= steps and not steplog.rows:
             raise DataError(f"{self.ckpt_path}: checkpoint is at step {start} but its log {self.partial_log} is missing")
-        if self.env.is_main:
-            self._write_outputs(rows, start)
+        if main:
+            self._write_outputs(steplog.rows, start)
         distributed.barrier()
         return 0
+
+    def _step(self, model, forward, batches, step: int) -> tuple[float, float, float, float]:
+        """One optimizer step over ``accum`` micro-batches: (loss, gradient norm, lr, seconds waiting for data)."""
+        raw = self.model
+        wait = 0.0
+        losses = []
+        for micro in range(self.accum):
+            tw = time.perf_counter()
+            batch = next(batches)
+            wait += time.perf_counter() - tw
+            sync = model.no_sync() if (self.env.distributed and micro < self.accum - 1) else contextlib.nullcontext()
+            with sync:
+                loss = self.method.loss(forward, raw, batch, self.dataset, self.device, self._autocast)
+                (loss / self.accum).backward()
+            losses.append(loss.detach())
+        loss_value = float(distributed.all_reduce_mean(torch.stack(losses).mean()))
+        if not math.isfinite(loss_value):
+            self._diverged(step, f"loss is {loss_value}")
+        clip = self.cfg["clip_grad"] if self.cfg["clip_grad"] is not None else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_([p for p in raw.parameters() if p.requires_grad], clip))
+        if not math.isfinite(grad_norm):
+            self._diverged(step, f"gradient norm is {grad_norm} (loss {loss_value:.4g})")
+        lr = self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0]["lr_scale"]
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.method.after_step(raw, step + 1, self.cfg["steps"])  # e.g. the EMA target of BYOL/DINO
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return loss_value, grad_norm, lr, wait
+
+    def _log_row(self, done: int, loss: float, grad_norm: float, lr: float, wait: float, dt: float, elapsed: float) -> dict:
+        return {
+            "step": done,
+            "loss": f"{loss:.6f}",
+            "lr": f"{lr:.6g}",
+            "grad_norm": f"{grad_norm:.4f}",
+            "clips_per_s": f"{self.global_batch / dt:.3f}",
+            "tokens_per_s": f"{self.global_batch * self.model.num_tokens / dt:.1f}",
+            "data_wait": f"{wait / dt:.4f}",
+            "step_time": f"{dt:.4f}",
+            "elapsed": f"{elapsed:.3f}",
+        }
+
+    def _checkpoint_or_stop(self, done: int, steps: int, stop_after: int | None) -> int | None:
+        """The checkpoint/stop policy after step ``done``: a checkpoint every ``checkpoint_every`` steps
+        and at the end; on a preemption request (on any rank) or at ``stop_after``, a checkpoint now and
+        the exit code (EXIT_PREEMPTED or 0); None: go on."""
+        scheduled = done % self.cfg["checkpoint_every"] == 0 or done == steps
+        if scheduled:
+            self._save(done)
+        if _any_rank(preempt.requested()):  # a collective: every rank calls it at every step
+            if not scheduled:
+                self._save(done)
+            log.warning("preemption requested: checkpoint at step %d written to %s", done, self.ckpt_path)
+            return EXIT_PREEMPTED
+        if stop_after is not None and done >= stop_after:
+            if not scheduled:
+                self._save(done)
+            return 0
+        return None
 
     def _diverged(self, step: int, what: str) -> None:
         kept = f"the last good checkpoint is {self.ckpt_path}" if self.ckpt_path.exists() else "no checkpoint was written yet"
@@ -292,7 +291,7 @@ class Pretrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.out / "log.csv") as tmp:
             with open(tmp, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, LOG_FIELDS)
+                writer = csv.DictWriter(fh, FIELDS)
                 writer.writeheader()
                 writer.writerows(rows)
         summary = self.summary(rows, start)
