@@ -54,7 +54,8 @@ def test_snakemake_builds_stores_for_real_clips(realdata, workflow_copy, tmp_pat
             assert (s.dataset, s.video_id, s.subject) == ("real", vid, subject)
             assert s.labels.get("emotion") == emotion
             used = sections({"decode": decode_cfg}, "decode")["decode"]  # the stage records them with defaults filled
-            assert s.attrs["decode"] == used and s.attrs["crop"] == crop_cfg and len(s.attrs["provenance"]) == 64
+            used_crop = sections({"crop": crop_cfg}, "crop")["crop"]  # e.g. crop.mouth_window, unused by strategy box
+            assert s.attrs["decode"] == used and s.attrs["crop"] == used_crop and len(s.attrs["provenance"]) == 64
             assert s.attrs["source"]["codec"] in {"h264", "vp6f", "mpeg1video"}
             assert valid.mean() > 0.5, f"{vid}: the detector found a face in only {valid.mean():.0%} of the frames"
     ds = ClipDataset(wf / "results/clips/real", num_frames=16, sample_stride=2, input_size=48, mode="test", test_clips=2)
