@@ -27,10 +27,11 @@ from conftest import REPO, copy_workflow, run_snakemake, venv_env
 pytestmark = [
     pytest.mark.slow,
     # Not yet part of CI (issue 20; docs/finetune.md "GRID words, measured"): with the mouth crop the full
-    # run (352 clips, 4 folds, pretrained, 30 epochs) reaches 0.668 (target 0.70), but this REDUCED run
-    # (40 clips per colour, 300 pretraining steps) was never run or timed: the shared 2-core machine was
-    # at load 13-16 when the recipe was found. Estimate from the full run (one 30-epoch fold of 224
-    # training videos ~105 s CPU): 4 folds of ~100 training videos ~3.5 min CPU, the quarter-budget
+    # run (352 clips, 4 folds, pretrained) reaches 0.668 at 30 epochs and 0.696 at 60 (the config's
+    # epochs now; target 0.70), but this REDUCED run (40 clips per colour, 300 pretraining steps) was
+    # never run or timed: the shared 2-core machine was loaded when the recipe was found. Estimate from
+    # the full run (one 30-epoch fold of 224 training videos ~105 s CPU, 60 epochs ~2x): 4 folds of
+    # ~100 training videos ~7 min CPU, the quarter-budget
     # experiment ~1 min, faces + clips of 160 clips ~2.5 min, pretraining ~0.5 min: ~4 min on 2 idle
     # cores plus Snakemake's start-up of ~330 per-video jobs; whether 40 clips per colour reach 0.6 is
     # unknown. Remove this mark after a measured run reaches 0.6 within ~5 min.
