@@ -98,7 +98,7 @@ def test_bf16_finetune_of_one_fold_learns_on_the_device(device, stores, tmp_path
     root, rows = stores
     cfg = load_params(REPO / "params.yaml")
     cfg["pretrain"].update(TINY)
-    cfg["finetune"].update({"init": "scratch", "epochs": 6, "warmup_epochs": 1, "batch_size": 4, "lr": 0.5,
+    cfg["finetune"].update({"init": "scratch", "epochs": 6, "warmup_epochs": 1, "batch_size": 4, "lr": 0.5, "input": "frames",
                             "inner_val": 0.0, "select_on": "last", "test_clips": 1, "num_workers": 0, "threads": 1,
                             "classes": CLASSES, "task": "categorical"})
     seen = []  # the devices and dtypes the batched (uint8 path) transform ran on
