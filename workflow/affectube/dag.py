@@ -187,14 +187,9 @@ class Dag:
         return [str(r["path"]) for r in self._shard(wildcards)]
 
     def shard_annotation_files(self, wildcards) -> list[str]:
-        from affectube.data.annotation import entries
+        from affectube.data.annotation import row_files
 
-        out = []
-        for r in self._shard(wildcards):
-            value = r.get("annotation")
-            if isinstance(value, str) and value.strip():
-                out += [path for _, path in entries(value)]
-        return out
+        return [path for r in self._shard(wildcards) for path in row_files(r)]
 
     def shard_rows(self, stage: str):
         """An input function: the file listing shard ``wildcards.shard``'s manifest rows for its ``stage`` job

@@ -27,6 +27,12 @@ from affectube.errors import DataError
 TIME_COLUMNS = ("time", "timestamp", "frametime", "frame_time", "times")
 
 
+def row_files(row: dict) -> list[str]:
+    """The annotation files a manifest row names in its ``annotation`` column (none when it is empty)."""
+    value = row.get("annotation")
+    return [path for _, path in entries(value)] if isinstance(value, str) and value.strip() else []
+
+
 def entries(value: str) -> list[tuple[list[str] | None, str]]:
     out = []
     for part in str(value).split(";"):

@@ -32,10 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def clips_key(row: dict, tracks: Path, tracks_key: str | None, cfg: dict) -> str:
-    from affectube.data.annotation import entries
+    from affectube.data.annotation import row_files
 
-    value = row.get("annotation")
-    annotations = [cache.file_identity(p) for _, p in entries(value)] if isinstance(value, str) and value.strip() else []
+    annotations = [cache.file_identity(p) for p in row_files(row)]
     return cache.make_key(video=cache.file_identity(row["path"]), tracks=tracks_key or cache.file_identity(tracks),
                           row=row, annotations=annotations, params=cfg)
 
