@@ -98,14 +98,17 @@ def test_warmup_selection_and_underfitting_are_flagged(tmp_path):
     _edit_fold(res, "videomae", 1, {"best_epoch": 4, "warmup_epochs": 2}, {"train_accuracy": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]})
     _edit_fold(res, "videomae", 2, {"best_epoch": 5, "warmup_epochs": 2, "train_at_best": {"train_accuracy": 1.0, "train_ccc": 0.1}})
     _edit_fold(res, "videomae", 3, {"best_epoch": 6, "warmup_epochs": 2, "train_at_best": {"train_accuracy": 0.95, "train_ccc": 0.9}})
+    m3 = res / "finetune/videomae/fold3/metrics.json"  # running 0.95, but the kept weights on the training videos: 0.6
+    m3.write_text(json.dumps({**json.loads(m3.read_text()), "train": {"videos": 10, "accuracy": 0.6, "uar": 0.6}}))
     cfg = R.params_cfg(experiments={"videomae": {}})
     found = build(cfg, res, tmp_path / "out")
     assert found["selected epoch inside the warmup"] == [
         "videomae: fold 0: the selected epoch 1 is inside the warmup (2 epoch(s)): the kept model barely trained"]
     under = found["underfitting at the selected epoch"]
-    assert len(under) == 2
-    assert under[0].startswith("videomae: fold 1: training accuracy 0.50 at the selected epoch 4")  # read from log.csv
+    assert len(under) == 3
+    assert under[0].startswith("videomae: fold 1: training accuracy 0.50 at the selected epoch 4 (running")  # read from log.csv
     assert under[1].startswith("videomae: fold 2: training CCC 0.10")
+    assert under[2].startswith("videomae: fold 3: training accuracy 0.60 at the selected epoch 6 (the kept weights")
     cfg["report"]["underfit_accuracy"] = 0.4
     assert "fold 1: training accuracy" not in " ".join(build(cfg, res, tmp_path / "out").get("underfitting at the selected epoch", []))
 

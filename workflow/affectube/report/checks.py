@@ -10,7 +10,9 @@
 - comparisons no paired test can decide (too few subjects, or identical results);
 - folds whose selected epoch lies inside the warmup, or whose model does not fit its training
   data at the selected epoch (training accuracy below ``report.underfit_accuracy``, training CCC
-  below ``report.underfit_ccc``; the fold's ``metrics.json`` ``training`` and ``log.csv``);
+  below ``report.underfit_ccc``: the kept weights on the fold's training videos read as test
+  clips, ``metrics.json`` ``train``; else the running values of the augmented training clips,
+  ``metrics.json`` ``training.train_at_best`` and ``log.csv``);
 - folds whose test predictions are at chance (main metric at most the within-subject
   permutation chance level plus ``report.chance_margin``; :func:`affectube.eval.stats.chance_level`);
 - pretraining/test overlap: test subjects or test videos (by content hash) among the clips
@@ -338,6 +340,19 @@ def _train_at_best(f) -> dict:
     return {k: float(v) for k, v in at.items() if v is not None and not isinstance(v, str)}
 
 
+def _train_fit(f) -> tuple[dict, str]:
+    """Training accuracy/CCC of the kept weights and where they come from: the evaluation pass over
+    the fold's training videos (``metrics.json`` ``train``: test-mode clips, no augmentation, weights
+    fixed) when the fold has one, else the running values of the selected epoch (augmented clips,
+    weights moving: they read low while the model still moves)."""
+    evaluated = (f.metrics_file or {}).get("train") or {}
+    at = {f"train_{k}": float(evaluated[k]) for k in ("accuracy", "ccc")
+          if isinstance(evaluated.get(k), (int, float)) and not isinstance(evaluated.get(k), bool)}
+    if at:
+        return at, "the kept weights on the training videos"
+    return _train_at_best(f), "running, augmented training clips"
+
+
 def underfit(run: Run) -> list[str]:
     """A model that does not fit its own training data at the selected epoch cannot be expected to generalise."""
     rcfg = run.cfg["report"]
@@ -345,15 +360,15 @@ def underfit(run: Run) -> list[str]:
     out = []
     for exp in run.experiments:
         for f in exp.ok_folds:
-            at = _train_at_best(f)
+            at, source = _train_fit(f)
             best = _training(f).get("best_epoch", "?")
             acc, ccc = at.get("train_accuracy"), at.get("train_ccc")
             if acc is not None and math.isfinite(acc) and acc < acc_min:
                 out.append(f"{exp.name}: fold {f.index}: training accuracy {acc:.2f} at the selected epoch {best} "
-                           f"(< {acc_min:g}, report.underfit_accuracy): the model underfits its training videos")
+                           f"({source}; < {acc_min:g}, report.underfit_accuracy): the model underfits its training videos")
             if ccc is not None and math.isfinite(ccc) and ccc < ccc_min:
                 out.append(f"{exp.name}: fold {f.index}: training CCC {ccc:.2f} at the selected epoch {best} "
-                           f"(< {ccc_min:g}, report.underfit_ccc): the model underfits its training targets")
+                           f"({source}; < {ccc_min:g}, report.underfit_ccc): the model underfits its training targets")
     return out
 
 
