@@ -81,3 +81,25 @@ def grid_audio_stores(realdata: Path, root: Path, n_mels: int = 40, size: int = 
                          valid=np.ones(len(frames), bool), audio_logmel=audio, provenance="0" * 64)
         paths.append(write_store(root / f"{v.stem}.h5", c, "none", 0))
     return paths
+
+
+def synthetic_audio_stores(root: Path, n: int = 8, frames: int = 24, size: int = 32, n_mels: int = 8) -> list[Path]:
+    """``n`` clip stores (real HDF5 through :func:`write_store`) of moving-bar videos whose ``audio_logmel`` follows
+    the bar's position (a learnable audio target): the audio pretext's data without decoding real videos."""
+    import numpy as np
+
+    from affectube.clips.store import StoreContent, write_store
+
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for v in range(n):
+        rng = np.random.default_rng(v)
+        pos = (np.arange(frames) * (v % 3 + 1) + 5 * v) % size
+        video = rng.integers(0, 40, (frames, size, size, 3), dtype=np.uint8)
+        for t, x in enumerate(pos):
+            video[t, :, x : x + 4] = 220
+        mels = np.stack([np.cos(2 * np.pi * pos / size * (k + 1)) for k in range(n_mels)], 1).astype(np.float32)
+        c = StoreContent(frames=video, timestamps=np.arange(frames) / 25.0, dataset="synth", video_id=f"v{v}",
+                         subject=f"s{v % 4}", fps=25.0, valid=np.ones(frames, bool), audio_logmel=mels, provenance="0" * 64)
+        paths.append(write_store(root / f"v{v}.h5", c, "none", 0))
+    return paths

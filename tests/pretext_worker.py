@@ -1,8 +1,9 @@
-"""Worker of tests/test_pretext_processes.py: pretrains a tiny ViT with BYOL, then DINO, on synthetic clips through
-the real training loop with the real distributed set-up (run under ``torchrun`` with gloo, or in process).
+"""Worker of tests/test_pretext_processes.py: pretrains a tiny ViT with BYOL, DINO, then the audio pretext, on
+synthetic clips (audio: synthetic clip stores written by the test, ``--stores``) through the real training loop with
+the real distributed set-up (run under ``torchrun`` with gloo, or in process).
 
-``python tests/pretext_worker.py OUT --batch B [--methods byol,dino]`` writes ``OUT/<method>/`` (log.csv,
-encoder.safetensors, checkpoints) for each method; exits with the first non-zero exit code.
+``python tests/pretext_worker.py OUT --batch B [--methods byol,dino,audio] [--stores DIR]`` writes ``OUT/<method>/``
+(log.csv, encoder.safetensors, checkpoints) for each method; exits with the first non-zero exit code.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ TINY = {"model": "videomae", "size": "tiny", "depth": 1, "width": 64, "input_siz
         "checkpoint_every": 3, "base_lr": 5e-3, "augment": True, "num_workers": 0}
 
 
-def dataset(method: str, pcfg: dict, n: int = 16):
+def dataset(method: str, pcfg: dict, n: int = 16, stores: str | None = None):
+    if method == "audio":  # the method's own dataset over clip stores (AudioClips: targets from audio_logmel)
+        from affectube.train.pretext.audio import AudioMethod
+
+        return AudioMethod().build_dataset(sorted(str(p) for p in Path(stores).glob("*.h5")), pcfg, None)[0]
     from synthetic_clips import SyntheticClips
 
     from affectube.train.pretext.multicrop import MultiCropClips
@@ -40,14 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--batch", type=int, required=True, help="per process")
-    parser.add_argument("--methods", default="byol,dino")
+    parser.add_argument("--methods", default="byol,dino,audio")
+    parser.add_argument("--stores", help="audio: a directory of clip stores with audio_logmel")
     args = parser.parse_args(argv)
     env, device = distributed.init()
     torch.set_num_threads(1)
     try:
         for method in args.methods.split(","):
             pcfg = sections({"pretrain": {**TINY, "method": method, "batch_size": args.batch}}, "pretrain")["pretrain"]
-            code = Pretrainer(pcfg, dataset(method, pcfg), Path(args.out) / method, env=env, device=device).fit()
+            code = Pretrainer(pcfg, dataset(method, pcfg, stores=args.stores), Path(args.out) / method, env=env, device=device).fit()
             if code:
                 return code
         return 0
