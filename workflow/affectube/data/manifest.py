@@ -17,9 +17,9 @@ silently dropped).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -57,12 +57,16 @@ def check_events(table: pd.DataFrame, source: str) -> pd.DataFrame:
         raise DataError(f"{source}: column {have[0]!r} without {(set(EVENT) - set(have)).pop()!r} (an event span needs both)")
     num = {col: numeric_column(table, col, source, " (seconds)") for col in EVENT}
     start, end = num["event_start"], num["event_end"]
-    for i in range(len(table)):
-        s, e = start.iloc[i], end.iloc[i]
-        if np.isnan(s) != np.isnan(e):
+    s_nan, e_nan = start.isna().to_numpy(), end.isna().to_numpy()
+    one_sided = s_nan != e_nan
+    with np.errstate(invalid="ignore"):
+        backwards = ~s_nan & ~e_nan & ((start.to_numpy() < 0) | (end.to_numpy() < start.to_numpy()))
+    bad = np.flatnonzero(one_sided | backwards)  # vectorised: one pass over 100k rows, not a Python loop
+    if len(bad):
+        i = int(bad[0])
+        if one_sided[i]:
             raise DataError(f"{source}: row {i + 1}: event_start and event_end must both be given or both be empty")
-        if not np.isnan(s) and (s < 0 or e < s):
-            raise DataError(f"{source}: row {i + 1}: event span {s}..{e} s is not 0 <= event_start <= event_end")
+        raise DataError(f"{source}: row {i + 1}: event span {start.iloc[i]}..{end.iloc[i]} s is not 0 <= event_start <= event_end")
     table["event_start"], table["event_end"] = start, end
     return table
 
@@ -84,19 +88,31 @@ def safe_id(text: str) -> str:
     return out or "video"
 
 
+def _empty(values: pd.Series) -> np.ndarray:
+    """Cells that are missing or blank (whitespace only), as a boolean array."""
+    missing = values.isna().to_numpy(dtype=bool)
+    blank = values.astype(str).str.strip().eq("").to_numpy(dtype=bool)
+    return missing | blank
+
+
 def check_table(table: pd.DataFrame, source: str) -> pd.DataFrame:
     """Raise DataError naming the row (1 = first data row) and column at fault; convert label columns."""
     for col in REQUIRED:
         if col not in table.columns:
             raise DataError(f"{source}: missing required column {col!r} (have: {', '.join(map(str, table.columns))})")
     table = table.reset_index(drop=True)
-    for i, row in table.iterrows():
-        for col in REQUIRED:
-            value = row[col]
-            if pd.isna(value) or str(value).strip() == "":
-                raise DataError(f"{source}: row {i + 1}, column {col!r}: empty value")
-        if not SAFE_ID.match(str(row["video_id"])):
-            raise DataError(f"{source}: row {i + 1}, column 'video_id': {row['video_id']!r} is not a safe id (letters, digits, _ . + -)")
+    # column-wise (a 1M-row manifest is checked in about a second): the first row at fault, and in that
+    # row the first required column that is empty, then an unsafe video_id, as a row-by-row check reports
+    empty = {col: _empty(table[col]) for col in REQUIRED}
+    unsafe = ~empty["video_id"] & ~table["video_id"].astype(str).str.match(SAFE_ID.pattern).fillna(False).to_numpy(dtype=bool)
+    bad = np.flatnonzero(np.logical_or.reduce([*empty.values(), unsafe]))
+    if len(bad):
+        i = int(bad[0])
+        col = next((c for c in REQUIRED if empty[c][i]), None)
+        if col is not None:
+            raise DataError(f"{source}: row {i + 1}, column {col!r}: empty value")
+        value = table["video_id"].iloc[i]
+        raise DataError(f"{source}: row {i + 1}, column 'video_id': {value!r} is not a safe id (letters, digits, _ . + -)")
     for col in [c for c in CONTINUOUS if c in table.columns]:
         table[col] = numeric_column(table, col, source)
     table = check_events(table, source)
@@ -151,7 +167,7 @@ def build_manifest(name: str, spec: dict) -> Manifest:
     table["dataset"] = table["dataset"].fillna(name)
     table = check_table(table, source)
     generated = bool(getattr(adapter, "generated", False))
-    exists = table["path"].map(lambda p: generated or Path(p).is_file())
+    exists = pd.Series(True, index=table.index) if generated else table["path"].map(lambda p: os.path.isfile(p))
     missing = table.loc[~exists].copy()
     missing["problem"] = "video file not found"
     unusable.insert(0, "dataset", name)

