@@ -104,3 +104,38 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------- pytest-xdist (CI: `pytest -n 2`)
+# CI runs the suite on two workers: `pytest -n 2 --dist loadfile --no-loadscope-reorder` (.ci/run).
+# loadfile: each test module is one unit of work, so its module-scoped fixtures (a whole workflow
+# run in the end-to-end modules) run once, on one worker. The suite is parallel-safe module by
+# module: tmp_path is per worker, torchrun runs with --standalone or on a free port, the SLURM
+# cluster is brought up by one module only, tests write under tmp_path only. (xdist_group marks
+# with --dist loadgroup would group modules further, but pytest-xdist 3.8 marks the group in
+# item._nodeid, which pytest 9.2 no longer reads: the groups are silently ignored.)
+# The longest modules are handed out first (longest-processing-time-first), so that no long
+# module starts last; `--no-loadscope-reorder` keeps this order (xdist's default reorder sorts
+# modules by their number of tests). Seconds: the clean-clone CI run of d67636d, serial.
+LONGEST_FIRST = [
+    "test_e2e_realdata.py",  # ~1100 s: dvc repro on the real videos
+    "test_slurm_cluster.py",  # ~360 s
+    "test_e2e_grid_words.py",
+    "test_demo_learns.py",
+    "test_clips_workflow.py",  # ~240 s
+    "test_run_isolation.py",  # ~190 s
+    "test_dvc_pipeline.py",  # ~130 s
+    "test_finetune_learns.py",
+    "test_gpu_check.py",
+    "test_lineage_chain.py",
+    "test_faces_snakemake.py",
+    "test_shards_workflow.py",
+    "test_pretrain_stage.py",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist: the modules of LONGEST_FIRST first (stable: the others keep their order, after them)."""
+    if hasattr(config, "workerinput"):
+        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -33,7 +33,7 @@ ENVS = REPO / "envs"
 PKG = REPO / "workflow" / "affectube"
 # tools that drive the workflow from outside the rule environments; modules that import
 # snakemake do so at Snakefile parse time (e.g. snakemake.io.report), not inside a job
-DRIVER_TOOLS = {"snakemake", "snakemake-executor-plugin-slurm", "dvc", "pytest"}
+DRIVER_TOOLS = {"snakemake", "snakemake-executor-plugin-slurm", "dvc", "pytest", "pytest-xdist"}
 REGISTRY_ENTRY = re.compile(r"^affectube(\.\w+)+(:\w+)?$")
 
 
