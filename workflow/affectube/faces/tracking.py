@@ -10,7 +10,9 @@
    - ``interpolate``: boxes and landmarks are interpolated linearly between the two
      keyframes around the frame (:func:`fill_between`; offline, so both are known).
 2. **Identity** (:func:`link`, :func:`select`): candidates are linked over time
-   into tracks by box overlap (IoU). The subject's track is chosen by
+   into tracks by box overlap (IoU), or, for a face that moved more than that allows
+   between two keyframes (a small face in a crowd, a shaky camera), by centre distance
+   below ``LINK_DISTANCE`` face sizes at a similar size. The subject's track is chosen by
    ``faces.policy``:
    - ``largest``: the largest total face area (box area summed over the frames of
      the track: a large face seen briefly does not beat the subject seen throughout);
@@ -44,6 +46,8 @@ from affectube.faces.tracks import FaceStatus
 NO_FACE, DETECTED, TRACKED, INTERPOLATED = FaceStatus
 TRACKERS = ("flow", "interpolate")
 LINK_IOU = 0.3
+LINK_DISTANCE = 0.5  # centre distance / face size under which a face continues a track whose box it no longer overlaps enough
+LINK_SIZE_RATIO = 1.5  # ... if the two sizes differ by at most this factor
 MERGE_DISTANCE = 0.5  # centre distance / face size under which two time-disjoint tracks are one face
 ADJACENT_MERGE_DISTANCE = 1.0  # the same, for tracks on consecutive keyframes (a head moving fast between them)
 LK_PARAMS = dict(winSize=(15, 15), maxLevel=2, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
@@ -94,7 +98,11 @@ class FrameTracker:
             self.candidates.frame_size = tuple(int(x) for x in frames.shape[1:3])
         for b in range(0, len(frames), self.batch):
             for d in self.detector(frames[b : b + self.batch]):
-                self._keys.append([Face(d.boxes[j].copy(), d.landmarks[j].copy(), float(d.scores[j]), DETECTED) for j in range(len(d))])
+                self._keys.append(_faces(d))
+            # keyframes of earlier batches the detector detected again (adaptive back-fill)
+            for j, d in getattr(self.detector, "revisions", {}).items():
+                self._keys[j] = _faces(d)
+            getattr(self.detector, "revisions", {}).clear()
         self.detected_frames = len(self._keys)
 
     def complete(self, timestamps: np.ndarray) -> None:
@@ -139,6 +147,10 @@ class FrameTracker:
             self.candidates.num_faces.append(num)
             self.candidates.keyframe.append(i in dets)
             self._prev_gray = gray
+
+
+def _faces(d: Detections) -> list[Face]:
+    return [Face(d.boxes[j].copy(), d.landmarks[j].copy(), float(d.scores[j]), DETECTED) for j in range(len(d))]
 
 
 def follow(prev_gray: np.ndarray | None, gray: np.ndarray | None, face: Face) -> Face | None:
@@ -195,20 +207,34 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+def link_score(a: np.ndarray, b: np.ndarray) -> float:
+    """How well box ``b`` continues box ``a``: their IoU when >= LINK_IOU; else, when the centres are
+    under LINK_DISTANCE face sizes apart at a similar size, a score below LINK_IOU (closer is higher);
+    else 0 (no link). Overlap wins over distance in the greedy assignment."""
+    v = iou(a, b)
+    if v >= LINK_IOU:
+        return v
+    sa, sb = max(a[2] - a[0], a[3] - a[1]), max(b[2] - b[0], b[3] - b[1])
+    if sa <= 0 or sb <= 0 or max(sa, sb) > LINK_SIZE_RATIO * min(sa, sb):
+        return 0.0
+    d = float(np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2)) / max(sa, sb)
+    return LINK_IOU * (1.0 - d / LINK_DISTANCE) if d < LINK_DISTANCE else 0.0
+
+
 def link(cands: Candidates, max_gap: int, every_k: int) -> list[Track]:
-    """Link candidates into tracks by IoU with each track's last box (greedy, best overlap first)."""
+    """Link candidates into tracks by :func:`link_score` with each track's last box (greedy, best first)."""
     tracks: list[Track] = []
     active: list[Track] = []
     reach = max_gap + every_k
     for t, faces in enumerate(cands.faces):
         active = [tr for tr in active if t - tr.frames[-1] <= reach]
         pairs = sorted(
-            ((iou(tr.last_box, f.box), a, j) for a, tr in enumerate(active) for j, f in enumerate(faces)),
+            ((link_score(tr.last_box, f.box), a, j) for a, tr in enumerate(active) for j, f in enumerate(faces)),
             reverse=True,
         )
         used_t, used_f = set(), set()
         for v, a, j in pairs:
-            if v < LINK_IOU:
+            if v <= 0:
                 break
             if a in used_t or j in used_f:
                 continue

@@ -103,6 +103,7 @@ class FrameStream:
         work_side: int | None = None,
         stride: int = 1,
         on_truncated: str = "keep",
+        first_chunk: int | None = None,
     ):
         self.path = Path(path)
         if on_truncated not in ON_TRUNCATED:
@@ -113,6 +114,8 @@ class FrameStream:
         self.fps = float(fps) if fps else None
         self.max_side = max_side
         self.chunk = max(1, int(chunk))
+        # `first_chunk`: a smaller first chunk (the caller learns about the video early: adaptive detection)
+        self.first_chunk = min(self.chunk, max(1, int(first_chunk))) if first_chunk else self.chunk
         self.threads = int(threads)
         # `stride` k > 1: deliver only every k-th kept frame (0, k, 2k, ...); `timestamps` still
         # lists every kept frame (read after iterating), so callers know the full timeline
@@ -169,9 +172,9 @@ class FrameStream:
         start = count = 0
         k = self.stride
         for count in self._run(lambda i: memoryview(buf[i - start].reshape(-1))):
-            if count - start == self.chunk:
+            if count - start == (self.first_chunk if start == 0 else self.chunk):
                 t = self._wait_times((count - 1) * k + 1)
-                yield buf.copy(), t[start * k : count * k : k]
+                yield buf[: count - start].copy(), t[start * k : count * k : k]
                 start = count
         if count > start:
             yield buf[: count - start].copy(), self._wait_times((count - 1) * k + 1)[start * k : count * k : k]
