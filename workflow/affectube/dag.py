@@ -144,9 +144,22 @@ class Dag:
         return rows.iloc[0].to_dict()
 
     def manifest_inputs(self, wildcards) -> list[str]:
-        """Files a manifest rule depends on: its videos (generated ones included) and the label/list files read."""
+        """Files a manifest rule depends on: its videos (generated ones included) and the label/list files read.
+        Sharded (``data.shard_size``), a dataset whose videos no rule writes: its shards' faces rows files instead
+        of the videos (they hold each video's path, size and mtime: :meth:`shard_rows`), so the DAG has a few
+        input files per shard, not one per video."""
         m = self.manifest(wildcards.dataset)
+        if self.shard_size and not self.generated(wildcards.dataset):
+            return [self.shard_rows_file(wildcards.dataset, s, "faces") for s in self.shards(wildcards.dataset)] + list(m.sources)
         return [str(p) for p in m.table["path"]] + list(m.sources)
+
+    @lru_cache(maxsize=None)
+    def generated(self, dataset: str) -> bool:
+        """Whether a rule writes the dataset's videos (the demo): they are then inputs themselves."""
+        from affectube.data.adapters import get_adapter
+        from affectube.data.manifest import dataset_spec
+
+        return bool(getattr(get_adapter(dataset_spec(self.config, dataset)["adapter"]), "generated", False))
 
     def tracks(self, dataset: str) -> list[str]:
         """What the dataset's faces jobs write: per video its tracks file, or (``data.shard_size`` set)
@@ -183,7 +196,12 @@ class Dag:
         return rows
 
     def shard_videos(self, wildcards) -> list[str]:
-        """The video files of shard ``wildcards.shard`` (inputs of its faces and clips jobs)."""
+        """The video files of shard ``wildcards.shard`` when a rule writes them (the demo: the shard's jobs
+        wait for it); else none: the shard's faces rows file holds each video's size and mtime, so a changed
+        video changes that file and re-runs its shard, without one Snakemake input file per video."""
+        if not self.generated(wildcards.dataset):
+            self._shard(wildcards)  # an unknown shard: its error
+            return []
         return [str(r["path"]) for r in self._shard(wildcards)]
 
     def shard_annotation_files(self, wildcards) -> list[str]:
@@ -197,26 +215,47 @@ class Dag:
         and left untouched otherwise. So a shard job depends on its own rows only: adding a video re-runs the
         jobs of that video's shard, not every shard of the dataset (the dataset manifest is no input of a
         shard job; with it as an ``ancient`` input Snakemake 9.27 skips the shard's own checks)."""
+
+        def path(wildcards) -> str:
+            self._shard(wildcards)  # an unknown shard: its error
+            return self.shard_rows_file(wildcards.dataset, wildcards.shard, stage)
+
+        return path
+
+    def shard_rows_file(self, dataset: str, shard: str, stage: str) -> str:
+        """Write (only when its content changed) and return the file of shard ``shard``'s rows for ``stage``:
+        faces: id, path and, for videos no rule writes, the file's size and mtime (a changed video re-runs its
+        shard, whose per-video cache then redoes that video only); clips: the canonical rows."""
         from affectube.clips.labels import canonical_row
         from affectube.io import to_jsonable, write_text
 
-        def path(wildcards) -> str:
-            rows = self._shard(wildcards)
-            if stage == "faces":
-                rows = [{"video_id": str(r["video_id"]), "path": str(r["path"])} for r in rows]
-            else:
-                rows = [canonical_row(r) for r in rows]
-            out = f"{self.results}/shards/{wildcards.dataset}/{stage}-{wildcards.shard}.json"
-            text = json.dumps(to_jsonable(rows), sort_keys=True, indent=0) + "\n"
-            try:
-                same = open(out, encoding="utf-8").read() == text
-            except OSError:
-                same = False
-            if not same:
-                write_text(out, text)
-            return out
-
-        return path
+        done = self.__dict__.setdefault("_rows_files", {})  # once per DAG: the manifest, faces_sheet and the shard ask
+        if (dataset, shard, stage) in done:
+            return done[dataset, shard, stage]
+        rows = self.shards(dataset)[shard]
+        if stage == "faces":
+            out_rows = [{"video_id": str(r["video_id"]), "path": str(r["path"])} for r in rows]
+            if not self.generated(dataset):
+                for r in out_rows:
+                    try:
+                        st = os.stat(r["path"])
+                        r["size"], r["mtime_ns"] = st.st_size, st.st_mtime_ns
+                    except OSError:  # gone since the manifest was read: the shard job records it as failed
+                        r["size"] = r["mtime_ns"] = None
+        else:
+            out_rows = [canonical_row(r) for r in rows]
+        out = f"{self.results}/shards/{dataset}/{stage}-{shard}.json"
+        # a row per line, each by json's C encoder (indent= would take its Python one: 100k rows in seconds)
+        text = "[\n" + ",\n".join(json.dumps(r, sort_keys=True, default=to_jsonable) for r in out_rows) + "\n]\n"
+        try:
+            with open(out, encoding="utf-8") as f:
+                same = f.read() == text
+        except OSError:
+            same = False
+        if not same:
+            write_text(out, text)
+        done[dataset, shard, stage] = out
+        return out
 
     def shard_runtime(self, minutes_per_video: float):
         """SLURM runtime (minutes) of a shard job: 10 + shard_size x ``minutes_per_video`` (x attempt on retries)."""
