@@ -61,3 +61,56 @@ def test_bench_scale_runs_on_a_tiny_size(tmp_path):
     sharded = rows["sharded"]["plan"]["jobs_per_rule"]
     assert set(sharded) == {"faces_shard", "clips_shard"} and 2 <= sharded["faces_shard"] == sharded["clips_shard"] <= 8
     assert rows["sharded"]["plan"]["peak_rss_gb"] > 0 and rows["sharded"]["plan"]["wall_s"] > 0
+
+
+def test_sharded_dag_inputs_are_per_shard_files_holding_each_videos_identity(tmp_path, monkeypatch):
+    """Sharded, a folder dataset's videos are no Snakemake inputs (one input file per video made a 100k plan
+    take minutes): its shards' faces rows files carry each video's size and mtime, rewritten only when one
+    of their videos changes (so Snakemake re-runs that shard only); the demo's generated videos stay inputs."""
+    import os
+
+    import yaml
+
+    from affectube.config import validate
+    from affectube.dag import Dag
+
+    root = tmp_path / "videos"
+    for i in range(6):
+        (root / f"s{i % 2}").mkdir(parents=True, exist_ok=True)
+        (root / f"s{i % 2}/v{i}.mp4").write_bytes(b"x" * (10 + i))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)  # the rows files go to results/shards/ here
+    params["data"]["datasets"]["small"] = {"adapter": "folder", "root": str(root)}
+    params["data"]["pretrain"], params["data"]["shard_size"] = ["small"], 2
+
+    def dag() -> Dag:
+        return Dag(validate(yaml.safe_load(yaml.safe_dump(params))))
+
+    d = dag()
+    shards = d.shards("small")
+    assert len(shards) == 4  # 6 videos in shards of 2: 4 buckets
+
+    def w(shard, dataset="small"):
+        return type("W", (), {"dataset": dataset, "shard": shard})()
+
+    files = {s: d.shard_rows("faces")(w(s)) for s in shards}
+    assert sorted(d.manifest_inputs(w(None))) == sorted(files.values())  # no video among the manifest's inputs
+    assert all(d.shard_videos(w(s)) == [] for s in shards)
+    rows = {s: json.loads(open(f).read()) for s, f in files.items()}
+    some = next(iter(shards))
+    first = rows[some][0]
+    st = os.stat(first["path"])
+    assert (first["size"], first["mtime_ns"]) == (st.st_size, st.st_mtime_ns)
+    mtimes = {s: os.stat(f).st_mtime_ns for s, f in files.items()}
+
+    # the next DAG: an unchanged shard's file untouched; a changed video rewrites its own shard's file only
+    os.utime(first["path"], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    d2 = dag()
+    again = {s: d2.shard_rows("faces")(w(s)) for s in shards}
+    assert json.loads(open(again[some]).read())[0]["mtime_ns"] == st.st_mtime_ns + 10**9
+    assert {s for s, f in again.items() if os.stat(f).st_mtime_ns != mtimes[s]} == {some}
+    with pytest.raises(ConfigError, match="no shard '99'"):
+        d2.shard_videos(w("99"))
+    # the demo's videos are written by a rule: they stay inputs (its shard jobs wait for demo_data)
+    demo = d2.shards("demo")
+    assert d2.generated("demo") and all(d2.shard_videos(w(s, "demo")) == [str(r["path"]) for r in demo[s]] for s in demo)
