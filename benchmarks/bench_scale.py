@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     results = []
+    load0 = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
         tmp = Path(tmp)
         video = tmp / "one.mp4"
@@ -164,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         "what": "snakemake -n (default target) wall time and peak RSS of its process tree; dvc.yaml size; "
                 "folder dataset of N symlinked 0.2-s videos as data.pretrain, the demo as the fine-tuning set",
         "command": " ".join([Path(sys.argv[0]).name if sys.argv else "bench_scale.py", *(argv if argv is not None else sys.argv[1:])]),
-        "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_1min_at_end": round(os.getloadavg()[0], 2)},
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip() or None,
+        "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_1min_at_start": load0,
+                 "load_1min_at_end": round(os.getloadavg()[0], 2)},
+        "note": "cpu_s (user + sys of the snakemake process tree) is the load-independent number; wall_s grows with the "
+                "machine's load (see host)",
         "results": results,
     }
     out = Path(args.out)
