@@ -2,17 +2,18 @@
 speaker s1, config/grid_words.yaml REDUCED to fit CI, from raw videos through Snakemake.
 
 Reduced, honestly: the same merged params (``affectube params --merge config/grid_words.yaml``), the
-same detector, crops, model, recipe and protocol (4-fold stratified video k-fold, within-subject),
-but the first ``PER_COLOUR`` clips of each colour (sorted by file name; symlinks to the real files),
-pretraining on the 11 clips of ``grid/`` only with fewer steps, and two experiments: pretrained at
-all labels, scratch at a quarter of the labels (label budget end to end). The full grid is a
-documented command (docs/finetune.md, "GRID words"). The test fails if the fine-tuned accuracy at
-all labels drops below 0.6 (chance 0.25).
+same detector, mouth crops, model, fine-tuning recipe and protocol (4-fold stratified video k-fold,
+within-subject), but the first ``PER_COLOUR`` clips of each colour (sorted by file name; symlinks to
+the real files), pretraining on the same 59 unlabelled clips with fewer steps, shard jobs
+(``data.shard_size``) instead of one Snakemake job per video, and one experiment: pretrained at all
+labels. The full grid is a documented command (docs/finetune.md, "GRID words"). The test fails if the
+fine-tuned accuracy at all labels drops below 0.6 (chance 0.25) or its permutation p is not small.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -26,22 +27,25 @@ from conftest import REPO, copy_workflow, run_snakemake, venv_env
 
 pytestmark = [
     pytest.mark.slow,
-    # Not yet part of CI (issue 20; docs/finetune.md "GRID words, measured"): with the mouth crop the full
-    # run (352 clips, 4 folds, pretrained) reaches 0.668 at 30 epochs and 0.696 at 60 (the config's
-    # epochs now; target 0.70), but this REDUCED run (40 clips per colour, 300 pretraining steps) was
-    # never run or timed: the shared 2-core machine was loaded when the recipe was found. Estimate from
-    # the full run (one 30-epoch fold of 224 training videos ~105 s CPU, 60 epochs ~2x): 4 folds of
-    # ~100 training videos ~7 min CPU, the quarter-budget
-    # experiment ~1 min, faces + clips of 160 clips ~2.5 min, pretraining ~0.5 min: ~4 min on 2 idle
-    # cores plus Snakemake's start-up of ~330 per-video jobs; whether 40 clips per colour reach 0.6 is
-    # unknown. Remove this mark after a measured run reaches 0.6 within ~5 min.
-    pytest.mark.skip(reason="issue 20: the reduced GRID-words run was never measured (duration, accuracy); enable when it reaches 0.6 in <= 5 min"),
+    # Not yet part of CI (issue 20; docs/finetune.md "GRID words, measured"): the full run (352 clips, 4
+    # folds, pretrained, seed 0) reaches 0.696 (target 0.70), but whether this REDUCED run (40 clips per
+    # colour, 400 pretraining steps on the 59 unlabelled clips, shard jobs) reaches 0.6, and in how long
+    # on an idle machine, is still unmeasured. Its one attempt (2026-11-28, load average 17-32 on the
+    # shared 2 cores) was stopped after 18 min in the faces/clips stages; the Snakemake benchmarks of the
+    # shard jobs that finished: faces 2-14 s CPU and clips 1-6 s CPU per shard of ~40 clips, so faces +
+    # clips of the 219 clips ~90 s CPU. Estimate on 2 idle cores: ~1 min faces + clips, ~0.7 min
+    # pretraining, ~3 min fine-tuning (4 folds x 60 epochs x ~100 training videos; ~70 s CPU each),
+    # ~0.5 min start-up and report: ~5-5.5 min, at the limit. Remove this mark after a measured run
+    # reaches 0.6 within ~5 min (pytest --durations).
+    pytest.mark.skip(reason="issue 20: the reduced GRID-words run is not measured yet (accuracy at 40 clips per colour, duration on an idle machine); enable when it reaches 0.6 in <= 5 min"),
 ]
 
 PER_COLOUR = 40
 COLOURS = ["blue", "green", "red", "white"]
 MIN_ACCURACY = 0.6
-EXPERIMENTS = {"pretrained": {}, "scratch_quarter": {"finetune.init": "scratch", "finetune.label_fraction": 0.25}}
+PRETRAIN_STEPS = 400
+SHARD_SIZE = 40
+EXPERIMENTS = {"pretrained": {}}
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +67,17 @@ def run(realdata, tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-3000:]
     params = yaml.safe_load((wf / "params.yaml").read_text())
     params["data"]["datasets"]["grid_words"]["root"] = str(subset)
-    params["data"]["pretrain"] = ["grid"]
-    params["pretrain"].update(steps=300, warmup_steps=30, checkpoint_every=300)
+    params["data"]["shard_size"] = SHARD_SIZE  # a few shard jobs, not ~400 per-video jobs (Snakemake start-up)
+    params["pretrain"].update(steps=PRETRAIN_STEPS, warmup_steps=PRETRAIN_STEPS // 10, checkpoint_every=PRETRAIN_STEPS)
     params["experiments"] = EXPERIMENTS
     (wf / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     t0 = time.monotonic()
-    out = run_snakemake(wf, timeout=2400)
+    out = run_snakemake(wf, timeout=3600)
     minutes = (time.monotonic() - t0) / 60
-    print(f"\nGRID words (reduced) through snakemake: {minutes:.1f} min")
+    bench = pd.concat([pd.read_csv(f, sep="\t").assign(job=str(f.relative_to(wf))) for f in wf.rglob("benchmarks/**/*.tsv")])
+    print(f"\nGRID words (reduced) through snakemake: {minutes:.1f} min wall, {bench['cpu_time'].sum():.0f} s CPU in"
+          f" {len(bench)} jobs (load {os.getloadavg()[0]:.1f})")
+    print(bench.groupby(bench["job"].str.split("/").str[3])["cpu_time"].agg(["count", "sum"]).round(0).to_string())
     return wf, out.stdout + out.stderr
 
 
@@ -79,29 +86,24 @@ def test_the_word_is_read_from_the_lips_above_chance(run):
     m = json.loads((wf / "results/grid_words/evaluate/pretrained/metrics.json").read_text())
     assert m["folds"] == 4 and m["videos"] == 4 * PER_COLOUR and m["classes"] == COLOURS
     assert m["main_metric"] == "accuracy"
+    print(f"\naccuracy: pretrained all labels {m['mean']['accuracy']:.3f} +- {m['std']['accuracy']:.3f}; {json.dumps(m)[:1500]}")
     assert m["mean"]["accuracy"] >= MIN_ACCURACY, m["mean"]
-    # the quarter budget trains on fewer videos and still runs to the end (its number is reported, not asserted)
-    q = json.loads((wf / "results/grid_words/evaluate/scratch_quarter/metrics.json").read_text())
-    assert q["folds"] == 4 and q["videos"] == 4 * PER_COLOUR and 0 <= q["mean"]["accuracy"] <= 1
-    print(f"\naccuracy: pretrained all labels {m['mean']['accuracy']:.3f} +- {m['std']['accuracy']:.3f}, "
-          f"scratch 0.25 of the labels {q['mean']['accuracy']:.3f} +- {q['std']['accuracy']:.3f}")
+    # the report's permutation test against chance (within-subject label permutations of the pooled test videos)
+    summary = json.loads((wf / "results/grid_words/report/summary.json").read_text())["experiments"]["pretrained"]
+    print(f"report: {summary}")
+    assert summary["p_perm"] is not None and summary["p_perm"] <= 0.01, summary
 
 
-def test_folds_are_within_subject_stratified_and_budgets_touch_training_only(run):
+def test_folds_are_within_subject_and_stratified(run):
     wf, _ = run
     manifest = pd.read_csv(wf / "results/grid_words/manifests/grid_words.csv")
     colour = dict(zip(manifest["video_id"], manifest["colour"]))
     full = json.loads((wf / "results/grid_words/folds/pretrained.json").read_text())
-    quarter = json.loads((wf / "results/grid_words/folds/scratch_quarter.json").read_text())
     assert sorted(v for f in full for v in f["test"]["video_ids"]) == sorted(manifest["video_id"])
-    for f, q in zip(full, quarter):
+    for f in full:
         assert f["scope"] == "within-subject" and f["protocol"] == "video_kfold"
         assert pd.Series([colour[v] for v in f["test"]["video_ids"]]).value_counts().to_dict() == {c: PER_COLOUR // 4 for c in COLOURS}
-        assert q["test"] == f["test"] and q["val"] == f["val"]
-        assert set(q["train"]["video_ids"]) < set(f["train"]["video_ids"])
-        assert len(q["train"]["video_ids"]) == pytest.approx(0.25 * len(f["train"]["video_ids"]), abs=4)
-        metrics = json.loads((wf / f"results/grid_words/finetune/scratch_quarter/fold{f['index']}/metrics.json").read_text())
-        assert metrics["videos"]["train"] == len(q["train"]["video_ids"])
+        assert not set(f["train"]["video_ids"]) & set(f["test"]["video_ids"])
 
 
 def test_clips_are_centred_on_the_colour_word(run):
@@ -123,7 +125,7 @@ def test_clips_are_centred_on_the_colour_word(run):
 def test_pretraining_saw_no_labelled_clip(run):
     wf, _ = run
     summary = json.loads((wf / "results/grid_words/pretrain/summary.json").read_text())
-    assert summary["data"]["datasets"] == ["grid"] and summary["data"]["transductive"] is False
-    pre = pd.read_csv(wf / "results/grid_words/manifests/grid.csv")
+    assert summary["data"]["datasets"] == ["grid", "grid_s1"] and summary["data"]["transductive"] is False
+    pre = pd.concat([pd.read_csv(wf / f"results/grid_words/manifests/{d}.csv") for d in ("grid", "grid_s1")])
     words = pd.read_csv(wf / "results/grid_words/manifests/grid_words.csv")
     assert not {Path(p).name for p in pre["path"]} & {Path(p).name for p in words["path"]}
