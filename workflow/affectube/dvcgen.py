@@ -4,9 +4,9 @@ Snakemake owns the DAG; DVC is a second front end to it. One DVC stage per rule:
 
 - ``deps``: the union of the input files of the rule's jobs (plus the manifest of a job that
   gets its manifest row as ``params.row``: a relabelled video re-runs the clips stage);
-  With ``data.shard_size`` set, the videos (files no rule writes under a dataset's ``root``) stand as
-  their dataset's root folder, and faces/clips outs are the shard indexes: dvc.yaml grows with the
-  number of shards, not of videos;
+  With ``data.shard_size`` set, the videos (files no rule writes under a dataset's ``root``) and the shard
+  rows files that stand for them in the DAG (``results/shards/<dataset>/``) stand as their dataset's root
+  folder, and faces/clips outs are the shard indexes: dvc.yaml grows with the number of shards, not of videos;
 - ``params``: the params.yaml sections named by the top-level keys of the JSON the
   rule passes as ``params.cfg`` (the convention of :mod:`affectube.dag`;
   ``experiment`` stands for the ``experiments`` section);
@@ -97,10 +97,11 @@ def collect_stages(snakefile: str | Path = "Snakefile", workdir: str | Path = ".
             producer[str(f)] = job.rule.name
     rule_order = {name: i for i, name in enumerate(rule_names)}
     roots = _sharded_roots(jobs)
+    rows_files = _rows_file_roots(jobs) if roots else {}
     for st in stages.values():
         st.deps -= st.outs
         if roots:
-            st.deps = {_collapse(d, roots) if d not in producer else d for d in st.deps}
+            st.deps = {_collapse(d, roots, rows_files) if d not in producer else d for d in st.deps}
         st.upstream = {producer[d] for d in st.deps if d in producer} - {st.rule}
         st.order = rule_order[st.rule]
     return _toposort(stages)
@@ -127,9 +128,30 @@ def _sharded_roots(jobs) -> list[str]:
     return []
 
 
-def _collapse(path: str, roots: list[str]) -> str:
-    """``path`` (a file no rule writes) under one of ``roots``: that root; else ``path``."""
+def _rows_file_roots(jobs) -> dict[str, str]:
+    """Sharded: ``results/shards/<dataset>/`` -> the dataset's root folder. The shard rows files stand for
+    the dataset's videos in the DAG (they hold each video's size and mtime, :meth:`affectube.dag.Dag.shard_rows_file`),
+    but Snakemake writes them when it plans: for DVC, the stage depends on the dataset's folder, whose
+    content DVC hashes (a new or changed video changes it)."""
+    from affectube.data.adapters import get_adapter
+    from affectube.layout import results_root
+
+    for job in jobs:
+        config = job.rule.workflow.config
+        results = os.path.normpath(results_root(config))
+        return {os.path.join(results, "shards", name): os.path.normpath(spec["root"])
+                for name, spec in config["data"]["datasets"].items()
+                if not getattr(get_adapter(spec["adapter"]), "generated", False)}  # the demo's videos: a rule's outs
+    return {}
+
+
+def _collapse(path: str, roots: list[str], rows_files: dict[str, str] | None = None) -> str:
+    """``path`` (a file no rule writes) under one of ``roots``: that root; a shard rows file: its dataset's root
+    (``rows_files``); else ``path``."""
     norm = os.path.normpath(path)
+    for prefix, root in (rows_files or {}).items():
+        if norm.startswith(prefix + os.sep):
+            return root
     for root in roots:
         if norm.startswith(root + os.sep):
             return root
