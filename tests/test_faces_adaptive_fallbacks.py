@@ -108,7 +108,9 @@ def test_refine_edges_finds_where_the_face_appears_and_leaves(files, faces_cfg, 
 
 
 def test_restart_on_larger_frames_when_faces_need_the_cap(files, faces_cfg, detector):
-    tr = track_video(files / "wide1080.mp4", DEC, faces_cfg, detector, threads=1)
+    default = track_video(files / "wide1080.mp4", DEC, faces_cfg, detector, threads=1)
+    assert default.meta["adaptive"]["restart"] is None  # faces.adaptive_restart: false
+    tr = track_video(files / "wide1080.mp4", DEC, {**faces_cfg, "adaptive_restart": True}, detector, threads=1)
     a = tr.meta["adaptive"]
     assert tr.meta["counts"]["coverage"] == 1.0
     # the first pass found the face at 640 on 213-px frames (upsampled 3x): it restarted on 427-px ones,
@@ -117,7 +119,7 @@ def test_restart_on_larger_frames_when_faces_need_the_cap(files, faces_cfg, dete
     assert a["restart"]["at_frame"] == 20 and a["restart"]["size"] == 640 and a["restart"]["seconds"] > 0
     assert a["sizes"] == {"640": a["keyframes"]} and a["retried"] == 0
     # a fixed analysis_side: no restart
-    fixed = track_video(files / "wide1080.mp4", DEC, {**faces_cfg, "analysis_side": 213}, detector, threads=1)
+    fixed = track_video(files / "wide1080.mp4", DEC, {**faces_cfg, "adaptive_restart": True, "analysis_side": 213}, detector, threads=1)
     assert fixed.meta["adaptive"]["restart"] is None
 
 

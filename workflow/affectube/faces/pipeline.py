@@ -60,7 +60,7 @@ def track_video(path: str | os.PathLike, decode_cfg: dict, faces_cfg: dict, dete
         t_pass = time.perf_counter()
         adaptive, tracker, stream, keyframes_only, larger = _detect_pass(
             path, decode_cfg, faces_cfg, detector, threads, side, t0, start=restart["size"] if restart else None,
-            may_restart=restart is None and not faces_cfg["analysis_side"])
+            may_restart=restart is None and faces_cfg["adaptive_restart"] and not faces_cfg["analysis_side"])
         if larger is None:
             break
         restart = {"at_frame": larger[1], "seconds": round(time.perf_counter() - t_pass, 4), "size": adaptive.current,
