@@ -45,9 +45,12 @@ def edges(chosen: dict, n: int, every_k: int, max_gap: int) -> list[tuple[list[i
 def decode_frames(path, times: np.ndarray, size: tuple, threads: int = 1) -> np.ndarray | None:
     """The frames at ``times`` (s, source timeline), at ``size`` (h, w), RGB; None when ffmpeg does not deliver them all."""
     h, w = size
+    start = max(0.0, float(times[0]) - 0.1)
     sel = "+".join(f"lt(abs(t-{t:.6f}),0.0005)" for t in times)
     cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", str(threads),
-           "-ss", f"{max(0.0, float(times[0]) - 0.1):.6f}", "-copyts", "-i", str(path), "-map", "0:v:0",
+           # read only the window around the frames: when the timestamps do not map (-copyts and an edit list),
+           # ffmpeg stops there instead of decoding to the end of the file
+           "-ss", f"{start:.6f}", "-t", f"{float(times[-1]) - start + 0.2:.6f}", "-copyts", "-i", str(path), "-map", "0:v:0",
            "-vf", f"select='{sel}',scale={w}:{h}:flags=area,setsar=1", "-fps_mode", "passthrough",
            "-frames:v", str(len(times)), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
     proc = subprocess.run(cmd, capture_output=True)
