@@ -13,10 +13,12 @@ clips with ffmpeg, by a recorded command.
 For every clip: decode only (ffmpeg to the null muxer, one thread: the stage's physical limit),
 the faces stage with the params.yaml defaults and the insightface SCRFD-500M detector of the real
 test material (``decode`` + ``faces``, ``adaptive_max_size`` as in params.yaml), the same with
-adaptive detection off, and the reference: the same detector at det_size 640 on 640-px frames,
+the fallbacks off (adaptive sizes, region re-detection, refined edges: the stage before issue 18),
+and the reference: the same detector at det_size 640 on 640-px frames,
 every frame, no adaptive retries. Per clip and per kind: coverage (fraction of frames with a face)
 of each, the reference's coverage, time per frame (CPU-seconds of this process and its ffmpeg
-children, one thread) and the cost of the adaptive retries apart. Target: coverage >= 0.95 on
+children, one thread) and the cost of the fallbacks apart (``fallback_cpu_s``: faces CPU minus
+faces CPU with them off; the wall seconds of retries, re-detection and refined edges). Target: coverage >= 0.95 on
 every clip where the reference finds a face in >= 95% of its frames, at >= 0.5x decode-only speed
 overall.
 """

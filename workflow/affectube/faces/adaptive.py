@@ -45,6 +45,7 @@ from affectube.faces.detect import Detections, Detector, det_sizes
 
 MAX_SKIP = 31  # keyframes
 MAX_BACKFILL = 8  # keyframes back-filled at most after a rescue
+STEP_DOWN = 2.0  # a face this many times adaptive_min_face at a smaller size sends the next keyframe down to it
 
 
 def adaptive_cap(faces_cfg: dict, detector: Detector | None = None) -> int | None:
@@ -222,7 +223,7 @@ class AdaptiveDetector:
         for s in [self.base, *ladder(self.base, self.cap)]:
             if s >= size:
                 return
-            if self.input_face_height(det, frame.shape, s) >= 2 * self.min_face:
+            if self.input_face_height(det, frame.shape, s) >= STEP_DOWN * self.min_face:
                 self.current = s
                 return
 
