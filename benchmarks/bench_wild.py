@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
@@ -141,13 +142,15 @@ def main() -> int:
     ap.add_argument("--cache", default="/tmp/affectube_wild")
     ap.add_argument("--realdata", default=os.environ.get("AFFECTUBE_REALDATA", str(REPO.parent / "shared" / "realdata")))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "wild.json"))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a faces param (YAML value)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     clips = materialise(Path(args.mirrors), Path(args.cache))
     model = Path(args.realdata) / "models" / "insightface" / "buffalo_sc" / "det_500m.onnx"
     params = load_params(REPO / "params.yaml")
     decode_cfg = params["decode"]
-    faces_cfg = {**params["faces"], "backend": "insightface", "model": str(model)}
+    faces_cfg = {**params["faces"], "backend": "insightface", "model": str(model),
+                 **{k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}}
     fallbacks_off = {"adaptive_max_size": None, "redetect_context": 0, "refine_edges": False}
     ref_cfg = {**faces_cfg, "every_k": 1, "det_size": 640, "analysis_side": 640, "smooth": 0.0, **fallbacks_off}
     off_cfg = {**faces_cfg, **fallbacks_off}
@@ -207,7 +210,7 @@ def main() -> int:
 
     kinds = {k: summary([r for r in rows if r["kind"] == k]) for k in dict.fromkeys(r["kind"] for r in rows)}
     result = {
-        "command": "python benchmarks/bench_wild.py",
+        "command": " ".join(["python benchmarks/bench_wild.py", *(f"--set {kv}" for kv in args.set)]),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load_avg_at_end": os.getloadavg()},
         "unit": "CPU-seconds (user+sys, this process + ffmpeg children), one thread; ratio = decode-only / faces CPU",
         "decode": decode_cfg,

@@ -97,8 +97,8 @@ def files(tmp_path_factory, realdata):
 
 
 def test_refine_edges_finds_where_the_face_appears_and_leaves(files, faces_cfg, detector):
-    on = track_video(files / "appears.mp4", DEC, faces_cfg, detector, threads=1)
-    off = track_video(files / "appears.mp4", DEC, {**faces_cfg, "refine_edges": False}, detector, threads=1)
+    on = track_video(files / "appears.mp4", DEC, {**faces_cfg, "refine_edges": True}, detector, threads=1)
+    off = track_video(files / "appears.mp4", DEC, faces_cfg, detector, threads=1)  # params default: refine_edges false
     assert len(on) == len(off) == 30
     # keyframes 0, 5, ..., 25: only 15 and 20 see the face, which is on frames 11-22
     assert np.flatnonzero(off.status > 0).tolist() == list(range(15, 21))
