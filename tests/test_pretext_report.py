@@ -60,3 +60,27 @@ def test_the_report_renders_the_pretext_table(tmp_path):
     # one pretext only (frozen vs fine-tuned of the same encoder): no pretext table
     plain = _cfg({"videomae": {}, "frozen": {"finetune.mode": "frozen"}})
     assert pretext_table(table[table["experiment"] == "videomae"], plain, ["uar"], "uar", []) is None
+
+
+def test_the_pretext_configs_validate_and_select_their_pretexts():
+    """config/pretext_demo.yaml over params.yaml, config/pretext_realdata.yaml over params.yaml + config/realdata.yaml
+    (as ``snakemake --configfile`` merges them): valid params whose experiments select the pretexts they name."""
+    import copy
+
+    import yaml
+    from conftest import REPO
+
+    from affectube.config import apply_overrides, expand_experiments, merge_params, validate
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    read = lambda name: yaml.safe_load((REPO / "config" / name).read_text())  # noqa: E731
+    runs = {"pretext_demo.yaml": ([read("pretext_demo.yaml")], {"byol", "dino"}),
+            "pretext_realdata.yaml": ([read("realdata.yaml"), read("pretext_realdata.yaml")], {"byol", "dino", "audio"})}
+    for name, (overs, methods) in runs.items():
+        cfg = copy.deepcopy(params)
+        for over in overs:
+            cfg = merge_params(cfg, over)
+        cfg = validate(cfg, name)
+        chosen = {apply_overrides(copy.deepcopy(cfg), o)["pretrain"]["method"] for o in expand_experiments(cfg["experiments"]).values()}
+        assert chosen == methods | {"masked"}, (name, chosen)
+    assert cfg["clips"]["audio_mels"] == 40 and cfg["data"]["pretrain"] == ["grid"]  # the real-clip run's audio targets
