@@ -39,6 +39,7 @@ def slurm(tmp_path_factory):
         if os.environ.get("CI"):
             pytest.fail(f"SLURM {reason} -- required under CI")
         pytest.skip(f"SLURM {reason}")
+    _wait_for_no_cluster(timeout=900)
     state = tmp_path_factory.mktemp("slurm-state")
     env = {**os.environ, "AFFECTUBE_SLURM_STATE": str(state), "AFFECTUBE_SLURM_PARTITION": "debug"}
     up = subprocess.run(["bash", str(REPO / ".ci" / "slurm_up.sh")], env=env, capture_output=True, text=True, timeout=600)
@@ -48,6 +49,18 @@ def slurm(tmp_path_factory):
     finally:
         down = subprocess.run(["bash", str(REPO / ".ci" / "slurm_down.sh")], env=env, capture_output=True, text=True, timeout=180)
         assert down.returncode == 0, down.stderr
+
+
+def _wait_for_no_cluster(timeout: float) -> None:
+    """Under pytest-xdist another module (tests/test_slurm_cluster.py) may hold the one cluster of this machine:
+    its teardown would stop the daemons under this module's jobs, so wait until its slurmctld is gone."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        pid = Path("/run/slurmctld.pid").read_text().strip() if Path("/run/slurmctld.pid").exists() else ""
+        if not pid.isdigit() or not Path(f"/proc/{pid}").exists():
+            return
+        time.sleep(5)
+    pytest.fail(f"a SLURM cluster (slurmctld pid {pid}) still runs after {timeout} s: another module holds it")
 
 
 def _submit(script: Path, out: Path) -> str:
