@@ -111,7 +111,8 @@ def one_thread():
 # loadfile: each test module is one unit of work, so its module-scoped fixtures (a whole workflow
 # run in the end-to-end modules) run once, on one worker. The suite is parallel-safe module by
 # module: tmp_path is per worker, torchrun runs with --standalone or on a free port, the SLURM
-# cluster is brought up by one module only, tests write under tmp_path only. (xdist_group marks
+# cluster of this machine is held by one module at a time (test_slurm_cluster.py, first in
+# LONGEST_FIRST; test_pretext_slurm.py waits for it to go away), tests write under tmp_path only. (xdist_group marks
 # with --dist loadgroup would group modules further, but pytest-xdist 3.8 marks the group in
 # item._nodeid, which pytest 9.2 no longer reads: the groups are silently ignored.)
 # The longest modules are handed out first (longest-processing-time-first), so that no long
