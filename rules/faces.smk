@@ -69,16 +69,21 @@ rule faces_sheet:
 # per-video files, written by the shard job with a per-video cache (a new or changed video is the only one
 # processed). A shard job's inputs are its videos and its rows (written at DAG time, only when they change:
 # dag.Dag.shard_rows), not the dataset manifest: a new video re-runs its own shard's jobs only.
+# One decode per video: a video it detects also gets its clip store (crop + pack from the same decoded frames,
+# under the clips job's per-video cache key: affectube.shards.onepass), hence the crop/clips params and the
+# clips rows; a crop-only change finds every tracks file cached (no decode here) and clips_shard re-crops.
 rule faces_shard:
     input:
         videos=D.shard_videos,
         rows=D.shard_rows("faces"),
+        clips_rows=D.shard_rows("clips"),
+        annotations=D.shard_annotation_files,
     output:
         index=f"{R}/faces/{{dataset}}/shard-{{shard}}.json",
     wildcard_constraints:
         shard=r"\d+",
     params:
-        cfg=D.cfg("decode", "faces"),
+        cfg=D.cfg("decode", "faces", "crop", "clips"),
         root=lambda w: R,  # run.results, the results root of this run
     log:
         f"{R}/logs/faces/{{dataset}}/shard-{{shard}}.log",
@@ -93,4 +98,5 @@ rule faces_shard:
     shell:
         "python -m affectube faces-shard --cfg {params.cfg:q} --rows {input.rows} --dataset {wildcards.dataset}"
         " --shard {wildcards.shard} --threads {threads} --stage-dir {params.root}/faces/{wildcards.dataset}"
+        " --clips-rows {input.clips_rows} --clips-dir {params.root}/clips/{wildcards.dataset}"
         " --out {output.index} > {log} 2>&1"

@@ -64,7 +64,7 @@ def crop_shape(crop_cfg: dict) -> tuple[int, int, int]:
 
 
 def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path | dict, video_id: str, cfg: dict,
-                out: str | Path) -> StoreContent:
+                out: str | Path, frames=None) -> StoreContent:
     """Decode ``video`` in blocks, crop each block along its tracks and stream the crops into store ``out``.
 
     ``manifest``: the video's manifest row (a dict) or the dataset manifest (.csv) holding it; either
@@ -75,6 +75,9 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
     the store records them complete).
 
     Memory holds one decoded block (256 frames) and one chunk of crops, whatever the video's length.
+    ``frames``: the video's frames already decoded with these ``decode`` params (``info`` and blocks of
+    (frames, times): :class:`affectube.shards.onepass.FullFrames`, the faces shard job's one decode) instead of
+    decoding it here.
     Returns the store's content (metadata; ``frames`` None).
     """
     from affectube.faces.tracks import load_tracks
@@ -115,7 +118,7 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
     from affectube.faces.crop import crop_frames, crop_landmarks, crop_matrices
     from affectube.video.decode import FrameStream
 
-    stream = FrameStream(video, fps=decode_cfg["fps"], max_side=decode_cfg["max_side"], chunk=BLOCK)
+    stream = frames if frames is not None else FrameStream(video, fps=decode_cfg["fps"], max_side=decode_cfg["max_side"], chunk=BLOCK)
     valid = np.zeros(n, bool)
     landmarks = np.full((n, 5, 2), np.nan, np.float32)  # in crop pixels: face-guided masking
     matrices = crop_matrices(tracks, crop_cfg)  # of the whole track (crop.strategy mouth smooths over it)

@@ -41,11 +41,14 @@ def analysis_side(faces_cfg: dict, adaptive: bool = False) -> int | None:
     return max(64, int(round(size / (1.0 + 2.0 * float(faces_cfg["pad"])))))
 
 
-def track_video(path: str | os.PathLike, decode_cfg: dict, faces_cfg: dict, detector: Detector, threads: int = 1, meta: dict | None = None) -> Tracks:
+def track_video(path: str | os.PathLike, decode_cfg: dict, faces_cfg: dict, detector: Detector, threads: int = 1, meta: dict | None = None,
+                stream_factory=None) -> Tracks:
     """Face track of one video. Decode problems raise DataError (the caller records them).
 
     ``decode_cfg`` and ``faces_cfg`` may be partial (tests, benchmarks): they are validated and
-    filled with the schema's defaults here, and the filled sections are recorded in the tracks."""
+    filled with the schema's defaults here, and the filled sections are recorded in the tracks.
+    ``stream_factory``: makes the pass's stream, called as :class:`FrameStream` (default); the faces shard
+    job's :class:`affectube.shards.onepass.OnePass` keeps the frames the clips stage would decode again."""
     t0 = time.perf_counter()
     filled = sections({"decode": decode_cfg, "faces": faces_cfg}, "decode", "faces", source="track_video")
     decode_cfg, faces_cfg = filled["decode"], filled["faces"]
@@ -60,7 +63,8 @@ def track_video(path: str | os.PathLike, decode_cfg: dict, faces_cfg: dict, dete
         t_pass = time.perf_counter()
         adaptive, tracker, stream, keyframes_only, larger = _detect_pass(
             path, decode_cfg, faces_cfg, detector, threads, side, t0, start=restart["size"] if restart else None,
-            may_restart=restart is None and faces_cfg["adaptive_restart"] and not faces_cfg["analysis_side"])
+            may_restart=restart is None and faces_cfg["adaptive_restart"] and not faces_cfg["analysis_side"],
+            stream_factory=stream_factory or FrameStream)
         if larger is None:
             break
         restart = {"at_frame": larger[1], "seconds": round(time.perf_counter() - t_pass, 4), "size": adaptive.current,
@@ -119,7 +123,7 @@ def restart_side(adaptive: AdaptiveDetector, stream: FrameStream, pad: float) ->
     return min(need, decoded)
 
 
-def _detect_pass(path, decode_cfg, faces_cfg, detector, threads, side, t0, start=None, may_restart=False):
+def _detect_pass(path, decode_cfg, faces_cfg, detector, threads, side, t0, start=None, may_restart=False, stream_factory=FrameStream):
     """Stream the video once at analysis side ``side``: (adaptive, tracker, stream, keyframes_only, larger).
 
     ``larger`` = (side, frames done) when the pass stopped early because adaptive detection, in the
@@ -131,7 +135,7 @@ def _detect_pass(path, decode_cfg, faces_cfg, detector, threads, side, t0, start
     # interpolation needs only the keyframes: ffmpeg drops the frames in between before
     # converting/piping them (their timestamps are still recorded)
     keyframes_only = not tracker.flow and every_k > 1
-    stream = FrameStream(
+    stream = stream_factory(
         path,
         fps=decode_cfg["fps"],
         max_side=decode_cfg["max_side"],

@@ -30,13 +30,18 @@ def key_path(stage_dir: str | os.PathLike, video_id: str) -> Path:
     return Path(stage_dir) / "keys" / f"{video_id}.json"
 
 
+def stored(stage_dir: str | os.PathLike, video_id: str) -> dict:
+    """The record of a video's output (``key`` and what :func:`record` was given; {} if none or unreadable)."""
+    try:
+        doc = read_json(key_path(stage_dir, video_id))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 def stored_key(stage_dir: str | os.PathLike, video_id: str) -> str | None:
     """The key recorded for a video's output (None if none or unreadable)."""
-    path = key_path(stage_dir, video_id)
-    try:
-        return read_json(path).get("key")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return stored(stage_dir, video_id).get("key")
 
 
 def is_fresh(stage_dir: str | os.PathLike, video_id: str, output: str | os.PathLike, key: str) -> bool:

@@ -10,6 +10,12 @@ identity, the key of the tracks it crops along (so new tracks re-crop, and a cro
 without re-detecting), its canonical manifest row, its annotation files' identities and the
 ``decode``/``crop``/``clips`` params. A video whose store cannot be built is recorded in the shard
 index as failed (no store, no key: retried by the next run); the shard job succeeds.
+
+One decode per video: the faces shard job, which decodes each video it (re-)detects, builds the store from
+those frames under this same key (:mod:`affectube.shards.onepass`, :func:`build_cached` with ``frames``);
+this job then finds it fresh and reports it ``onepass`` (the first time; ``cached`` after), without
+decoding the video. A crop-only change leaves the tracks (and the faces job's cache) as they are: the key
+differs, so this job decodes and crops the video itself, along the cached tracks.
 """
 
 from __future__ import annotations
@@ -39,26 +45,36 @@ def clips_key(row: dict, tracks: Path, tracks_key: str | None, cfg: dict) -> str
                           row=row, annotations=annotations, params=cfg)
 
 
-def run(args: argparse.Namespace) -> int:
+def clips_cfg(raw: dict) -> dict:
+    """The ``decode``, ``crop`` and ``clips`` sections of a ``--cfg``, as stage clips gets them (its provenance hash)."""
+    return {k: raw[k] for k in ("decode", "crop", "clips") if k in raw}
+
+
+def build_cached(row: dict, faces_dir: Path, stage_dir: Path, cfg: dict, frames=None, by: str | None = None):
+    """The video's store, built unless fresh: ``(status, store, error)``. ``frames``: the decoded frames (the
+    faces job's one decode) instead of decoding here; ``by``: recorded with the key (``faces-shard``)."""
     from affectube.clips.build import build_store
     from affectube.clips.labels import canonical_row
 
-    raw = parse_cfg(args.cfg)
-    cfg = {k: raw[k] for k in ("decode", "crop", "clips") if k in raw}  # as stage clips gets it (its provenance hash)
+    row = canonical_row(row)
+    vid = str(row["video_id"])
+    tracks, out = faces_dir / "tracks" / f"{vid}.npz", stage_dir / f"{vid}.h5"
+    key = clips_key(row, tracks, cache.stored_key(faces_dir, vid), cfg)
+    if frames is None and cache.is_fresh(stage_dir, vid, out, key):
+        if cache.stored(stage_dir, vid).get("by"):  # built by the faces job's decode: claimed once
+            cache.record(stage_dir, vid, key)
+            return "onepass", str(out), None
+        return "cached", str(out), None
+    cache.forget(stage_dir, vid)
+    out.unlink(missing_ok=True)  # a video that fails now has no (stale) store
+    content = build_store(row["path"], tracks, row, vid, cfg, out, frames=frames)
+    cache.record(stage_dir, vid, key, **({"by": by} if by else {}))
+    return ("failed" if content.error else "ran"), str(out), content.error
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = clips_cfg(parse_cfg(args.cfg))
     faces_dir, stage_dir = Path(args.faces_dir), Path(args.stage_dir)
-
-    def process(row: dict):
-        row = canonical_row(row)
-        vid = str(row["video_id"])
-        tracks, out = faces_dir / "tracks" / f"{vid}.npz", stage_dir / f"{vid}.h5"
-        key = clips_key(row, tracks, cache.stored_key(faces_dir, vid), cfg)
-        if cache.is_fresh(stage_dir, vid, out, key):
-            return "cached", str(out), None
-        cache.forget(stage_dir, vid)
-        out.unlink(missing_ok=True)  # a video that fails now has no (stale) store
-        content = build_store(row["path"], tracks, row, vid, cfg, out)
-        cache.record(stage_dir, vid, key)
-        return ("failed" if content.error else "ran"), str(out), content.error
-
-    run_shard("clips", args.dataset, args.shard, read_rows(args.rows), process, args.out)
+    run_shard("clips", args.dataset, args.shard, read_rows(args.rows),
+              lambda row: build_cached(row, faces_dir, stage_dir, cfg), args.out)
     return 0
