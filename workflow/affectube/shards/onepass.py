@@ -134,8 +134,8 @@ class OnePass:
     """The stream factory handed to :func:`affectube.faces.pipeline.track_video` (``stream_factory``): it makes
     :class:`TeeStream` s and keeps the last (a restarted pass makes a second one)."""
 
-    def __init__(self, max_bytes: int = MAX_BUFFER_BYTES):
-        self.max_bytes = max_bytes
+    def __init__(self, max_bytes: int | None = None):
+        self.max_bytes = MAX_BUFFER_BYTES if max_bytes is None else int(max_bytes)
         self.stream: TeeStream | None = None
 
     def __call__(self, path: str | Path, **kwargs) -> TeeStream:
