@@ -152,7 +152,8 @@ def main() -> int:
     faces_cfg = {**params["faces"], "backend": "insightface", "model": str(model),
                  **{k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}}
     fallbacks_off = {"adaptive_max_size": None, "redetect_context": 0, "refine_edges": False}
-    ref_cfg = {**faces_cfg, "every_k": 1, "det_size": 640, "analysis_side": 640, "smooth": 0.0, **fallbacks_off}
+    # the reference keeps insightface's own square letterbox (as before faces.det_shape)
+    ref_cfg = {**faces_cfg, "every_k": 1, "det_size": 640, "analysis_side": 640, "smooth": 0.0, "det_shape": "square", **fallbacks_off}
     off_cfg = {**faces_cfg, **fallbacks_off}
     det = build_detector(faces_cfg, threads=1)
     ref_det = build_detector(ref_cfg, threads=1)  # its own det_size (a detector runs at the sizes it was built with)

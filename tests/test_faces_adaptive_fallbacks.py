@@ -85,6 +85,9 @@ def files(tmp_path_factory, realdata):
     ffmpeg("-f", "lavfi", "-i", f"{gray}:d=0.44", "-i", mead, "-f", "lavfi", "-i", f"{gray}:d=0.28", "-filter_complex",
            "[1:v]trim=end_frame=12,setpts=PTS-STARTPTS,fps=25,format=yuv420p[f];[0:v]format=yuv420p[a];[2:v]format=yuv420p[b];"
            "[a][f][b]concat=n=3:v=1[v]", "-map", "[v]", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", d / "appears.mp4")
+    # the same with a sync frame every 5 frames: a seek decodes from at most 5 frames before the edge
+    ffmpeg("-i", d / "appears.mp4", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", "-g", "5", "-keyint_min", "5",
+           "-sc_threshold", "0", d / "appears_g5.mp4")
     # a wide shot: a 112-px face on a 1920x1080 canvas, 2 s (at the 213-px analysis frames the face is ~12 px)
     ffmpeg("-i", mead, "-t", "2", "-vf", "scale=112:112,pad=1920:1080:900:500:color=0x404040", "-c:v", "libx264",
            "-preset", "ultrafast", "-crf", "18", d / "wide1080.mp4")
@@ -98,13 +101,26 @@ def files(tmp_path_factory, realdata):
 
 def test_refine_edges_finds_where_the_face_appears_and_leaves(files, faces_cfg, detector):
     on = track_video(files / "appears.mp4", DEC, {**faces_cfg, "refine_edges": True}, detector, threads=1)
-    off = track_video(files / "appears.mp4", DEC, faces_cfg, detector, threads=1)  # params default: refine_edges false
+    # the params default, refine_edges 0.1: a decode budget of 10% of this 1.2-s video; its one GOP makes each edge's
+    # seek decode from frame 0 (0.56 and 0.88 s): both edges are over the budget and skipped
+    off = track_video(files / "appears.mp4", DEC, faces_cfg, detector, threads=1)
     assert len(on) == len(off) == 30
     # keyframes 0, 5, ..., 25: only 15 and 20 see the face, which is on frames 11-22
     assert np.flatnonzero(off.status > 0).tolist() == list(range(15, 21))
     assert np.flatnonzero(on.status > 0).tolist() == list(range(11, 23))
     r = on.meta["adaptive"]["refine"]
     assert r["edges"] == 2 and r["frames"] == 4 + 4 and r["found"] == 4 + 2 and r["failed_decodes"] == 0
+    r = off.meta["adaptive"]["refine"]
+    assert r["budget"] == 0.1 and r["skipped"] == 2 and r["edges"] == r["frames"] == 0 and r["decode_s"] == 0.0
+
+
+def test_refine_edges_budget_counts_the_decode_from_the_seek_point(files, faces_cfg, detector):
+    """Sync frames every 5 frames: the start edge (frames 11-14) decodes from frame 5 (0.36 s), the end edge (21-22)
+    from frame 15 (0.28 s); a budget of half the 1.2-s video admits the first and not both."""
+    tr = track_video(files / "appears_g5.mp4", DEC, {**faces_cfg, "refine_edges": 0.5}, detector, threads=1)
+    r = tr.meta["adaptive"]["refine"]
+    assert r["edges"] == 1 and r["skipped"] == 1 and r["frames"] == 4 and 0.3 < r["decode_s"] <= 0.6
+    assert np.flatnonzero(tr.status > 0).tolist() == list(range(11, 21))
 
 
 def test_restart_on_larger_frames_when_faces_need_the_cap(files, faces_cfg, detector):

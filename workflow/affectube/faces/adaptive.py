@@ -24,7 +24,9 @@ keyframes, :class:`AdaptiveDetector`
 
 A video without any face would pay the whole ladder on every keyframe, so retries that
 find nothing back off: after ``f`` failed retries in a row, the next ``4^f - 1``
-keyframes (3, 15, then ``MAX_SKIP`` = 31) are not retried; a success resets it.
+keyframes without a reliable face (3, 15, then ``MAX_SKIP`` = 31) are not retried; a success, or a
+keyframe whose face is found at the current size, resets it (a back-off earned while the faces were
+away must not outlast their return).
 
 The frames the detector sees (``faces.analysis_side``, auto) are sized for the first retry
 step (2 x ``det_size``), so a retry really sees more pixels (larger steps see them upsampled;
@@ -180,6 +182,7 @@ class AdaptiveDetector:
         size = self.current
         key = str(size)
         if self.cap is None or self._small(det, frame, size) is False:
+            self._failures = self._skip = 0  # a face found at the current size ends a back-off (faces are back)
             self._step_down(det, frame, size)
             self.stats["sizes"][key] = self.stats["sizes"].get(key, 0) + 1
             return det

@@ -9,6 +9,13 @@ frames between that keyframe and the neighbouring keyframe without the face are 
 ffmpeg call per edge, seeking to it) and detected at the size the keyframe used. At most
 ``MAX_EDGES`` edges per video; a video whose subject is seen throughout (the usual case) pays
 nothing. Costs are counted apart (``meta.adaptive.refine``).
+
+A seek decodes from the seek point the container's index gives before the edge (the last sync frame
+ffmpeg can start from; 1-10 s back in long-GOP phone/HEVC video), not from the edge: that decode is
+most of an edge's cost. ``faces.refine_edges`` as a number is a **decode budget**: the seconds of
+video decoded for the edges (from each one's seek point, found with one demuxer seek, to its last
+frame) may add up to at most that fraction of the video's duration; an edge that would exceed it
+is skipped (``skipped``). ``true`` = no budget, ``false``/0 = off.
 """
 
 from __future__ import annotations
@@ -60,12 +67,56 @@ def decode_frames(path, times: np.ndarray, size: tuple, threads: int = 1) -> np.
     return np.frombuffer(proc.stdout, np.uint8).reshape(len(times), h, w, 3)
 
 
-def refine(path, cands: T.Candidates, chosen: dict, adaptive, size: tuple, every_k: int, max_gap: int, threads: int = 1) -> dict:
-    """Detect the frames of :func:`edges` and add them to ``cands`` (in place); returns the cost counts."""
+def budget_of(refine_edges) -> float | None:
+    """``faces.refine_edges`` -> decode budget (fraction of the video's duration); None = no budget, 0 = off."""
+    if refine_edges is True:
+        return None
+    return float(refine_edges or 0.0)
+
+
+def seek_point(container, t: float) -> float:
+    """Time (s) of the packet ffmpeg's ``-ss t`` starts decoding from (the index's sync frame at or before ``t``);
+    0.0 when the container cannot seek (the worst case: from the start)."""
+    import av
+
+    try:
+        stream = container.streams.video[0]
+        container.seek(int(max(0.0, t) / stream.time_base), stream=stream, backward=True, any_frame=False)
+        for packet in container.demux(stream):
+            if packet.pts is not None:
+                return min(t, max(0.0, float(packet.pts * stream.time_base)))
+    except (av.error.FFmpegError, IndexError, ZeroDivisionError, TypeError):
+        pass
+    return 0.0
+
+
+def refine(path, cands: T.Candidates, chosen: dict, adaptive, size: tuple, every_k: int, max_gap: int, threads: int = 1,
+           budget: float | None = None) -> dict:
+    """Detect the frames of :func:`edges` and add them to ``cands`` (in place); returns the cost counts.
+    ``budget``: the edges' decode may add up to this fraction of the video's duration (None: no limit)."""
     t0 = time.perf_counter()
-    stats = {"edges": 0, "frames": 0, "found": 0, "failed_decodes": 0}
-    for run, key in edges(chosen, len(cands), every_k, max_gap):
+    stats = {"edges": 0, "frames": 0, "found": 0, "failed_decodes": 0, "skipped": 0, "budget": budget, "decode_s": 0.0}
+    todo = edges(chosen, len(cands), every_k, max_gap)
+    container = None
+    if budget is not None and todo:
+        import av
+
+        try:
+            container = av.open(str(path), metadata_errors="ignore")
+        except av.error.FFmpegError:
+            container = None
+        ts = cands.timestamps
+        period = (float(ts[-1]) - float(ts[0])) / max(1, len(ts) - 1) if len(ts) > 1 else 0.04
+        allowed = budget * (float(ts[-1]) - float(ts[0]) + period)
+    for run, key in todo:
         times = np.asarray([cands.timestamps[t] for t in run])
+        if budget is not None:
+            start = max(0.0, float(times[0]) - 0.1)
+            cost = float(times[-1]) - (seek_point(container, start) if container is not None else 0.0)
+            if stats["decode_s"] + cost > allowed:
+                stats["skipped"] += 1
+                continue
+            stats["decode_s"] += cost
         frames = decode_frames(path, times, size, threads)
         stats["edges"] += 1
         if frames is None:
@@ -77,5 +128,8 @@ def refine(path, cands: T.Candidates, chosen: dict, adaptive, size: tuple, every
             cands.faces[t] = faces
             cands.num_faces[t] = len(faces)
             stats["found"] += bool(faces)
+    if container is not None:
+        container.close()
+    stats["decode_s"] = round(stats["decode_s"], 4)
     stats["seconds"] = round(time.perf_counter() - t0, 4)
     return stats

@@ -13,7 +13,7 @@ import time
 from affectube.config import sections
 from affectube.faces import tracking as T
 from affectube.faces.adaptive import AdaptiveDetector, adaptive_cap
-from affectube.faces.adaptive_refine import refine
+from affectube.faces.adaptive_refine import budget_of, refine
 from affectube.faces.detect import Detector, det_sizes
 from affectube.faces.tracks import Tracks
 from affectube.video.decode import FrameStream
@@ -79,7 +79,8 @@ def track_video(path: str | os.PathLike, decode_cfg: dict, faces_cfg: dict, dete
     chosen = T.select(tracks, faces_cfg["policy"], cands.frame_size, adjacent=tracker.every_k)
     refined = None
     if keyframes_only and faces_cfg["refine_edges"]:  # denser detection where the subject's face starts or ends
-        refined = refine(path, cands, chosen, adaptive, stream.size, every_k, faces_cfg["max_gap"], threads=max(1, threads))
+        refined = refine(path, cands, chosen, adaptive, stream.size, every_k, faces_cfg["max_gap"], threads=max(1, threads),
+                         budget=budget_of(faces_cfg["refine_edges"]))
         if refined["found"]:
             tracks = T.link(cands, max_gap=faces_cfg["max_gap"], every_k=tracker.every_k)
             chosen = T.select(tracks, faces_cfg["policy"], cands.frame_size, adjacent=tracker.every_k)
