@@ -16,7 +16,9 @@ rule pretrain:
         f"{R}/logs/pretrain.log",
     benchmark:
         f"{R}/benchmarks/pretrain.tsv"
-    threads: 8  # capped by --cores locally; workflow.cores is undefined under --profile slurm
+    # pretrain.threads when set (the demo's tiny ViT: 1; Snakemake sets OMP_NUM_THREADS to it), else 8;
+    # capped by --cores locally; workflow.cores is undefined under --profile slurm
+    threads: lambda w: int(config["pretrain"]["threads"]) or 8
     resources:
         gpu=config["pretrain"]["gpus"],
         nodes=1,  # several on a cluster: AFFECTUBE_PRETRAIN_NODES in slurm/profile.yaml
