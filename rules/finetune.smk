@@ -42,7 +42,9 @@ rule finetune:
         f"{R}/logs/finetune/{{exp}}/fold{{fold}}.log",
     benchmark:
         f"{R}/benchmarks/finetune/{{exp}}/fold{{fold}}.tsv"
-    threads: 8  # capped by --cores locally; workflow.cores is undefined under --profile slurm
+    # finetune.threads when set (a tiny model: 1 thread a fold, folds side by side; issue 20), else 8;
+    # capped by --cores locally; workflow.cores is undefined under --profile slurm
+    threads: lambda w: int(D.experiment_config(w.exp)["finetune"]["threads"]) or 8
     resources:
         # the experiment's finetune.gpus/mem_gb/time_minutes; attempts 2, 3 (retries) get more memory and time
         gpu=lambda w: D.experiment_config(w.exp)["finetune"]["gpus"],
