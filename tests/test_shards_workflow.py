@@ -12,6 +12,7 @@ import json
 import subprocess
 
 import pandas as pd
+import pytest
 import yaml
 from snakemake.utils import validate
 
@@ -93,3 +94,41 @@ def test_shards_run_cache_per_video_and_record_failures(workflow_copy, tmp_path)
                                  stage_dir=str(wf / "results/clips/small"), out=str(out)))
     status = {e["video_id"]: e["status"] for e in json.loads(out.read_text())["videos"]}
     assert status.pop(victim) in ("ran", "failed") and set(status.values()) <= {"cached"}, status
+
+
+@pytest.mark.slow
+def test_demo_faces_and_clips_run_on_shards(workflow_copy, insightface_model):
+    """The demo's faces + clips through Snakemake with data.shard_size (a reduced demo: 8 rendered videos of 1 s,
+    the real SCRFD detector): one faces and one clips shard job, one decode per video (the clips job decodes
+    none), every video ok in QC; nothing left to do after; a crop change re-runs both shard jobs, re-crops every
+    store and re-detects none."""
+    wf = workflow_copy({
+        "data": {"shard_size": 8},
+        "demo": {"subjects": 4, "videos_per_class": 1, "seconds": 1.0},
+        "faces": {"backend": "insightface", "model": str(insightface_model)},
+    })
+    targets = ["results/faces/demo/qc.csv", "results/clips/demo/shard-0.json"]  # 8 videos in shards of 8: one shard
+    ran = jobs(run_snakemake(wf, *targets))
+    assert ran.get("faces_shard") == 1 and ran.get("clips_shard") == 1 and "faces" not in ran and "clips" not in ran, ran
+    qc = pd.read_csv(wf / "results/faces/demo/qc.csv", dtype={"video_id": str})
+    assert len(qc) == 8 and (qc["status"] == "ok").all(), qc
+    assert {e["status"] for e in _demo_index(wf, "faces")} == {"ran"}
+    assert {e["status"] for e in _demo_index(wf, "clips")} == {"onepass"}  # stores packed from the faces job's decode
+    assert "Nothing to be done" in (p := run_snakemake(wf, "-n", *targets)).stdout + p.stderr
+
+    params = yaml.safe_load((wf / "params.yaml").read_text())
+    params["crop"]["size"] = 48
+    (wf / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = jobs(run_snakemake(wf, *targets))
+    assert ran.get("faces_shard") == 1 and ran.get("clips_shard") == 1 and set(ran) <= {"faces_shard", "clips_shard", "faces_qc"}, ran
+    assert {e["status"] for e in _demo_index(wf, "faces")} == {"cached"}  # no detection, no decode
+    assert {e["status"] for e in _demo_index(wf, "clips")} == {"ran"}
+    import h5py
+
+    for e in _demo_index(wf, "clips"):
+        with h5py.File(wf / e["output"] if not e["output"].startswith("/") else e["output"]) as f:
+            assert f["frames"].shape[1:3] == (48, 48) and f["valid"][()].mean() > 0.5
+
+
+def _demo_index(wf, stage):
+    return json.loads((wf / f"results/{stage}/demo/shard-0.json").read_text())["videos"]
