@@ -92,19 +92,25 @@ class TeeStream(FrameStream):
                 reader.join()
 
     def _drain(self) -> None:
+        """Read the FIFO to its end (ffmpeg would block on a full FIFO): frames kept while under the budget."""
         h, w = self.decoded_size
         nbytes, held = h * w * 3, 0
         scratch = np.empty(nbytes, np.uint8)
         with open(self._fifo, "rb", buffering=1 << 20) as pipe:
             while True:
-                if not self._overflow and held + nbytes > self.max_bytes:
-                    self._overflow, self._full = True, []
-                    log.info("%s: over %d MB of decoded frames: not kept (the clips job decodes it again)", self.path, self.max_bytes >> 20)
-                frame = scratch if self._overflow else np.empty((h, w, 3), np.uint8)
+                frame = scratch
+                if not self._overflow:
+                    try:
+                        if held + nbytes > self.max_bytes:
+                            raise MemoryError(f"over {self.max_bytes >> 20} MB of decoded frames")
+                        frame = np.empty((h, w, 3), np.uint8)
+                    except MemoryError as exc:  # frames not kept: the clips job decodes the video again
+                        self._overflow, self._full = True, []
+                        log.info("%s: %s: not kept (the clips shard job decodes it again)", self.path, exc)
                 got = _read_exact(pipe, memoryview(frame.reshape(-1)))
                 if got < nbytes:
                     break
-                if not self._overflow:
+                if frame is not scratch:
                     self._full.append(frame)
                     held += nbytes
 
