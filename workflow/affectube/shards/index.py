@@ -2,7 +2,8 @@
 
 ``{"stage", "dataset", "shard", "videos": [{"video_id", "status", "output", "seconds", "error"}], "counts"}``
 with ``status`` one of ``ran`` (processed now), ``cached`` (the per-video cache was up to date),
-``failed`` (recorded: the shard job still succeeds). Per-video outputs stay one file per video
+``failed`` (recorded: the shard job still succeeds); clips only: ``onepass`` (the faces shard job built the
+store from its own decode of the video: :mod:`affectube.shards.onepass`; up to date, not decoded again). Per-video outputs stay one file per video
 (tracks ``.npz``, clip store ``.h5``) beside the index.
 """
 
