@@ -158,6 +158,31 @@ def test_dataset_uses_any_label_column_and_centres_clips_on_the_event(tmp_path):
     assert ClipDataset(paths, num_frames=8, input_size=16).classes == []  # default label column: emotion (absent)
 
 
+def test_materialized_validation_clips_are_the_items_read_every_epoch(tmp_path):
+    """Fine-tuning keeps the inner-validation clips in memory (issue 20's speed-up): the same items,
+    bit for bit, as reading them in any epoch; refused for training clips (new every epoch)."""
+    import torch
+
+    from affectube.train.finetune import validation_clips
+
+    paths = _word_stores(tmp_path)
+    val = ClipDataset(paths, num_frames=8, sample_stride=1, input_size=16, mode="test", test_clips=3, label="colour",
+                      event=True, event_jitter=0.08)
+    kept = validation_clips(val)
+    assert type(kept).__name__ == "MaterializedClips" and len(kept) == len(val) == 24
+    for epoch in (1, 7):
+        val.set_epoch(epoch)
+        for i in range(len(val)):
+            a, b = val[i], kept[i]
+            assert a.keys() == b.keys()
+            for k in a:
+                assert torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k], k
+    train = ClipDataset(paths, num_frames=8, input_size=16, mode="train", label="colour", event=True)
+    assert validation_clips(train) is train and validation_clips(None) is None
+    with pytest.raises(ValueError, match="deterministic"):
+        train.materialize()
+
+
 def test_event_mode_refuses_a_store_without_a_span(tmp_path):
     c = content("plain", n=40, size=16, per_frame=False)
     p = write_store(tmp_path / "plain.h5", c)

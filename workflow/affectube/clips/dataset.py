@@ -234,6 +234,26 @@ class ClipDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def deterministic(self) -> bool:
+        """Whether every item is the same in every epoch (test mode, no augmentation, no masks)."""
+        return self.mode == "test" and not self.transform.augment and self.mask_generator is None
+
+    def nbytes(self) -> int:
+        """Bytes of the clip tensors of all items (``video`` only: the rest is small)."""
+        if self.output == "float":  # float32 [C,T,S,S]
+            per = self.num_frames * self.transform.size**2 * self.channels * 4
+        else:  # the stored uint8 crops (their own size)
+            per = self.num_frames * max((e.layout.frame_bytes for e in self.entries if e.layout is not None), default=0)
+        return per * len(self)
+
+    def materialize(self) -> "MaterializedClips":
+        """Every item read once and kept in memory: for a :meth:`deterministic` dataset read again and
+        again (the inner-validation clips, predicted after every epoch), the same items without
+        re-reading, re-checking and re-transforming them each time."""
+        if not self.deterministic():
+            raise ValueError("only a deterministic dataset (test mode, no augmentation, no masks) can be materialized")
+        return MaterializedClips(self)
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -344,6 +364,26 @@ class ClipDataset(Dataset):
         self._pid = os.getpid()
 
 
+class MaterializedClips(Dataset):
+    """The items of a deterministic :class:`ClipDataset`, read once (:meth:`ClipDataset.materialize`);
+    ``transform``, ``classes`` and ``channels`` as the source's (the uint8 path's ``clip_input``)."""
+
+    def __init__(self, source: ClipDataset):
+        self.source = source
+        self.transform, self.classes, self.channels = source.transform, source.classes, source.channels
+        self.items = source.__getitems__(list(range(len(source)))) if len(source) else []
+        source.close()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        return [self.items[i] for i in indices]
+
+
 def loader_output(device) -> str:
     """The loader output for training on ``device``: ``"uint8"`` on CUDA (the stored crops cross the
     loader and the host-device link as uint8; ``transform.apply`` crops/resizes/normalises them on
@@ -376,6 +416,9 @@ def store_index(path: str | os.PathLike) -> dict:
             "layout": frame_layout(s.file, path) if len(s) else None,
             "timestamps": np.asarray(s.array("timestamps"), np.float64),
             "landmarks": np.asarray(s.file["face_landmarks"], np.float32) if "face_landmarks" in s.file else None,
+            # decode/face/crop params the store was made with (fine-tuning checks they agree; predict reuses them)
+            "preprocessing": {"decode": s.attrs.get("decode"), "crop": s.attrs.get("crop"), "faces": (s.attrs.get("source") or {}).get("faces"),
+                              "channels": int(s.attrs["frame_shape"][-1])},
         }  # fmt: skip
     _INDEX[path] = (sig, meta)
     return meta

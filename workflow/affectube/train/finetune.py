@@ -181,13 +181,16 @@ def augment_args(ft: dict, train: bool) -> dict:
 
 
 def store_identities(paths: list[Path]) -> list[dict]:
-    """Subject, video id and clip-level labels recorded in each store (what is actually loaded)."""
-    from affectube.clips.readers import open_store
+    """Subject, video id and clip-level labels recorded in each store (what is actually loaded).
+    Read through the loader's per-process index (:func:`affectube.clips.dataset.store_index`: each
+    store opened and verified once per process, not again here, in the datasets and for its
+    preprocessing)."""
+    from affectube.clips.dataset import store_index
 
     out = []
     for p in paths:
-        with open_store(p) as store:
-            out.append({"subject": str(store.subject), "video_id": str(store.video_id), "labels": dict(store.labels)})
+        m = store_index(p)
+        out.append({"subject": str(m["subject"]), "video_id": str(m["video_id"]), "labels": dict(m["labels"])})
     return out
 
 
@@ -334,6 +337,7 @@ def train_fold(run: FoldRun, out_dir: Path, stop_after_steps: int | None = None)
         store.save(model=run.model, optimizer=run.optimizer, scheduler=run.scheduler, step=run.scheduler.last_epoch,
                    epoch=epoch, history=history, selector=selector.state_dict(), finished=finished, partial=partial)
 
+    val = validation_clips(run.data["val"])
     epoch = done
     while not finished and epoch < epochs:
         epoch += 1
@@ -352,7 +356,7 @@ def train_fold(run: FoldRun, out_dir: Path, stop_after_steps: int | None = None)
         row = {"epoch": epoch, "train_loss": train["loss"], "lr": max(g["lr"] for g in run.optimizer.param_groups)}
         value = vloss = math.nan
         if run.data["val"] is not None:
-            vclips, vframes, vloss = P.predict(run.model, run.data["val"], batch, run.seed, workers, run.task, fold.index,
+            vclips, vframes, vloss = P.predict(run.model, val, batch, run.seed, workers, run.task, fold.index,
                                                env, run.loss_fn)
             value = M.main_value(evaluate_predictions(vclips, vframes), run.main_metric)
         row.update({"val_loss": vloss, f"val_{run.main_metric}": value})
@@ -369,6 +373,19 @@ def train_fold(run: FoldRun, out_dir: Path, stop_after_steps: int | None = None)
         if stop_requested():
             raise FC.FoldPreempted(store.path, epoch, run.scheduler.last_epoch)
     return history, selector
+
+
+VAL_CACHE_BYTES = 1 << 30  # inner-validation clips kept in memory up to this size (else read every epoch)
+
+
+def validation_clips(ds):
+    """The inner-validation clips predicted after every epoch: read once and kept in memory when they
+    are the same every epoch (test mode: fixed starts, no augmentation) and small enough
+    (:data:`VAL_CACHE_BYTES`); the same items as reading them again, without the reads, checks and
+    transforms of every epoch."""
+    if ds is None or not ds.deterministic() or ds.nbytes() > VAL_CACHE_BYTES:
+        return ds
+    return ds.materialize()
 
 
 def summarize_fold(run: FoldRun, history: list[dict], selector: "Selector", out_dir: Path) -> dict:
@@ -445,12 +462,11 @@ def train_labels(ds) -> list[int]:
 
 def store_channels(paths: list[Path]) -> int | None:
     """Channels of the first training store's frames (1: grayscale crops, 3: colour), None without stores."""
-    from affectube.clips.readers import open_store
+    from affectube.clips.dataset import store_index
 
     if not paths:
         return None
-    with open_store(paths[0]) as store:
-        return int(store.attrs["frame_shape"][-1])
+    return int(store_index(paths[0])["channels"])
 
 
 def check_channels(encoder, ds, source: Path) -> None:
@@ -560,13 +576,11 @@ def evaluate_predictions(clips: pd.DataFrame, frames: pd.DataFrame) -> dict:
 
 def store_preprocessing(paths: list[Path]) -> dict:
     """Decode, face and crop params recorded in the training stores (predict reuses exactly these)."""
-    from affectube.clips.readers import open_store
+    from affectube.clips.dataset import store_index
 
     seen = {}
     for p in paths:
-        with open_store(p) as store:
-            rec = {"decode": store.attrs["decode"], "crop": store.attrs["crop"], "faces": store.attrs["source"].get("faces"),
-                   "channels": int(store.attrs["frame_shape"][-1])}
+        rec = store_index(p)["preprocessing"]
         if seen and rec != seen:
             raise DataError(f"{p}: preprocessed with other decode/face/crop params than {paths[0]}: rebuild the clip stores")
         seen = rec
