@@ -103,14 +103,16 @@ def test_fitted_detector_input_finds_the_faces_the_square_one_does(realdata, ins
     """faces.det_shape fit: a 16:9 frame padded by 0.25 runs the detector on 160 x 96 (not 160 x 160) px, ~60% of
     the compute; the faces are the same (real clips of three aspect ratios, at 160 and 640)."""
     cfg = {"backend": "insightface", "model": str(insightface_model), "pad": 0.25}
+    clips = (SAMPLES[0], SAMPLES[3], "videos/pyfeat/WolfgangLanger_Pexels.mp4")
+    frames = {c: decode(realdata / c, fps=2, max_side=320).frames[:2] for c in clips}
     for size in (160, 640):
         fit = build_detector({**cfg, "det_size": size, "det_shape": "fit"})
         square = build_detector({**cfg, "det_size": size, "det_shape": "square"})
         assert fit.backend.input_shape(540, 960, size)[1] == ((96, 160) if size == 160 else (384, 640))
         assert fit.backend.input_shape(960, 540, size)[1] == ((160, 96) if size == 160 else (640, 384))
         assert square.backend.input_shape(540, 960, size)[1] == (size, size)
-        for clip in (SAMPLES[0], SAMPLES[3], "videos/pyfeat/WolfgangLanger_Pexels.mp4"):
-            for f in decode(realdata / clip, fps=2, max_side=320).frames[:2]:
+        for clip in clips:
+            for f in frames[clip]:
                 a, b = fit(f)[0], square(f)[0]
                 assert len(a) == len(b) >= 1, (clip, size)
                 side = float(b.boxes[0, 3] - b.boxes[0, 1])
