@@ -169,6 +169,7 @@ def main(argv=None) -> int:
                          "e.g. tests/test_demo_learns.py's) instead of running: no load averages, and cpu_s only "
                          "with --cpu-s (e.g. the Snakemake process's own + children's CPU, read from /proc)")
     ap.add_argument("--cpu-s", type=float, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--note", default=None, help="a note stored in the JSON (e.g. how --cpu-s and the load were read)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/demo.json")
     args = ap.parse_args(argv)
     if args.from_run is not None:
@@ -201,6 +202,8 @@ def main(argv=None) -> int:
             raise SystemExit(f"bench_demo: snakemake failed ({proc.returncode}) in {wf}")
         result = summarize(wf, log, args.cores, wall, ru.ru_utime + ru.ru_stime, load_start, load_end,
                            f"snakemake --cores {args.cores} --nolock (a copy of the workflow, params.yaml as committed)")
+    if args.note:
+        result["note"] = args.note
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("wall_s", "cpu_s", "cpu_s_jobs_with_benchmarks", "load_start", "load_end",
