@@ -56,6 +56,7 @@ CAPTIONS = {
     "confusion": "Confusion matrix over the test videos of all folds (left: counts; right: each row divided by its number of videos, i.e. recall; the diagonal's mean is the pooled UAR).",
     "per_subject": "Main metric of each test subject (each fold's test subject(s)); dashed: mean over folds; dotted: the chance / majority-class level.",
     "scatter": "Predicted vs true value per test video (clips averaged), all folds pooled; dashed: perfect prediction.",
+    "label_efficiency": "Main metric vs the labelled fraction of each fold's training videos, one line per initialisation (mean, band: 95% t-interval over folds x seeds); right: the paired pretrained − scratch difference of the same seed and fold, with its 95% t-interval and the count of pairs above zero.",
     "traces": "Annotated (solid) vs predicted (dashed) per-frame values over time for a few test videos.",
     "learning_curves": "Fine-tuning loss (train solid, inner-validation dashed) and the metric per epoch (inner validation solid, training dotted), one colour per fold; warmup epochs shaded, star: the epoch kept.",
     "pretrain_curve": "Self-supervised pretraining loss (masked-patch reconstruction) per logged step.",
@@ -267,7 +268,31 @@ def comparison_section(run: Run, experiments: list[Experiment], index: dict, fig
         } for t in run.tests]
         blocks.append(D.Table(pd.DataFrame(rows).set_index("comparison"), f"paired per-subject test of {main} (Wilcoxon signed-rank, two-sided, uncorrected)"))
         blocks.append(D.Bullets([f"{t.other} vs {t.baseline}: {t.note}" for t in run.tests]))
-    return blocks + _figure_blocks(index, fig_dir, None, ("comparison",))
+    blocks += label_efficiency_blocks(index, main)
+    return blocks + _figure_blocks(index, fig_dir, None, ("comparison", "label_efficiency"))
+
+
+def label_efficiency_blocks(index: dict, main: str) -> list:
+    """The label-efficiency figure's numbers as tables (:mod:`affectube.report.label_efficiency`)."""
+    entry = next((e for e in index.get("figures", []) if e["kind"] == "label_efficiency"), None)
+    if entry is None:
+        return []
+    blocks = []
+    curves = pd.DataFrame(entry["data"]["curves"])
+    if len(curves):
+        cells = [f"{fmt(m)} [{fmt(lo)}, {fmt(hi)}]" for m, lo, hi in zip(curves["mean"], curves["ci_low"], curves["ci_high"])]
+        table = curves.assign(cell=cells).pivot(index="line", columns="fraction", values="cell")
+        table.columns = [f"{main} at {c:g} of the labels" for c in table.columns]
+        blocks.append(D.Table(table, f"label efficiency: {main} mean over folds x seeds [95% t-interval] per labelled fraction"))
+    paired = pd.DataFrame(entry["data"]["paired"])
+    if len(paired):
+        rows = [{"comparison": r["comparison"], "labelled fraction": f"{r['fraction']:g}", "pairs (seed x fold)": r["n"],
+                 "mean difference": fmt(r["mean_diff"]), "95% t-interval": f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]",
+                 "better / worse": f"{r['better']} / {r['worse']}"} for r in paired.to_dict("records")]
+        blocks.append(D.Table(pd.DataFrame(rows).set_index("comparison"),
+                              f"paired difference of {main}, pretrained − scratch, same seed and fold (the folds of a seed share "
+                              "training videos: the interval shows the spread, it is not a test)"))
+    return blocks
 
 
 PROTOCOL_LABELS = {

@@ -10,7 +10,9 @@ The figures (see :mod:`affectube.report.plan` for which ones a run has):
 - ``{exp}/traces``: predicted vs annotated per-frame traces for a few videos;
 - ``{exp}/learning_curves``: train/val loss and the validation metric per fold (finetune ``log.csv``);
 - ``pretrain_curve``: the pretraining loss (pretrain ``log.csv``);
-- ``comparison``: the main metric per subject for every experiment, paired lines.
+- ``comparison``: the main metric per subject for every experiment, paired lines;
+- ``label_efficiency``: the main metric against ``finetune.label_fraction``, one line per
+  initialisation, and the paired pretrained − scratch difference (:mod:`affectube.report.label_efficiency`).
 
 Each is written in every format of ``figures.formats``; ``index.json`` lists them with
 the numbers they show (so tests and the report can check them against the metrics).
@@ -538,6 +540,15 @@ def comparison(ctx: Context, spec: P.FigureSpec) -> dict:
     return {"metric": metric, "paired_subjects": paired, "values": {n: {k: float(v) for k, v in series[n].items()} for n in names}}
 
 
+def label_efficiency(ctx: Context, spec: P.FigureSpec) -> dict:
+    """The main metric against the labelled fraction, one line per initialisation, and the paired
+    pretrained − scratch difference (:mod:`affectube.report.label_efficiency`)."""
+    from affectube.report import label_efficiency as LE
+
+    chance = next((c for e in ctx.experiments if (c := _chance(e, ctx.metric)) is not None), None)
+    return LE.draw(ctx, spec, metric_label, chance)
+
+
 FIGURES = {
     "confusion": confusion,
     "per_subject": per_subject,
@@ -546,6 +557,7 @@ FIGURES = {
     "learning_curves": learning_curves,
     "pretrain_curve": pretrain_curve,
     "comparison": comparison,
+    "label_efficiency": label_efficiency,
 }
 
 

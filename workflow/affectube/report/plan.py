@@ -9,7 +9,8 @@ params, so the two never disagree. Per experiment (with its overrides applied):
 - ``{exp}/scatter`` and ``{exp}/traces`` for a continuous task (``continuous`` or ``both``);
 
 and once per run ``pretrain_curve`` when some experiment starts from the pretrained
-encoder, and ``comparison`` when there are two or more experiments.
+encoder, ``comparison`` when there are two or more experiments, and ``label_efficiency`` when a
+grid entry varies ``finetune.label_fraction`` (:mod:`affectube.report.label_efficiency`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ KINDS: dict[str, str] = {
     "traces": "Results",
     "pretrain_curve": "Pretraining",
     "comparison": "Comparison",
+    "label_efficiency": "Comparison",
 }
 
 
@@ -82,6 +84,10 @@ def figure_plan(cfg: dict) -> list[FigureSpec]:
         specs.append(FigureSpec("pretrain_curve"))
     if len(experiments) > 1:
         specs.append(FigureSpec("comparison"))
+    from affectube.report.label_efficiency import has_label_efficiency
+
+    if has_label_efficiency(cfg):
+        specs.append(FigureSpec("label_efficiency"))
     return specs
 
 
