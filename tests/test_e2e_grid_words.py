@@ -27,14 +27,13 @@ from conftest import REPO, copy_workflow, run_snakemake, venv_env
 
 pytestmark = [
     pytest.mark.slow,
-    # Not part of CI (issue 20): MEASURED too slow for the 45-min CI budget, although it passes. One run
-    # with this mark removed (2026-11-28, `CI=1 OMP_NUM_THREADS=1 pytest -s tests/test_e2e_grid_words.py`,
-    # beside a CI run, load 5-6 on the shared 2 cores): 4 passed, accuracy (pretrained, all labels) 0.625
-    # +- 0.054 over 4 folds (folds 0-3: 0.575 / 0.60 / 0.625 / 0.70), pooled 0.625 [0.55, 0.694], permutation p
-    # 0.001; 47.9 min wall, 1698 s CPU in 20 Snakemake jobs: faces 51 + clips 27 (7 shard jobs each),
-    # pretraining 82, fine-tuning 1532 (4 folds x 60 epochs x ~120 training videos, ~380 s CPU a fold).
-    # On 2 idle cores that is ~15 min, a third of CI. Enable when the fine-tuning part is ~4x cheaper.
-    pytest.mark.skip(reason="issue 20: passes (0.625 accuracy, p 0.001, measured 2026-11-28) but costs ~1700 CPU-s (~15 min on 2 idle cores), over the CI budget; run it with the mark removed")
+    # In CI since the fine-tuning fix (issue 20): one torch thread per fold and pretraining job (config/grid_words.yaml
+    # finetune.threads / pretrain.threads 1; the rule runs 2 folds side by side on --cores 2). Measured 2026-11-28
+    # (`CI=1 OMP_NUM_THREADS=1 pytest -s tests/test_e2e_grid_words.py`, load 10-17 on the shared 2 cores): 4 passed,
+    # accuracy (pretrained, all labels) 0.638 +- 0.164 over 4 folds (0.40 / 0.70 / 0.675 / 0.775), pooled 0.638
+    # [0.563, 0.706], permutation p 0.001; 418 s CPU in 20 Snakemake jobs: faces 74, clips 8, pretraining 38 (was 82),
+    # fine-tuning 289 (4 folds, 55-79 s each; was 1532 with 2 threads a job), figures 9; 29.9 min wall at that load
+    # (~4-5 min on 2 idle cores). Before (2 threads a job): 0.625 +- 0.054, 1698 s CPU, skipped.
 ]
 
 PER_COLOUR = 40
