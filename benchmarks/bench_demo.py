@@ -27,7 +27,6 @@ import os
 import platform
 import re
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,23 +34,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from _workflow import copy_workflow  # benchmarks/ (the script's folder) is on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ["Snakefile", "rules", "workflow", "params.yaml", "envs", "slurm", "dvc.yaml"]
 STAGES = ["demo_data", "faces", "clips", "pretrain", "finetune", "evaluate", "figures", "report"]
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 START = re.compile(r"^(?:local)?rule (\w+):$")
 JOBID = re.compile(r"^\s+jobid: (\d+)$")
 DONE = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)$")
-
-
-def copy_workflow(dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        elif src.exists():
-            shutil.copy2(src, dest / name)
 
 
 def job_walls(log_text: str) -> list[dict]:

@@ -32,6 +32,8 @@ import threading
 import time
 from pathlib import Path
 
+from _workflow import copy_workflow  # benchmarks/ (the script's folder) is on sys.path
+
 import psutil
 import yaml
 
@@ -57,12 +59,7 @@ def make_dataset(root: Path, n: int, video: Path, per_subject: int = 100) -> Non
 
 def make_workflow(dest: Path, data_root: Path, shard_size: int | None) -> None:
     dest.mkdir(parents=True)
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        elif src.exists():
-            shutil.copy2(src, dest / name)
+    copy_workflow(dest, WORKFLOW_FILES)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["data"]["datasets"]["bench"] = {"adapter": "folder", "root": str(data_root)}
     params["data"]["pretrain"] = ["bench"]
