@@ -106,14 +106,53 @@ def sections(raw: dict, *names: str, source: str = "--cfg") -> dict:
     schema with the schema's defaults filled in: every stage's ``run()`` reads its params through
     this, then indexes them directly (no defaults in code). A missing section is ``{}`` (all
     defaults); other keys of ``raw`` are left out. Raises ConfigError naming ``source`` and the key."""
-    schema = load_schema()
+    mtime_ns = SCHEMA_PATH.stat().st_mtime_ns
+    schema = _parsed_schema(mtime_ns)  # read only here: validate() copies what it fills, never the schema
     out = {}
     for name in names:
         if name not in schema["properties"]:
             raise ConfigError(f"{source}: no params section {name!r} in the schema")
-        sub = {"$schema": schema.get("$schema"), **schema["properties"][name]}
-        out[name] = validate(raw.get(name) or {}, source=f"{source} {name}", schema=sub, experiments=False)
+        section = raw.get(name) or {}
+        key = _content_key(section)
+        cache_key = None if key is None else (mtime_ns, name, key)
+        filled = _SECTION_CACHE.get(cache_key) if cache_key is not None else None
+        if filled is None:
+            sub = {"$schema": schema.get("$schema"), **schema["properties"][name]}
+            filled = validate(section, source=f"{source} {name}", schema=sub, experiments=False)
+            if cache_key is not None:  # only valid sections are cached: a bad one raises, naming `source`, every time
+                if len(_SECTION_CACHE) >= _SECTION_CACHE_MAX:
+                    _SECTION_CACHE.clear()
+                _SECTION_CACHE[cache_key] = filled
+        out[name] = copy.deepcopy(filled)  # callers may modify their sections
     return out
+
+
+# Validated sections by content: the faces stage validates its sections per video (track_video,
+# build_detector), and a validation (a validator class built, the section copied, every key
+# checked) costs milliseconds, as much as decoding a short clip's frames.
+_SECTION_CACHE: dict = {}
+_SECTION_CACHE_MAX = 256
+
+
+def _content_key(value: Any):
+    """A hashable key of a params value that tells apart everything validation tells apart (types
+    included: ``1``, ``1.0``, ``True`` and ``[1]``, ``(1,)`` differ); None for anything else (not cached)."""
+    if type(value) is float:
+        return ("float", repr(value))  # -0.0 and 0.0, nan
+    if value is None or type(value) in (bool, int, str):
+        return (type(value).__name__, value)
+    if type(value) is dict:
+        items = []
+        for k, v in value.items():
+            kk, vv = _content_key(k), _content_key(v)
+            if kk is None or vv is None:
+                return None
+            items.append((kk, vv))
+        return ("dict", tuple(items))
+    if type(value) in (list, tuple):
+        items = tuple(_content_key(v) for v in value)
+        return None if any(i is None for i in items) else (type(value).__name__, items)
+    return None
 
 
 # ---------------------------------------------------------------- experiments

@@ -58,13 +58,16 @@ def probe(path: str | os.PathLike) -> dict:
             raise DataError(f"{p}: video stream has no frame size (codec {codec}); the file is corrupt or truncated")
         tb = float(stream.time_base) if stream.time_base else None
         pts = []
+        first = _FirstFrame(p, stream)
         try:
             for packet in container.demux(stream):
                 if packet.pts is not None and packet.size > 0:
                     pts.append(packet.pts)
+                first.feed(packet)
         except av.error.FFmpegError as exc:
             if not pts:
                 raise DataError(f"{p}: cannot read video packets ({_av_reason(exc)})") from None
+            first.stopped(exc)
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 0.0
         duration = None
@@ -82,7 +85,7 @@ def probe(path: str | os.PathLike) -> dict:
                 vfr = bool(np.any(np.abs(d - med) > 0.1 * med + 1e-3))
                 if not fps and med > 0:
                     fps = 1.0 / med
-        rotation = _first_frame_rotation(p) if pts else 0
+        rotation = first.rotation() if pts else 0
         swap = rotation % 180 != 0
         sar = _sample_aspect(stream)
         if swap:
@@ -122,17 +125,45 @@ def _sample_aspect(stream) -> float:
     return sar if 0.1 <= sar <= 10.0 else 1.0
 
 
-def _first_frame_rotation(path: Path) -> int:
-    """Display rotation (degrees counter-clockwise, 0/90/180/270) read off the first decoded frame."""
-    import av
+class _FirstFrame:
+    """Display rotation (degrees counter-clockwise, 0/90/180/270) read off the first decoded frame,
+    decoded from the packets :func:`probe` demuxes anyway: one open of the file, not two (opening
+    it again cost ~10 ms per clip, as much as decoding a short clip). Packets are decoded until the
+    first frame comes out; a decode error, or a demux error before it, means no frame decodes."""
 
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            for frame in container.decode(video=0):
-                return int(round(float(frame.rotation or 0) / 90.0)) * 90 % 360
-    except av.error.FFmpegError as exc:
-        raise DataError(f"{path}: cannot decode a single video frame ({_av_reason(exc)}); the file is corrupt or truncated") from None
-    raise DataError(f"{path}: no video frame could be decoded; the file is corrupt or truncated")
+    def __init__(self, path: Path, stream):
+        self.path = path
+        self.stream = stream
+        self.value: int | None = None
+        self.error: Exception | None = None
+        try:
+            stream.codec_context.thread_count = 1  # one frame is decoded: no decoder threads to start
+        except (AttributeError, RuntimeError, ValueError):
+            pass
+
+    def feed(self, packet) -> None:
+        import av
+
+        if self.value is not None or self.error is not None:
+            return
+        try:
+            for frame in self.stream.decode(packet):
+                self.value = int(round(float(frame.rotation or 0) / 90.0)) * 90 % 360
+                return
+        except av.error.FFmpegError as exc:
+            self.error = exc
+
+    def stopped(self, exc: Exception) -> None:
+        """Demuxing stopped with ``exc``: if no frame came out before, none decodes."""
+        if self.value is None and self.error is None:
+            self.error = exc
+
+    def rotation(self) -> int:
+        if self.value is not None:
+            return self.value
+        if self.error is not None:
+            raise DataError(f"{self.path}: cannot decode a single video frame ({_av_reason(self.error)}); the file is corrupt or truncated")
+        raise DataError(f"{self.path}: no video frame could be decoded; the file is corrupt or truncated")
 
 
 def _av_reason(exc: Exception) -> str:
