@@ -409,16 +409,17 @@ def store_index(path: str | os.PathLike) -> dict:
     if hit is not None and hit[0] == sig:
         return hit[1]
     with open_store(path, verify="meta") as s:
+        channels = int(s.attrs["frame_shape"][-1])
         meta = {
             "dataset": s.dataset, "video_id": s.video_id, "subject": s.subject, "session": s.session,
-            "num_frames": len(s), "channels": int(s.attrs["frame_shape"][-1]), "labels": s.labels,
+            "num_frames": len(s), "channels": channels, "labels": s.labels,
             "frame_labels": set(s.frame_label_names), "error": s.error,
             "layout": frame_layout(s.file, path) if len(s) else None,
             "timestamps": np.asarray(s.array("timestamps"), np.float64),
             "landmarks": np.asarray(s.file["face_landmarks"], np.float32) if "face_landmarks" in s.file else None,
             # decode/face/crop params the store was made with (fine-tuning checks they agree; predict reuses them)
             "preprocessing": {"decode": s.attrs.get("decode"), "crop": s.attrs.get("crop"), "faces": (s.attrs.get("source") or {}).get("faces"),
-                              "channels": int(s.attrs["frame_shape"][-1])},
+                              "channels": channels},
         }  # fmt: skip
     _INDEX[path] = (sig, meta)
     return meta
