@@ -111,6 +111,12 @@ def test_sharded_dag_inputs_are_per_shard_files_holding_each_videos_identity(tmp
     assert {s for s, f in again.items() if os.stat(f).st_mtime_ns != mtimes[s]} == {some}
     with pytest.raises(ConfigError, match="no shard '99'"):
         d2.shard_videos(w("99"))
+    # SLURM: each shard job asks for the runtime of its own videos (10 min + videos x minutes per video, x attempt);
+    # 6 videos in 4 buckets: unequal shards, so a runtime sized by data.shard_size would differ
+    sizes = {s: len(r) for s, r in shards.items()}
+    runtime = d2.shard_runtime(3.0)
+    assert {s: runtime(w(s), 1) for s in shards} == {s: int(10 + 3.0 * n) for s, n in sizes.items()} and len(set(sizes.values())) > 1
+    assert runtime(w(some), 2) == 2 * runtime(w(some), 1)
     # the demo's videos are written by a rule: they stay inputs (its shard jobs wait for demo_data)
     demo = d2.shards("demo")
     assert d2.generated("demo") and all(d2.shard_videos(w(s, "demo")) == [str(r["path"]) for r in demo[s]] for s in demo)

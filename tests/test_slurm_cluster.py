@@ -142,10 +142,12 @@ def test_torchrun_agents_started_by_srun(slurm, tmp_path):
 
 # ---------------------------------------------------------------- the workflow through --profile slurm
 # A reduced demo (8 one-second videos of 4 subjects, 2 folds, one experiment, a one-block model)
-# with pretrain.gpus=1 so that the GPU rules ask for a GPU; 40 pretraining steps leave time to
-# preempt the job half-way, 12 fine-tuning epochs the same for fold 0.
+# on shards of 4 videos (data.shard_size: one faces and one clips job per shard, each sized by its
+# own videos), with pretrain.gpus=1 so that the GPU rules ask for a GPU; 40 pretraining steps leave
+# time to preempt the job half-way, 12 fine-tuning epochs the same for fold 0.
+SHARD_SIZE = 4
 OVERRIDES = {
-    "data": {"transductive": True},
+    "data": {"transductive": True, "shard_size": SHARD_SIZE},
     "demo": {"subjects": 4, "videos_per_class": 1, "seconds": 1.0, "fps": 10, "size": 96},
     "decode": {"fps": 10},
     "crop": {"size": 48},
@@ -156,12 +158,12 @@ OVERRIDES = {
     "experiments": {"videomae": {}},
     "figures": {"formats": ["png"]},
 }  # fmt: skip
-# What runs through SLURM: the face QC rules and everything from pretraining on (10 jobs with the
-# preempted attempt). The demo videos, face tracks and clip stores come from the local run (its
-# .snakemake metadata included), which keeps the test inside its time budget; the outputs are
-# compared with the local run's.
-RESUBMIT = ["results/pretrain", "results/folds", "results/finetune", "results/evaluate", "results/report",
-            "results/faces/demo/qc.csv", "results/faces/demo/qc.png"]  # fmt: skip
+# What runs through SLURM: everything after the demo videos and their manifest (made locally, its
+# .snakemake metadata included, so that both runs read the same videos): the faces and clips shard
+# jobs, the face QC and everything from pretraining on (13 jobs, 15 sbatch calls with the two preempted attempts). The
+# outputs are compared with those of the same run made locally (`--cores 2`) at the same time.
+# A shard job's threads: 1 in both runs (the test node has 2 CPUs; threads change nothing but speed).
+SHARD_THREADS = ["--set-threads", "faces_shard=1", "clips_shard=1"]
 
 
 def _env(**extra) -> dict:
@@ -186,6 +188,7 @@ def _test_profile(workdir: Path) -> None:
     profile = yaml.safe_load(path.read_text())
     for rule in ("pretrain", "finetune"):
         profile["set-resources"][rule]["mem_mb"] = "1000 * attempt"
+    profile["set-threads"] = {"faces_shard": 1, "clips_shard": 1}  # the node's 2 CPUs (SHARD_THREADS)
     profile.update({
         "slurm-status-command": "squeue",  # no slurmdbd here; MinJobAge=600 keeps finished jobs visible
         "slurm-init-seconds-before-status-checks": 2,
@@ -247,24 +250,23 @@ def test_workflow_through_the_profile_equals_a_local_run(slurm, tmp_path, workfl
     import torch
     from safetensors.torch import load_file
 
+    from affectube.shards.assign import assign
+
     local = workflow_copy(OVERRIDES, name="local")
-    # phase 1, local: the demo videos, manifest, face tracks and clip stores
-    _snakemake(local, "--cores", "2", "--until", "clips", timeout=900, env=_env())
+    # phase 1, local: the demo videos and their manifest
+    _snakemake(local, "--cores", "2", "--until", "manifest", timeout=600, env=_env())
+    videos = pd.read_csv(local / "results/manifests/demo.csv", dtype=str)["video_id"].tolist()
+    shards = assign(videos, SHARD_SIZE)
+    assert len(videos) == 8 and len(shards) >= 2, shards  # a few shard jobs
 
     cluster = tmp_path / "cluster"
     shutil.copytree(local, cluster, symlinks=True)  # .snakemake metadata included: nothing is "changed"
-    for rel in RESUBMIT:
-        target = cluster / rel
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
     _test_profile(cluster)
 
     # phase 2: the rest through SLURM and, at the same time, locally (the reference)
     env = _env(AFFECTUBE_PARTITION=PARTITION, AFFECTUBE_CPUS_PER_GPU="1")
     proc = _snakemake(cluster, "--profile", "slurm", timeout=900, env=env, popen=True)
-    ref = _snakemake(local, "--cores", "2", timeout=900, env=_env(), popen=True)
+    ref = _snakemake(local, "--cores", "2", *SHARD_THREADS, timeout=900, env=_env(), popen=True)
     try:
         preempted = _preempt_when_training(proc, cluster / "results/pretrain/checkpoints/log.csv", 10, timeout=700)
         fold_log = cluster / "results/logs/finetune/videomae/fold0.log"
@@ -286,7 +288,16 @@ def test_workflow_through_the_profile_equals_a_local_run(slurm, tmp_path, workfl
     for call in calls:
         rule = re.search(r"--comment '?rule_([a-z_]+?)(?:_wildcards_|'| )", call).group(1)
         by_rule.setdefault(rule, []).append(call)
-    assert {"faces_qc", "pretrain", "folds", "finetune", "evaluate", "figures", "report"} <= set(by_rule), sorted(by_rule)
+    assert {"faces_shard", "clips_shard", "faces_qc", "pretrain", "folds", "finetune", "evaluate", "figures", "report"} <= set(by_rule), sorted(by_rule)
+    assert "faces" not in by_rule and "clips" not in by_rule, "per-video jobs on shards"
+    # one faces and one clips job per shard, each sized by its own videos (rules: D.shard_runtime)
+    for rule in ("faces_shard", "clips_shard"):
+        asked = {re.search(r"--comment '?rule_\w+?_wildcards_demo_(\d+)", c).group(1): c for c in by_rule[rule]}
+        assert sorted(asked) == sorted(shards) and len(by_rule[rule]) == len(shards), (rule, by_rule[rule])
+        for shard, call in asked.items():
+            minutes = int(10 + len(shards[shard]) * 0.5)
+            assert f" -t {minutes} " in call + " " and " --mem 3000" in call and "--cpus-per-task=1" in call, call
+            assert "--gpus" not in call and "--gres" not in call, call
     for rule in ("pretrain", "finetune"):
         for call in by_rule[rule]:
             assert " --gpus=1" in call and "--cpus-per-gpu=1" in call and f"-p {PARTITION}" in call, call
@@ -328,6 +339,11 @@ def test_workflow_through_the_profile_equals_a_local_run(slurm, tmp_path, workfl
         assert _untimed(json.loads((local / rel).read_text())) == _untimed(json.loads((cluster / rel).read_text())), rel
     qc = [pd.read_csv(root / "results/faces/demo/qc.csv").drop(columns=list(TIMING), errors="ignore") for root in (local, cluster)]
     pd.testing.assert_frame_equal(*qc)
+    assert len(qc[1]) == 8 and (qc[1]["status"] == "ok").all(), qc[1]
+    for shard, members in shards.items():  # the shard jobs processed their videos (one decode each)
+        for root in (local, cluster):
+            idx = json.loads((root / f"results/clips/demo/shard-{shard}.json").read_text())
+            assert {e["video_id"]: e["status"] for e in idx["videos"]} == dict.fromkeys(members, "onepass"), idx
     assert (cluster / "results/report/report.html").stat().st_size > 0
 
 

@@ -258,8 +258,14 @@ class Dag:
         return out
 
     def shard_runtime(self, minutes_per_video: float):
-        """SLURM runtime (minutes) of a shard job: 10 + shard_size x ``minutes_per_video`` (x attempt on retries)."""
-        return lambda wildcards, attempt: int(10 + (self.shard_size or 1) * minutes_per_video) * attempt
+        """SLURM runtime (minutes) of a shard job, sized by its own videos: 10 + the shard's number of videos x
+        ``minutes_per_video`` (x attempt on retries). Hash buckets hold unequal numbers of videos (about
+        ``shard_size / 2`` to ``shard_size`` on average, more or fewer in one bucket), so each shard asks for its own."""
+
+        def runtime(wildcards, attempt) -> int:
+            return int(10 + len(self._shard(wildcards)) * minutes_per_video) * attempt
+
+        return runtime
 
     def pretrain_stores(self, wildcards=None) -> list[str]:
         return [s for d in self.config["data"]["pretrain"] for s in self.stores(d)]
