@@ -13,6 +13,13 @@ decoding per stride, NMS at IoU 0.4, boxes from several det sizes merged before 
 re-implemented here because importing the insightface package costs about a second
 of CPU per process (it pulls in scipy, its GUI and liveness add-ons), which for
 per-video jobs on 3-second clips is more than decoding the clip.
+
+Batches: insightface's exports (``det_500m``) fix the input's batch axis at 1. The model is
+loaded with that axis made free (:func:`free_batch`, an edit of the .onnx bytes; no onnx
+package needed) and the frames of a call go through the network as one batch per size: at
+det_size 160 on one core 2.2 instead of 2.8 ms per frame. Outputs are per-frame identical
+(checked on load on a random batch against single-frame runs: bit-equal; if not, or if the
+edit does not apply, frames go one per call as before).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from affectube.faces.detect import Detections, det_sizes
 
 log = logging.getLogger(__name__)
 NMS_IOU = 0.4
+MAX_BATCH = 16  # frames per network run (batch 4-16 cost the same per frame at det_size 160)
 
 
 def resolve_model(model: str | None) -> Path:
@@ -94,10 +102,11 @@ class ScrfdDetector:
         opts.intra_op_num_threads = max(1, int(threads))
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3  # dynamic-shape output warnings
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=providers(faces_cfg["device"]))
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types for bad files
-            raise ConfigError(f"faces.model: {self.path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from None
+        prov = providers(faces_cfg["device"])
+        self.session = _load_free_batch(ort, self.path, opts, prov)  # None: the edit does not apply
+        self.edited = self.session is not None
+        if self.session is None:
+            self.session = _load(ort, self.path, opts, prov)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         n = len(self.output_names)
@@ -113,32 +122,72 @@ class ScrfdDetector:
         self.fit = faces_cfg["det_shape"] == "fit"
         self.threshold = float(faces_cfg["min_score"])
         self._centers: dict = {}
-        self.details = {"model": str(self.path), "det_size": self.sizes, "providers": self.session.get_providers()}
+        # one network run per batch of frames (per size) where the batch axis can be freed (module doc)
+        self.max_batch = MAX_BATCH if self._batches_equal() else 1
+        if self.max_batch == 1 and self.edited:  # the edited model does not batch as expected: the file as it is
+            self.session, self.edited = _load(ort, self.path, opts, prov), False
+        self.details = {"model": str(self.path), "det_size": self.sizes, "providers": self.session.get_providers(),
+                        "max_batch": self.max_batch}
+
+    def _batches_equal(self) -> bool:
+        """True when a batch of 2 random frames gives, split per frame, exactly the single-frame outputs."""
+        if not isinstance(self.session.get_inputs()[0].shape[0], str) and self.session.get_inputs()[0].shape[0] == 1:
+            return False  # a fixed batch of 1 (the edit did not apply)
+        try:
+            x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 64, 96)).astype(np.float32)
+            together = self.session.run(self.output_names, {self.input_name: x})
+            for i in range(2):
+                alone = self.session.run(self.output_names, {self.input_name: x[i : i + 1]})
+                for a, b in zip(alone, together):
+                    if not np.array_equal(a.reshape(-1), _frame_output(b, 2, i, self.anchors).reshape(-1)):
+                        return False
+            return True
+        except Exception as exc:  # noqa: BLE001 - any failure: frames go one per call, as the export allows
+            log.debug("%s: frames go one per call (%s: %s)", self.path, type(exc).__name__, exc)
+            return False
 
     def detect(self, frames: np.ndarray, sizes: list[int] | None = None) -> list[Detections]:
-        return [self._detect_one(f, sizes or self.sizes) for f in frames]
+        sizes = sizes or self.sizes
+        frames = np.asarray(frames)
+        if not len(frames):
+            return []
+        per_size = [self._run_batch(frames, size) for size in sizes]  # [size][frame] -> (boxes, scores, kps)
+        return [self._merge([r[j] for r in per_size]) for j in range(len(frames))]
 
-    def _detect_one(self, rgb: np.ndarray, sizes: list[int]) -> Detections:
-        boxes, scores, kps = [], [], []
-        for size in sizes:
-            b, s, k = self._run(rgb, size)
-            boxes.append(b)
-            scores.append(s)
-            kps.append(k)
-        b, s, k = np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps)
+    @staticmethod
+    def _merge(found: list) -> Detections:
+        """One frame's faces over the sizes it was run at: merged, then non-maximum suppressed."""
+        b = np.concatenate([f[0] for f in found])
+        s = np.concatenate([f[1] for f in found])
+        k = np.concatenate([f[2] for f in found])
         if len(s) == 0:
             return Detections.empty()
         keep = nms(b, s, NMS_IOU)
         return Detections(b[keep].astype(np.float32), s[keep].astype(np.float32), k[keep].astype(np.float32))
 
-    def _run(self, rgb: np.ndarray, size: int):
-        h, w = rgb.shape[:2]
+    def _run_batch(self, frames: np.ndarray, size: int) -> list:
+        """(boxes, scores, kps) of every frame (all of one shape) at detector input ``size``."""
+        h, w = frames.shape[1:3]
         (nh, nw), (ch, cw) = self.input_shape(h, w, size)
         scale = nh / h
-        canvas = np.zeros((ch, cw, 3), np.uint8)
-        canvas[:nh, :nw] = cv2.resize(rgb, (nw, nh))
-        blob = ((canvas.astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1)[None]
-        outs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(blob)})
+        out = []
+        for b0 in range(0, len(frames), self.max_batch):
+            part = frames[b0 : b0 + self.max_batch]
+            canvas = np.zeros((len(part), ch, cw, 3), np.uint8)
+            for j, rgb in enumerate(part):
+                canvas[j, :nh, :nw] = cv2.resize(rgb, (nw, nh))
+            # (x - 127.5) / 128 as insightface, in one pass to NCHW (x / 128 = x * 2^-7 exactly)
+            blob = np.empty((len(part), 3, ch, cw), np.float32)
+            np.subtract(canvas.transpose(0, 3, 1, 2), np.float32(127.5), out=blob)
+            blob *= np.float32(1.0 / 128.0)
+            outs = self.session.run(self.output_names, {self.input_name: blob})
+            for j in range(len(part)):
+                one = outs if len(part) == 1 else [_frame_output(o, len(part), j, self.anchors) for o in outs]
+                out.append(self._decode(one, ch, cw, scale))
+        return out
+
+    def _decode(self, outs: list, ch: int, cw: int, scale: float):
+        """Boxes, scores and keypoints (frame pixels) from one frame's network outputs (insightface's decoding)."""
         boxes, scores, kps = [], [], []
         for i, stride in enumerate(self.strides):
             sc = outs[i].reshape(-1)
@@ -175,6 +224,90 @@ class ScrfdDetector:
                 c = np.repeat(c, self.anchors, axis=0)
             self._centers[key] = c
         return self._centers[key]
+
+
+def _load(ort, path: Path, opts, prov):
+    try:
+        return ort.InferenceSession(str(path), opts, providers=prov)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types for bad files
+        raise ConfigError(f"faces.model: {path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from None
+
+
+def _load_free_batch(ort, path: Path, opts, prov):
+    """A session of the model at ``path`` with its batch axis freed (:func:`free_batch`); None when that fails."""
+    try:
+        edited = free_batch(path.read_bytes())
+        return None if edited is None else ort.InferenceSession(edited, opts, providers=prov)
+    except Exception:  # noqa: BLE001 - not an editable model: loaded as it is (errors reported there)
+        return None
+
+
+def _frame_output(out: np.ndarray, n: int, i: int, anchors: int) -> np.ndarray:
+    """Frame ``i``'s part of a network output for a batch of ``n``: ``[n, rows, c]`` (batched exports) or, for
+    insightface's batch-1 exports with the batch axis freed, ``[rows * n, c]`` with the frames interleaved per grid
+    cell (the head transposes (n, c, h, w) to (h, w, n, c) before flattening)."""
+    if out.ndim == 3:
+        return out[i]
+    c = out.shape[-1]
+    return out.reshape(-1, n, anchors * c)[:, i].reshape(-1, c)
+
+
+def free_batch(model: bytes) -> bytes | None:
+    """The .onnx ``model`` with its first input's first dimension made symbolic (``N``); None if it has none.
+
+    A minimal protobuf edit (ModelProto.graph 7 > GraphProto.input 11 > ValueInfoProto.type 2 > TypeProto.tensor_type
+    1 > shape 2 > dim 1, the first of each), so the onnx package is not needed."""
+    return _edit(model, [7, 11, 2, 1, 2, 1], _tag(2, 2) + _varint(1) + b"N")
+
+
+def _edit(buf: bytes, path: list[int], leaf: bytes) -> bytes | None:
+    """``buf`` with the first length-delimited field numbered ``path[0]`` replaced (recursively along ``path``)."""
+    i = 0
+    while i < len(buf):
+        start = i
+        key, i = _read_varint(buf, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, i = _read_varint(buf, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            n, j = _read_varint(buf, i)
+            i = j + n
+            if field == path[0]:
+                inner = leaf if len(path) == 1 else _edit(buf[j:i], path[1:], leaf)
+                if inner is None:
+                    return None
+                return buf[:start] + _tag(field, 2) + _varint(len(inner)) + inner + buf[i:]
+        else:
+            return None  # groups (deprecated, never in ONNX)
+    return None
+
+
+def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, i
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _tag(field: int, wire: int) -> bytes:
+    return _varint(field << 3 | wire)
 
 
 def _round_up(n: int, m: int) -> int:
