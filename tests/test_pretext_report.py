@@ -64,7 +64,9 @@ def test_the_report_renders_the_pretext_table(tmp_path):
 
 def test_the_pretext_configs_validate_and_select_their_pretexts():
     """config/pretext_demo.yaml over params.yaml, config/pretext_realdata.yaml over params.yaml + config/realdata.yaml
-    (as ``snakemake --configfile`` merges them): valid params whose experiments select the pretexts they name."""
+    (as ``snakemake --configfile`` merges them): valid params whose experiments are every pretext they compare
+    (VideoMAE, SVFAP, BYOL, DINO, and the audio targets where the videos have audio) fine-tuned AND frozen, plus
+    from scratch; the demo has no audio pretext (its rendered videos have no audio stream)."""
     import copy
 
     import yaml
@@ -74,13 +76,19 @@ def test_the_pretext_configs_validate_and_select_their_pretexts():
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     read = lambda name: yaml.safe_load((REPO / "config" / name).read_text())  # noqa: E731
-    runs = {"pretext_demo.yaml": ([read("pretext_demo.yaml")], {"byol", "dino"}),
-            "pretext_realdata.yaml": ([read("realdata.yaml"), read("pretext_realdata.yaml")], {"byol", "dino", "audio"})}
-    for name, (overs, methods) in runs.items():
+    visual = {("masked", "videomae"), ("masked", "svfap"), ("byol", "videomae"), ("dino", "videomae")}
+    runs = {"pretext_demo.yaml": ([read("pretext_demo.yaml")], visual),
+            "pretext_realdata.yaml": ([read("realdata.yaml"), read("pretext_realdata.yaml")], visual | {("audio", "videomae")})}
+    for name, (overs, pretexts) in runs.items():
         cfg = copy.deepcopy(params)
         for over in overs:
             cfg = merge_params(cfg, over)
         cfg = validate(cfg, name)
-        chosen = {apply_overrides(copy.deepcopy(cfg), o)["pretrain"]["method"] for o in expand_experiments(cfg["experiments"]).values()}
-        assert chosen == methods | {"masked"}, (name, chosen)
+        rows = set()
+        for o in expand_experiments(cfg["experiments"]).values():
+            e = apply_overrides(copy.deepcopy(cfg), o)
+            pretext = ("none", "scratch") if e["finetune"]["init"] == "scratch" else (e["pretrain"]["method"], e["pretrain"]["model"])
+            rows.add((pretext, e["finetune"]["mode"]))
+        expected = {(p, m) for p in pretexts for m in ("finetune", "frozen")} | {(("none", "scratch"), "finetune")}
+        assert rows == expected, (name, sorted(rows ^ expected))
     assert cfg["clips"]["audio_mels"] == 40 and cfg["data"]["pretrain"] == ["grid"]  # the real-clip run's audio targets
