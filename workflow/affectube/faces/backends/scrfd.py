@@ -17,7 +17,8 @@ per-video jobs on 3-second clips is more than decoding the clip.
 Batches: insightface's exports (``det_500m``) fix the input's batch axis at 1. The model is
 loaded with that axis made free (:func:`free_batch`, an edit of the .onnx bytes; no onnx
 package needed) and the frames of a call go through the network as one batch per size: at
-det_size 160 on one core 2.2 instead of 2.8 ms per frame. Outputs are per-frame identical
+det_size 160 on one core 2.2 instead of 2.8 ms per frame (large inputs gain nothing: at most
+:data:`MAX_BATCH_PIXELS` input pixels per run, a 640 input runs alone). Outputs are per-frame identical
 (checked on load on a random batch against single-frame runs: bit-equal; if not, or if the
 edit does not apply, frames go one per call as before).
 """
@@ -36,6 +37,9 @@ from affectube.faces.detect import Detections, det_sizes
 log = logging.getLogger(__name__)
 NMS_IOU = 0.4
 MAX_BATCH = 16  # frames per network run (batch 4-16 cost the same per frame at det_size 160)
+# input pixels per network run: larger batches of large inputs run slower per frame than single frames (their
+# activations leave the cache; one core: 640x384 28.9 vs 21.5 ms/frame in 16s, 22.4 vs 22.8 in 4s; 320x320 9.1 vs 9.5)
+MAX_BATCH_PIXELS = MAX_BATCH * 160 * 160
 
 
 def resolve_model(model: str | None) -> Path:
@@ -171,8 +175,9 @@ class ScrfdDetector:
         (nh, nw), (ch, cw) = self.input_shape(h, w, size)
         scale = nh / h
         out = []
-        for b0 in range(0, len(frames), self.max_batch):
-            part = frames[b0 : b0 + self.max_batch]
+        n = max(1, min(self.max_batch, MAX_BATCH_PIXELS // (ch * cw)))  # 16 at 160, 4 at 320x320, 1 at 640
+        for b0 in range(0, len(frames), n):
+            part = frames[b0 : b0 + n]
             canvas = np.zeros((len(part), ch, cw, 3), np.uint8)
             for j, rgb in enumerate(part):
                 canvas[j, :nh, :nw] = cv2.resize(rgb, (nw, nh))
