@@ -33,7 +33,7 @@ def _index(wf, stage, shard):
     return json.loads((wf / f"results/{stage}/small/shard-{shard}.json").read_text())
 
 
-def test_shards_run_cache_per_video_and_record_failures(workflow_copy, tmp_path):
+def test_shards_run_cache_per_video_and_record_failures(workflow_copy, tmp_path, monkeypatch):
     root = tmp_path / "videos"
     for name in ("s1/a", "s1/b", "s2/c"):
         _video(root / f"{name}.mp4")
@@ -65,6 +65,16 @@ def test_shards_run_cache_per_video_and_record_failures(workflow_copy, tmp_path)
         for e in _index(wf, "clips", s)["videos"]:  # one decode per video: the faces job built the stores
             assert e["status"] == ("failed" if e["video_id"] == "s2_bad" else "onepass")
         assert {e["video_id"] for e in _index(wf, "faces", s)["videos"]} == set(members)
+    # each clips shard wrote its store table: a dataset over the shard indexes opens no store to index them
+    from affectube.clips.dataset import ClipDataset
+    from affectube.clips.store_table import EntryTable
+
+    monkeypatch.chdir(wf)  # the indexes list the stores relative to the workflow
+    monkeypatch.setattr("affectube.clips.dataset.open_store", lambda path, **kw: pytest.fail(f"{path} opened"))
+    ds = ClipDataset([f"results/clips/small/shard-{s}.json" for s in shards], num_frames=4, sample_stride=1, input_size=32)
+    assert isinstance(ds.entries, EntryTable) and sorted(ds.video_ids) == ["s1_a", "s1_b", "s2_c"], ds.video_ids
+    assert ds[0]["video"].shape == (3, 4, 32, 32)
+    monkeypatch.undo()
     tracks = {v: wf / f"results/faces/small/tracks/{v}.npz" for v in ids}
     stores = {v: wf / f"results/clips/small/{v}.h5" for v in ids}
     mtimes = {v: (tracks[v].stat().st_mtime_ns, stores[v].stat().st_mtime_ns) for v in ids}
@@ -94,6 +104,7 @@ def test_shards_run_cache_per_video_and_record_failures(workflow_copy, tmp_path)
                                  stage_dir=str(wf / "results/clips/small"), out=str(out)))
     status = {e["video_id"]: e["status"] for e in json.loads(out.read_text())["videos"]}
     assert status.pop(victim) in ("ran", "failed") and set(status.values()) <= {"cached"}, status
+    assert (tmp_path / "again.table.npz").exists()  # the store table, beside the index
 
 
 @pytest.mark.slow

@@ -34,7 +34,14 @@ worker reads which item. ``set_epoch(e)`` draws new clips and augmentations for 
 epoch they were started with). An index ``i >= len(ds)`` is read as epoch ``i // len(ds)``,
 item ``i % len(ds)`` (for samplers that encode the epoch in the index).
 
-Workers: the constructor reads and verifies each store's metadata (:func:`open_store`) and
+Stores: a list of paths, a directory (its ``*.h5``) or clips shard indexes (``shard-<k>.json``: their
+stores). Given only shard indexes that have their store tables (:mod:`affectube.clips.store_table`,
+written by ``clips-shard``), the constructor reads those tables and opens no store; the videos are then
+numpy columns (:class:`~affectube.clips.store_table.EntryTable`, a few hundred bytes per video), not
+objects (except with ``event`` or a landmark-guided mask generator: they need each store's timestamps or
+landmarks, read as below). Same videos, same order, same items either way.
+
+Workers: otherwise the constructor reads and verifies each store's metadata (:func:`open_store`) and
 closes it again; frames are read through handles opened lazily inside the process that reads
 (a worker), kept in a small LRU, never inherited across fork (handles are dropped from the
 pickled state and when the process id changes). Uncompressed stores are read with ``direct``
@@ -63,6 +70,7 @@ from torch.utils.data import Dataset
 
 from affectube.clips import sampling
 from affectube.clips.readers import DirectReader, FrameLayout, StoreReader, frame_layout, open_store
+from affectube.clips.store_table import EntryTable, shard_table
 from affectube.clips.transforms import IMAGENET_MEAN, IMAGENET_STD, TubeTransform
 from affectube.errors import DataError
 
@@ -140,27 +148,34 @@ class ClipDataset(Dataset):
         self.label = str(label)
         self.event, self.event_jitter = bool(event), float(event_jitter)
 
-        entries = [e for e in (self._entry(p) for p in _expand(stores)) if e is not None]
+        paths, tables = _sources(stores)
+        if tables is not None and not self.event and not getattr(mask_generator, "uses_landmarks", False):
+            # clips shard indexes with their store tables: no store opened here (clips/store_table.py)
+            entries, skipped = EntryTable.from_tables(tables, self.label, self.target_names, self.direct, _as_float)
+            for path, reason in skipped:
+                self.skipped.append((path, reason))
+                log.warning("%s: skipped, the store has no frames (%s)", path, reason)
+        else:
+            entries = [e for e in (self._entry(p) for p in paths) if e is not None]
         if classes is None:  # every emotion of the given stores, before any filter: the same for every fold
-            classes = sorted({e.emotion for e in entries if e.emotion is not None})
+            classes = sorted({e for e in _column(entries, "emotion") if e is not None})
         self.classes = list(classes)
         self._class_index = {c: i for i, c in enumerate(self.classes)}
         entries = _filter(entries, subjects, datasets, video_ids)
         if require_label:
-            entries = [e for e in entries if e.emotion in self._class_index]
-        channels = {e.channels for e in entries}
+            entries = _where(entries, [e in self._class_index for e in _column(entries, "emotion")])
+        channels = set(_column(entries, "channels"))
         if len(channels) > 1:
             raise DataError(f"clip stores mix {sorted(channels)} channels (grayscale and colour crops): use one crop.grayscale setting")
         self.channels = channels.pop() if channels else 3
         self.entries = entries
         # videos shorter than one clip are kept, never dropped: their clips repeat the last frame
         # (sampling.frame_indices); counted here and in the faces QC table (short_clip)
-        self.short = [(e.video_id, e.num_frames) for e in entries if e.num_frames < self.span]
+        self.short = [(v, n) for v, n in zip(_column(entries, "video_id"), _column(entries, "num_frames")) if n < self.span]
         if self.short:
             log.info("%d of %d videos have fewer frames than one clip spans (%d): their clips repeat the last frame (e.g. %s)",
                      len(self.short), len(entries), self.span, ", ".join(f"{v}: {n}" for v, n in self.short[:3]))
-        per_video = 1 if mode == "train" else self.test_clips
-        self._items = [(v, k) for v in range(len(entries)) for k in range(per_video)]
+        self._per_video = 1 if mode == "train" else self.test_clips  # item i: video i // per_video, clip i % per_video
         mean_t, std_t = self.transform.stats(self.channels)
         self.mean, self.std = tuple(mean_t.tolist()), tuple(std_t.tolist())
         self._handles: OrderedDict[str, StoreReader | DirectReader] = OrderedDict()
@@ -204,19 +219,25 @@ class ClipDataset(Dataset):
 
     @property
     def subjects(self) -> list[str]:
-        return sorted({e.subject for e in self.entries})
+        return sorted(set(_column(self.entries, "subject")))
 
     @property
     def video_ids(self) -> list[str]:
-        return [e.video_id for e in self.entries]
+        return _column(self.entries, "video_id")
 
     @property
     def datasets(self) -> list[str]:
-        return sorted({e.dataset for e in self.entries})
+        return sorted(set(_column(self.entries, "dataset")))
+
+    @property
+    def paths(self) -> list[str]:
+        """The store of every video, in order (without making a :class:`VideoEntry` per video)."""
+        return _column(self.entries, "path")
 
     def labels(self) -> np.ndarray:
         """Class index of every item (without reading frames): for class weights / samplers."""
-        return np.asarray([self._class_index.get(self.entries[v].emotion, -1) for v, _ in self._items], np.int64)
+        per_video = np.asarray([self._class_index.get(e, -1) for e in _column(self.entries, "emotion")], np.int64)
+        return np.repeat(per_video, self._per_video)
 
     def as_test(self) -> "ClipDataset":
         """The same videos, read as test clips (``test_clips`` per video at fixed starts, no
@@ -227,7 +248,7 @@ class ClipDataset(Dataset):
         other.mode, other.epoch = "test", 0
         other.transform = copy.copy(self.transform)
         other.transform.augment = False
-        other._items = [(v, k) for v in range(len(self.entries)) for k in range(self.test_clips)]
+        other._per_video = self.test_clips
         other._handles = OrderedDict()
         return other
 
@@ -243,7 +264,10 @@ class ClipDataset(Dataset):
         if self.output == "float":  # float32 [C,T,S,S]
             per = self.num_frames * self.transform.size**2 * self.channels * 4
         else:  # the stored uint8 crops (their own size)
-            per = self.num_frames * max((e.layout.frame_bytes for e in self.entries if e.layout is not None), default=0)
+            if isinstance(self.entries, EntryTable):
+                per = self.num_frames * max(self.entries.frame_bytes(), default=0)
+            else:
+                per = self.num_frames * max((e.layout.frame_bytes for e in self.entries if e.layout is not None), default=0)
         return per * len(self)
 
     def materialize(self) -> "MaterializedClips":
@@ -255,14 +279,14 @@ class ClipDataset(Dataset):
         return MaterializedClips(self)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.entries) * self._per_video
 
     # ---------------------------------------------------------------- items
     def _plan(self, index: int) -> tuple:
         """(epoch, index, entry, clip, start, frame indices, rng) of item ``index``."""
-        n_items = len(self._items)
+        n_items = len(self)
         epoch, index = (self.epoch, int(index)) if index < n_items else divmod(int(index), n_items)
-        v, clip = self._items[index]
+        v, clip = divmod(index, self._per_video)
         e = self.entries[v]
         rng = np.random.default_rng([self.seed, epoch, index])
         if e.event is not None and self.mode == "train":
@@ -425,31 +449,58 @@ def store_index(path: str | os.PathLike) -> dict:
     return meta
 
 
-def _expand(stores) -> list[Path]:
-    """A directory means its ``*.h5`` files (sorted); otherwise the given paths in their order."""
+def _sources(stores) -> tuple[list[Path], list[dict] | None]:
+    """(store paths, store tables). A directory stands for its ``*.h5`` files (sorted), a clips shard index
+    (``shard-<k>.json``) for the stores it lists (:func:`affectube.shards.index.expand_stores`), other paths
+    for themselves. The tables: when there are sources and every one is a shard index with its store table
+    (:func:`affectube.clips.store_table.shard_table`), else None."""
+    from affectube.shards.index import expand_stores, is_shard_index
+
     if isinstance(stores, (str, os.PathLike)):
         stores = [stores]
     out: list[Path] = []
+    tables: list[dict] | None = []
     for s in stores:
         p = Path(s)
         if p.is_dir():
             out.extend(sorted(p.glob("*.h5")))
+            tables = None
+        elif is_shard_index(p):
+            listed = expand_stores([str(p)])
+            out.extend(Path(x) for x in listed)
+            table = shard_table(p, listed) if tables is not None else None
+            tables = None if table is None else [*tables, table]
         else:
             out.append(p)
-    return out
+            tables = None
+    return out, (tables or None)
 
 
-def _filter(entries, subjects, datasets, video_ids) -> list[VideoEntry]:
+def _column(entries, name: str) -> list:
+    """One field of every entry (a list of :class:`VideoEntry` or an :class:`EntryTable`)."""
+    if isinstance(entries, EntryTable):
+        return entries.column("label" if name == "emotion" else name)
+    return [getattr(e, name) for e in entries]
+
+
+def _where(entries, keep):
+    """The entries where ``keep`` (one bool per entry) is true, in order."""
+    if isinstance(entries, EntryTable):
+        return entries.take(np.flatnonzero(np.asarray(keep, bool)))
+    return [e for e, k in zip(entries, keep) if k]
+
+
+def _filter(entries, subjects, datasets, video_ids):
     keep = entries
     if subjects is not None:
         subjects = set(map(str, subjects))
-        keep = [e for e in keep if e.subject in subjects]
+        keep = _where(keep, [v in subjects for v in _column(keep, "subject")])
     if datasets is not None:
         datasets = set(map(str, datasets))
-        keep = [e for e in keep if e.dataset in datasets]
+        keep = _where(keep, [v in datasets for v in _column(keep, "dataset")])
     if video_ids is not None:
         video_ids = set(map(str, video_ids))
-        keep = [e for e in keep if e.video_id in video_ids]
+        keep = _where(keep, [v in video_ids for v in _column(keep, "video_id")])
     return keep
 
 

@@ -214,7 +214,8 @@ class DirectReader:
         self.path, self.layout = str(path), layout
         self.fd = os.open(self.path, os.O_RDONLY)
         st = os.fstat(self.fd)
-        if (st.st_ino, st.st_size, st.st_mtime_ns) != layout.signature:
+        # (inode, size, mtime) from HDF5 at indexing; (size, mtime) from a shard's store table (clips/store_table.py)
+        if (st.st_ino, st.st_size, st.st_mtime_ns)[-len(layout.signature) :] != tuple(layout.signature):
             os.close(self.fd)
             raise DataError(f"{path}: clip store changed since the dataset was indexed (rebuilt while training?)")
         os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_RANDOM)

@@ -53,12 +53,13 @@ def fingerprint(path: str | Path) -> dict:
             "subject": attrs.get("subject", ""), "content": content_hash(path)}
 
 
-def select_pretrain_stores(stores: list[str], dcfg: dict) -> tuple[list[str], list[dict], list[str]]:
+def select_pretrain_stores(stores: list[str], dcfg: dict, prints: dict | None = None) -> tuple[list[str], list[dict], list[str]]:
     """(stores pretraining may read, their fingerprints, notes on what was dropped).
 
     Transductive: every store. Otherwise every store but those of the fine-tuning dataset (by name, as
-    :func:`affectube.train.pretrain.allowed_datasets`) and those whose content equals one of them."""
-    prints = {s: fingerprint(s) for s in stores}
+    :func:`affectube.train.pretrain.allowed_datasets`) and those whose content equals one of them.
+    ``prints``: the stores' fingerprints when known (clips shard store tables), else read from each store."""
+    prints = prints if prints is not None else {s: fingerprint(s) for s in stores}
     if dcfg.get("transductive", False):
         return list(stores), [prints[s] for s in stores], []
     finetune = dcfg.get("finetune")

@@ -75,6 +75,10 @@ def build_cached(row: dict, faces_dir: Path, stage_dir: Path, cfg: dict, frames=
 def run(args: argparse.Namespace) -> int:
     cfg = clips_cfg(parse_cfg(args.cfg))
     faces_dir, stage_dir = Path(args.faces_dir), Path(args.stage_dir)
+    from affectube.clips.store_table import table_path, write_table
+
+    # the shard's store table (what the loader reads instead of opening every store), then its index
     run_shard("clips", args.dataset, args.shard, read_rows(args.rows),
-              lambda row: build_cached(row, faces_dir, stage_dir, cfg), args.out)
+              lambda row: build_cached(row, faces_dir, stage_dir, cfg), args.out,
+              finish=lambda stores: write_table(stores, table_path(args.out)))
     return 0

@@ -46,9 +46,10 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def run_shard(stage: str, dataset: str, shard: str, rows: list[dict], process, out: str | os.PathLike) -> dict:
+def run_shard(stage: str, dataset: str, shard: str, rows: list[dict], process, out: str | os.PathLike, finish=None) -> dict:
     """Call ``process(row) -> (status, output, error)`` for each row; a video whose processing raises is
-    recorded as failed (its shard goes on), except a configuration error, which fails the job. Writes the index."""
+    recorded as failed (its shard goes on), except a configuration error, which fails the job. Writes the index,
+    after ``finish(outputs)`` (the videos' outputs, in order: e.g. the clips shard's store table) when given."""
     entries = []
     for row in rows:
         vid = str(row["video_id"])
@@ -64,10 +65,17 @@ def run_shard(stage: str, dataset: str, shard: str, rows: list[dict], process, o
         entries.append({"video_id": vid, "status": status, "output": output, "seconds": seconds, "error": error})
         print(f"{stage}: shard {shard}: {vid}: {status} in {seconds:.2f} s" + (f" ({error})" if error else ""), flush=True)
     counts = dict(Counter(e["status"] for e in entries))
+    if finish is not None:
+        finish([e["output"] for e in entries if e["output"]])
     doc = {"stage": stage, "dataset": dataset, "shard": str(shard), "videos": entries, "counts": counts}
     write_json(out, doc)
     print(f"{stage}: shard {shard} of {dataset}: {len(entries)} videos, {json.dumps(counts, sort_keys=True)} -> {out}")
     return doc
+
+
+def is_shard_index(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a shard index (``shard-<k>.json``)."""
+    return str(path).endswith(".json") and Path(path).name.startswith("shard-")
 
 
 def expand_stores(paths: list[str]) -> list[str]:
@@ -75,7 +83,7 @@ def expand_stores(paths: list[str]) -> list[str]:
     (failed videos have none); other paths are kept as given."""
     out: list[str] = []
     for p in paths:
-        if str(p).endswith(".json") and Path(p).name.startswith("shard-"):
+        if is_shard_index(p):
             doc = read_json(p)
             out.extend(e["output"] for e in doc["videos"] if e.get("output"))
         else:

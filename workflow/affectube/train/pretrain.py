@@ -451,14 +451,19 @@ def run(args: argparse.Namespace) -> int:
         from affectube.eval.overlap import select_pretrain_stores
 
         allowed = allowed_datasets(dcfg)
+        from affectube.clips.store_table import table_fingerprints
         from affectube.shards.index import expand_stores
 
-        args.stores = expand_stores(args.stores)  # data.shard_size: clips shard indexes stand for their stores
-        stores, prints, notes = select_pretrain_stores(args.stores, dcfg)  # by content, not only by dataset name
+        indexes = list(args.stores)
+        args.stores = expand_stores(indexes)  # data.shard_size: clips shard indexes stand for their stores
+        known = table_fingerprints(indexes)  # from the shards' store tables (no store opened); None: read each store
+        stores, prints, notes = select_pretrain_stores(args.stores, dcfg, prints=known)  # by content, not only by dataset name
         for note in notes:
             log.warning("pretraining data: %s", note)
-        dataset, base = build_dataset(stores, pcfg, spec.grid, allowed, output=loader_output(device))
-        used = [e.path for e in base.entries]
+        # every store kept: the loader reads the shards' store tables instead of opening each store (same clips, same order)
+        source = indexes if known is not None and stores == args.stores else stores
+        dataset, base = build_dataset(source, pcfg, spec.grid, allowed, output=loader_output(device))
+        used = base.paths
         by_path = {os.path.normpath(str(s)): p for s, p in zip(stores, prints)}
         info = RunInfo(
             datasets=base.datasets,
