@@ -181,3 +181,13 @@ def test_pretraining_on_shard_tables_equals_pretraining_on_the_stores(tmp_path, 
     a, b = with_tables[0], without[0]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "pretrained weights differ"
     assert with_tables[1] == without[1] and with_tables[1]["data"]["clips"] == 4
+
+
+def test_a_store_the_table_cannot_read_leaves_the_shard_without_a_table(shards, tmp_path):
+    from affectube.shards.clips import table
+
+    stores, indexes = shards
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not a store")
+    table([*stores[:2], str(bad)], indexes[0])  # an old table is not left behind either
+    assert not table_path(indexes[0]).exists()

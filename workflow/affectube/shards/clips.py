@@ -75,10 +75,20 @@ def build_cached(row: dict, faces_dir: Path, stage_dir: Path, cfg: dict, frames=
 def run(args: argparse.Namespace) -> int:
     cfg = clips_cfg(parse_cfg(args.cfg))
     faces_dir, stage_dir = Path(args.faces_dir), Path(args.stage_dir)
-    from affectube.clips.store_table import table_path, write_table
-
     # the shard's store table (what the loader reads instead of opening every store), then its index
     run_shard("clips", args.dataset, args.shard, read_rows(args.rows),
-              lambda row: build_cached(row, faces_dir, stage_dir, cfg), args.out,
-              finish=lambda stores: write_table(stores, table_path(args.out)))
+              lambda row: build_cached(row, faces_dir, stage_dir, cfg), args.out, finish=lambda stores: table(stores, args.out))
     return 0
+
+
+def table(stores: list[str], index: str) -> None:
+    """Write the shard's store table; a store that cannot be read leaves the shard without one (the loader then
+    opens its stores, and names the bad one), not a failed shard."""
+    from affectube.clips.store_table import table_path, write_table
+
+    path = table_path(index)
+    try:
+        write_table(stores, path)
+    except Exception as exc:  # noqa: BLE001 - the stores were built (and recorded) already
+        path.unlink(missing_ok=True)
+        log.warning("%s: no store table written (%s: %s): the loader will open the shard's stores", path, type(exc).__name__, exc)
