@@ -145,26 +145,27 @@ class FrameStream:
         }
 
     def command(self) -> list[str]:
-        import ffmpeg
-
-        stream = ffmpeg.input(str(self.path), **({"threads": self.threads} if self.threads else {}))["v:0"]
+        """The ffmpeg command line (written out directly: building it with ffmpeg-python's graph, which hashes
+        every node, cost ~5 ms of CPU per video; ``tests/test_ingest_command.py`` checks it is the same argv)."""
+        filters = []
         if self.fps:
             slot = f"floor(t*{self.fps!r}+0.5)"
             # keep the first frame of each grid slot (stateful select: variable 0 = next free slot)
-            stream = stream.filter("select", f"if(gte({slot},ld(0)),st(0,{slot}+1)*0+1,0)")
-        stream = stream.filter("showinfo", checksum=0)
+            filters.append("select=" + _escape(f"if(gte({slot},ld(0)),st(0,{slot}+1)*0+1,0)"))
+        filters.append("showinfo=checksum=0")
         if self.stride > 1:
-            stream = stream.filter("select", f"not(mod(n,{self.stride}))")
+            filters.append("select=" + _escape(f"not(mod(n,{self.stride}))"))
         h, w = self.size
         if (w, h) != (self.info["source_width"], self.info["source_height"]):
-            stream = stream.filter("scale", w, h, flags="area")
+            filters.append(f"scale={w}:{h}:flags=area")
         if self.info["sar"] != 1.0:
-            stream = stream.filter("setsar", 1)
-        out = stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
-        out = out.global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "info")
-        if self.threads:
-            out = out.global_args("-filter_complex_threads", str(self.threads))
-        return out.compile(cmd=ffmpeg_exe())
+            filters.append("setsar=1")
+        graph = ";".join(f"[{'0:v:0' if i == 0 else f's{i - 1}'}]{f}[s{i}]" for i, f in enumerate(filters))
+        threads = ["-threads", str(self.threads)] if self.threads else []
+        return [ffmpeg_exe(), *threads, "-i", str(self.path), "-filter_complex", graph, "-map", f"[s{len(filters) - 1}]",
+                "-f", "rawvideo", "-fps_mode", "passthrough", "-pix_fmt", "rgb24", "pipe:",
+                "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info",
+                *(["-filter_complex_threads", str(self.threads)] if self.threads else [])]
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         h, w = self.size
@@ -276,6 +277,15 @@ class FrameStream:
         if self.info["fps_limited"]:
             log.info("%s: source rate %.3f fps is below the target %.3f fps: every frame kept, none duplicated",
                         self.path, self.info["source_fps"], self.fps)
+
+
+def _escape(value: str) -> str:
+    """A filter argument escaped for a -filter_complex graph, as ffmpeg-python escapes it (twice for the filter's
+    own syntax, once for the graph's)."""
+    for chars in ("\\'=:", "\\'=:", "\\'[],;"):
+        for ch in chars:
+            value = value.replace(ch, "\\" + ch)
+    return value
 
 
 def display_size(width: int, height: int, sar: float = 1.0) -> tuple[int, int]:
