@@ -51,7 +51,9 @@ rule pretrain_experiment:
         f"{R}/logs/pretrain_exp/{{pretext}}.log",
     benchmark:
         f"{R}/benchmarks/pretrain_exp/{{pretext}}.tsv"
-    threads: 8
+    # as rule pretrain: the experiment's pretrain.threads when set, else 8 (it was always 8: two cores held, and
+    # OMP_NUM_THREADS=2, by one tiny BYOL job of config/pretext_realdata.yaml, ~1.1 CPU-s a step)
+    threads: lambda w: int(D.experiment_config(D.pretrain_experiment(w.pretext))["pretrain"]["threads"]) or 8
     resources:
         gpu=lambda w: D.experiment_config(D.pretrain_experiment(w.pretext))["pretrain"]["gpus"],
         nodes=1,
