@@ -152,6 +152,7 @@ class ClipDataset(Dataset):
         if tables is not None and not self.event and not getattr(mask_generator, "uses_landmarks", False):
             # clips shard indexes with their store tables: no store opened here (clips/store_table.py)
             entries, skipped = EntryTable.from_tables(tables, self.label, self.target_names, self.direct, _as_float)
+            log.info("%d videos indexed from %d clips shard store tables (no store opened)", len(entries), len(tables))
             for path, reason in skipped:
                 self.skipped.append((path, reason))
                 log.warning("%s: skipped, the store has no frames (%s)", path, reason)
