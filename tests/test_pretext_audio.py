@@ -4,8 +4,10 @@ videos without audio reported and skipped, and the loss falling on real GRID cli
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,6 +80,11 @@ def test_videos_without_audio_are_reported_and_skipped(realdata, tmp_path, caplo
     assert target.shape == (2, 8, 40) and abs(float(target.mean())) < 1.0
     with pytest.raises(DataError, match="audio_mels"):
         AudioMethod().build_dataset([str(silent[0])], pcfg, None)
+    # on shards (data.shard_size) pretraining passes the clips shard indexes: they stand for their stores
+    index = tmp_path / "shard-0.json"
+    index.write_text(json.dumps({"videos": [{"video_id": Path(s).stem, "output": str(s)} for s in [*stores, silent[0]]]}))
+    data, _ = AudioMethod().build_dataset([str(index)], pcfg, None)
+    assert len(data) == 2 and len(data.notes) == 1 and "M030_angry" in data.notes[0]
 
 
 def test_audio_target_loss_falls_on_real_clips(realdata, tmp_path):

@@ -121,8 +121,10 @@ class AudioMethod:
         return AudioTarget(create_encoder(spec.model, spec), dataset.n_mels)
 
     def build_dataset(self, stores, pcfg: dict, grid, datasets=None, output: str = "float"):
+        from affectube.shards.index import expand_stores
         from affectube.train.pretext.data import clip_dataset
 
+        stores = expand_stores(stores)  # clips shard indexes (data.shard_size) stand for their stores, read one by one here
         keep, notes = audio_stores(stores)
         for note in notes:
             log.warning("%s", note)
