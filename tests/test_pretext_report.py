@@ -66,7 +66,7 @@ def test_the_pretext_configs_validate_and_select_their_pretexts():
     """config/pretext_demo.yaml over params.yaml, config/pretext_realdata.yaml over params.yaml + config/realdata.yaml
     (as ``snakemake --configfile`` merges them): valid params whose experiments are every pretext they compare
     (VideoMAE, SVFAP, BYOL, DINO, and the audio targets where the videos have audio) fine-tuned AND frozen, plus
-    from scratch; the demo has no audio pretext (its rendered videos have no audio stream)."""
+    from scratch; the demo's audio targets are its rendered videos' synthetic voice (affectube.demo.audio)."""
     import copy
 
     import yaml
@@ -77,13 +77,14 @@ def test_the_pretext_configs_validate_and_select_their_pretexts():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     read = lambda name: yaml.safe_load((REPO / "config" / name).read_text())  # noqa: E731
     visual = {("masked", "videomae"), ("masked", "svfap"), ("byol", "videomae"), ("dino", "videomae")}
-    runs = {"pretext_demo.yaml": ([read("pretext_demo.yaml")], visual),
+    runs = {"pretext_demo.yaml": ([read("pretext_demo.yaml")], visual | {("audio", "videomae")}),
             "pretext_realdata.yaml": ([read("realdata.yaml"), read("pretext_realdata.yaml")], visual | {("audio", "videomae")})}
     for name, (overs, pretexts) in runs.items():
         cfg = copy.deepcopy(params)
         for over in overs:
             cfg = merge_params(cfg, over)
         cfg = validate(cfg, name)
+        assert cfg["clips"]["audio_mels"] == 40, name  # the audio rows' targets
         rows = set()
         for o in expand_experiments(cfg["experiments"]).values():
             e = apply_overrides(copy.deepcopy(cfg), o)

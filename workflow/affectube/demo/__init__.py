@@ -105,6 +105,7 @@ def generate(spec: dict) -> list[dict]:
     import numpy as np
     import pandas as pd
 
+    from affectube.demo.audio import subject_f0, synthesize
     from affectube.demo.render import FaceRenderer, render_video
     from affectube.demo.sources import SOURCES, load_photo
     from affectube.io import atomic_path
@@ -126,7 +127,9 @@ def generate(spec: dict) -> list[dict]:
         rng = np.random.default_rng([seed, subj, classes.index(cls), rep])
         strength = cfg["expression_gain"] * intensity(rep, cfg["videos_per_class"])
         frames, env = render_video(renderers[subj], cls, strength, num_frames, fps, rng)
-        encode_mp4(frames, fps, row["path"])
+        voice = synthesize(cls, lambda t: strength * env(t), num_frames / fps, subject_f0(seed, subj),
+                           np.random.default_rng([seed, subj, classes.index(cls), rep, 1]))  # its own stream
+        encode_mp4(frames, fps, row["path"], audio=voice)
         times = np.arange(0.0, num_frames / fps, 1.0 / cfg["annotation_hz"])
         ann = pd.DataFrame({"time": np.round(times, 6), "valence": np.round(row["valence"] * env(times), 6),
                             "arousal": np.round(row["arousal"] * env(times), 6)})
@@ -140,18 +143,33 @@ def generate(spec: dict) -> list[dict]:
     return rows
 
 
-def encode_mp4(frames, fps: float, path: str, crf: int = 18) -> None:
-    """Write RGB uint8 frames [N,H,W,3] as H.264 mp4 (bit-exact flags: same frames -> same bytes)."""
+def encode_mp4(frames, fps: float, path: str, crf: int = 18, audio=None, sample_rate: int | None = None) -> None:
+    """Write RGB uint8 frames [N,H,W,3] as H.264 mp4 (bit-exact flags: same frames -> same bytes), with
+    ``audio`` (float32 mono samples at ``sample_rate``, default :data:`affectube.demo.audio.SAMPLE_RATE`) muxed
+    as an AAC stream when given."""
+    import tempfile
+    from pathlib import Path
+
     import ffmpeg
     import imageio_ffmpeg
+    import numpy as np
 
+    from affectube.demo.audio import SAMPLE_RATE
     from affectube.io import atomic_path
 
     n, h, w, _ = frames.shape
-    with atomic_path(path) as tmp:
-        stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps).output(
-            str(tmp), format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset="medium", g=int(fps),
-            threads=1, map_metadata=-1, fflags="+bitexact", **{"flags:v": "+bitexact"},
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, tempfile.TemporaryDirectory(prefix=".audio.", dir=Path(path).parent) as scratch:
+        pcm = Path(scratch) / "audio.f32le"
+        video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
+        inputs, audio_args = [video], {}
+        if audio is not None:
+            pcm.write_bytes(np.asarray(audio, dtype="<f4").tobytes())
+            inputs.append(ffmpeg.input(str(pcm), format="f32le", ar=sample_rate or SAMPLE_RATE, ac=1))
+            audio_args = {"acodec": "aac", "audio_bitrate": "64k", "flags:a": "+bitexact"}
+        stream = ffmpeg.output(
+            *inputs, str(tmp), format="mp4", vcodec="libx264", pix_fmt="yuv420p", crf=crf, preset="medium",
+            g=int(fps), threads=1, map_metadata=-1, fflags="+bitexact", **{"flags:v": "+bitexact"}, **audio_args,
         )
         try:
             stream.overwrite_output().run(cmd=imageio_ffmpeg.get_ffmpeg_exe(), input=frames.tobytes(),
