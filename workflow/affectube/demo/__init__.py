@@ -7,6 +7,8 @@ It is a smoke demo, not a benchmark. :func:`plan` lists the videos and their lab
 - ``<root>/videos/<video_id>.mp4``: H.264, ``size`` x ``size`` px, ``fps``, ``seconds`` long; subject k
   is the k-th photograph of :mod:`affectube.demo.sources` (astronaut, Grace Hopper, faces of a group
   photo), animated with the class's expression warp (:mod:`affectube.demo.render`) and a small head sway;
+  with an AAC audio track, a synthetic voice whose loudness and pitch follow the same expression amount
+  that moves the face (:mod:`affectube.demo.audio`: the audio pretext's target);
 - ``<root>/annotations/<video_id>.csv``: per-frame targets ``time, valence, arousal`` sampled at
   ``annotation_hz`` on their own time grid (not the video's frames): the clip's targets times the
   expression envelope (0 before the onset, 1 at the apex);
