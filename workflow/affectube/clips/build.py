@@ -118,7 +118,7 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
     from affectube.faces.crop import crop_frames, crop_landmarks, crop_matrices
     from affectube.video.decode import FrameStream
 
-    stream = frames if frames is not None else FrameStream(video, fps=decode_cfg["fps"], max_side=decode_cfg["max_side"], chunk=BLOCK)
+    stream = frames if frames is not None else FrameStream(video, fps=decode_cfg["fps"], max_side=decode_cfg["max_side"], chunk=BLOCK, reader=decode_cfg["reader"])
     valid = np.zeros(n, bool)
     landmarks = np.full((n, 5, 2), np.nan, np.float32)  # in crop pixels: face-guided masking
     matrices = crop_matrices(tracks, crop_cfg)  # of the whole track (crop.strategy mouth smooths over it)

@@ -145,6 +145,7 @@ def _detect_pass(path, decode_cfg, faces_cfg, detector, threads, side, t0, start
         work_side=side,
         stride=every_k if keyframes_only else 1,
         on_truncated=decode_cfg["on_truncated"],
+        reader=decode_cfg["reader"],
         # a small first chunk: a video that needs larger frames is restarted after a few keyframes
         first_chunk=RESTART_CHUNK * (1 if keyframes_only else every_k) if may_restart else None,
     )

@@ -39,7 +39,7 @@ def sample_frames(path: str, decode_cfg: dict, wanted: np.ndarray) -> np.ndarray
     out = {}
     want = set(int(i) for i in wanted)
     last = int(max(wanted))
-    stream = FrameStream(path, fps=decode_cfg["fps"], max_side=decode_cfg["max_side"], chunk=32)
+    stream = FrameStream(path, fps=decode_cfg["fps"], max_side=decode_cfg["max_side"], chunk=32, reader=decode_cfg["reader"])
     start = 0
     it = iter(stream)
     for frames, _ in it:

@@ -1,6 +1,8 @@
 """One decode per video in a faces shard job: the frames the clips stage would decode again, kept from the faces pass.
 
-The faces stage decodes every kept frame (``decode.fps``) but converts only every k-th one, at the small
+With ``decode.reader: pyav`` (the default) the one decode is in this process: every kept frame is converted
+twice, at the analysis size (every k-th) and at the decoded size (:meth:`TeeStream._kept`). With the ffmpeg
+CLI reader: the faces stage decodes every kept frame (``decode.fps``) but converts only every k-th one, at the small
 analysis size (:class:`affectube.video.decode.FrameStream` with ``stride``/``work_side``); the clips stage
 decodes the same video again at ``decode.max_side``. :class:`TeeStream` is the faces pass's stream with a
 second output from the same ffmpeg process: after the frame-rate selection and ``showinfo`` (one timeline)
@@ -75,6 +77,11 @@ class TeeStream(FrameStream):
 
     def __iter__(self):
         self._full, self._overflow, self._complete = [], False, False
+        if self.reader == "pyav":  # one decode in this process: every kept frame is converted twice (_kept)
+            self._held, self._reformatter = 0, None
+            yield from super().__iter__()
+            self._complete = True
+            return
         with tempfile.TemporaryDirectory(prefix="affectube-tee-") as tmp:
             self._fifo = os.path.join(tmp, "full.rgb")
             os.mkfifo(self._fifo)
@@ -90,6 +97,22 @@ class TeeStream(FrameStream):
                     except OSError:
                         pass
                 reader.join()
+
+    def _kept(self, frame, reformatter) -> None:
+        """PyAV reader: every kept frame at the decoded size, as the clips stage's stream converts it."""
+        if self._overflow:
+            return
+        h, w = self.decoded_size
+        if self._held + h * w * 3 > self.max_bytes:
+            self._overflow, self._full = True, []
+            log.info("%s: over %d MB of decoded frames: not kept (the clips shard job decodes it again)", self.path, self.max_bytes >> 20)
+            return
+        if getattr(self, "_reformatter", None) is None:  # its own: swscale contexts are cached per size
+            from av.video.reformatter import VideoReformatter
+
+            self._reformatter = VideoReformatter()
+        self._full.append(self._reformatter.reformat(frame, width=w, height=h, format="rgb24", interpolation="AREA", threads=1).to_ndarray())
+        self._held += h * w * 3
 
     def _drain(self) -> None:
         """Read the FIFO to its end (ffmpeg would block on a full FIFO): frames kept while under the budget."""

@@ -58,6 +58,7 @@ _PTS_RE = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:\s*(-?[0-9.eE+-]
 TRUNCATION_TOLERANCE_S = 0.5
 TRUNCATION_TOLERANCE_FRAC = 0.1
 ON_TRUNCATED = ("keep", "fail")
+READERS = ("pyav", "ffmpeg")
 
 
 @dataclass
@@ -104,8 +105,11 @@ class FrameStream:
         stride: int = 1,
         on_truncated: str = "keep",
         first_chunk: int | None = None,
+        reader: str = "pyav",
     ):
         self.path = Path(path)
+        if reader not in READERS:
+            raise ValueError(f"decode.reader must be one of {READERS}, got {reader!r}")
         if on_truncated not in ON_TRUNCATED:
             raise ValueError(f"decode.on_truncated must be one of {ON_TRUNCATED}, got {on_truncated!r}")
         self.on_truncated = on_truncated
@@ -122,6 +126,8 @@ class FrameStream:
         self.stride = max(1, int(stride))
         self.timestamps: np.ndarray | None = None
         src = probe(self.path)
+        # PyAV decodes in this process; a display-matrix rotation (which the ffmpeg CLI applies) takes the CLI
+        self.reader = "ffmpeg" if reader == "ffmpeg" or src.get("rotation") else "pyav"
         # display size: non-square pixels (SAR != 1) are resampled to square ones
         self.display = display_size(src["width"], src["height"], src.get("sar", 1.0))
         w, h = output_size(*self.display, max_side)
@@ -142,6 +148,7 @@ class FrameStream:
             "height": h,
             "target_fps": self.fps,
             "max_side": max_side,
+            "reader": self.reader,
         }
 
     def command(self) -> list[str]:
@@ -198,6 +205,18 @@ class FrameStream:
         return Decoded(holder[0][:count], self._wait_times(count)[:count], self.info)
 
     def _run(self, slot) -> Iterator[int]:
+        """Decode; write delivered frame k into ``slot(k)``; yield the number of frames delivered so far."""
+        if self.reader == "pyav":
+            from affectube.video.pyav_reader import run_pyav
+
+            yield from run_pyav(self, slot)
+        else:
+            yield from self._run_ffmpeg(slot)
+
+    def _kept(self, frame, reformatter) -> None:
+        """Called with every kept PyAV frame (``av.VideoFrame``) before the stride: a subclass's second output."""
+
+    def _run_ffmpeg(self, slot) -> Iterator[int]:
         """Run ffmpeg; read frame k into ``slot(k)``; yield the number of frames read so far."""
         h, w = self.size
         nbytes = h * w * 3
@@ -235,7 +254,7 @@ class FrameStream:
     def _wait_times(self, needed: int) -> np.ndarray:
         # showinfo logs a frame before it reaches the pipe, so its line is (almost always) already read
         times, reader = self._times, self._reader
-        while len(times) < needed and reader.is_alive():
+        while reader is not None and len(times) < needed and reader.is_alive():
             reader.join(0.005)
         if len(times) < needed:
             raise DataError(f"{self.path}: ffmpeg reported {len(times)} frame timestamps for {needed} frames")
@@ -322,9 +341,9 @@ def _read_stderr(pipe, times: list[float], errors: list[str]) -> None:
 
 
 def decode(path: str | os.PathLike, fps: float | None = 25, max_side: int | None = 640, threads: int = 0,
-           on_truncated: str = "keep") -> Decoded:
+           on_truncated: str = "keep", reader: str = "pyav") -> Decoded:
     """Decode the whole video into memory (see the module doc for rate, size, truncation and errors)."""
-    return FrameStream(path, fps=fps, max_side=max_side, threads=threads, on_truncated=on_truncated).read_all()
+    return FrameStream(path, fps=fps, max_side=max_side, threads=threads, on_truncated=on_truncated, reader=reader).read_all()
 
 
 def decode_null_fps(path: str | os.PathLike, threads: int = 1) -> tuple[int, float]:
