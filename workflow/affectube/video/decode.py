@@ -1,7 +1,8 @@
 """Decode a video into numpy frames at a target rate and size, with true timestamps.
 
-ffmpeg (the static binary shipped by imageio-ffmpeg, driven through ffmpeg-python)
-streams raw RGB frames straight into numpy: no JPEG frame folders on disk.
+``decode.reader``: ``pyav`` (default) decodes in this process (:mod:`affectube.video.pyav_reader`: the
+same frames and timestamps as the CLI, no process start-up); ``ffmpeg`` runs the static binary shipped
+by imageio-ffmpeg, whose raw RGB frames stream straight into numpy. No JPEG frame folders on disk.
 
 Frame rate: frames are kept on a grid of ``1/fps`` seconds anchored at t=0 of the
 source timeline. A source frame at time ``t`` falls into grid slot
