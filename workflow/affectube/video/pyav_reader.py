@@ -13,7 +13,8 @@ the CLI on real clips):
   ``av_rescale_q(container start_time, 1/1000000, stream time base)``; for formats with timestamp
   discontinuities (MPEG-TS/PS) the start of the video stream when later (the CLI's "Correcting start time";
   its mid-stream discontinuity fix-ups, for jumps over 10 s, are not repeated); a frame's time is that times
-  ``av_q2d(time base)``, computed as ffmpeg computes it (so the grid selection below falls the same way);
+  ``av_q2d(time base)``, computed as ffmpeg computes it (so the grid selection below falls the same way),
+  recorded to the microsecond (the CLI's ``showinfo`` prints 6 significant digits);
   frames without a pts follow the previous one by its duration, as the CLI's decoder does;
 - rate: ``select`` keeps the first frame of each ``1/fps`` slot (``floor(t * fps + 0.5)``, stateful);
 - stride: every k-th kept frame is converted (``select=not(mod(n, k))``);
@@ -106,7 +107,7 @@ def run_pyav(stream, slot) -> Iterator[int]:
                     if not s >= nxt:
                         continue
                     nxt = s + 1
-                times.append(t)
+                times.append(round(t, 6))  # to the microsecond: 0.12, not 3600 x 3 x (1/90000) = 0.12000000000000001
                 stream._kept(frame, reformatter)
                 if kept % k == 0:
                     rgb = reformatter.reformat(frame, width=w, height=h, format="rgb24", interpolation="AREA", threads=1)
