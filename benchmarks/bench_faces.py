@@ -187,6 +187,7 @@ def main() -> int:
     ap.add_argument("--realdata", default=os.environ.get("AFFECTUBE_REALDATA", str(REPO.parent / "shared" / "realdata")))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "faces.json"))
     ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--reader", choices=["ffmpeg", "pyav"], help="decode.reader (default: params.yaml's)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a faces param of the default run (YAML value)")
     ap.add_argument("--repeats", type=int, default=3, help="decode-only repeats (the fastest counts)")
     args = ap.parse_args()
@@ -195,7 +196,7 @@ def main() -> int:
     model = real / "models" / "insightface" / "buffalo_sc" / "det_500m.onnx"
     clips = [(g, p) for g, pat in GROUPS.items() for p in sorted(real.glob(pat)) if p.is_file()]
     params = load_params(REPO / "params.yaml")
-    decode_cfg = params["decode"]
+    decode_cfg = {**params["decode"], **({"reader": args.reader} if args.reader else {})}
     faces_cfg = {**params["faces"], "backend": "insightface", "model": str(model)}
     for item in args.set:
         key, value = item.split("=", 1)
@@ -227,7 +228,8 @@ def main() -> int:
     default = run_config(clips, decode_cfg, faces_cfg, crop=True, repeats=args.repeats, side_by_side=side)
     separate = summarise(clips, nulls, default, None)["all"]
     result = {
-        "command": "python benchmarks/bench_faces.py",
+        "command": " ".join(["python benchmarks/bench_faces.py", *(["--no-sweep"] if args.no_sweep else []),
+                             *([f"--reader {args.reader}"] if args.reader else []), *(f"--set {kv}" for kv in args.set)]),
         "side_by_side": f"per clip, {args.repeats} alternating repeats of decode-only and faces (fastest of each)",
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
         "unit": "source-video frames per CPU-second (user+sys, this process + ffmpeg children), one thread each",

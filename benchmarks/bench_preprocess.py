@@ -97,11 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/preprocess.json"))
+    ap.add_argument("--reader", choices=["ffmpeg", "pyav"], help="decode.reader (default: params.yaml's)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if not (REALDATA / "README.md").exists():
         raise SystemExit(f"real test material not found at {REALDATA} (set AFFECTUBE_REALDATA)")
     params, datasets = realdata_params()
+    if args.reader:
+        params["decode"]["reader"] = args.reader
     cfg = {k: params[k] for k in ("decode", "faces", "crop", "clips")}
     load0 = round(os.getloadavg()[0], 2)
     per_dataset = {}

@@ -142,13 +142,14 @@ def main() -> int:
     ap.add_argument("--cache", default="/tmp/affectube_wild")
     ap.add_argument("--realdata", default=os.environ.get("AFFECTUBE_REALDATA", str(REPO.parent / "shared" / "realdata")))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "wild.json"))
+    ap.add_argument("--reader", choices=["ffmpeg", "pyav"], help="decode.reader (default: params.yaml's)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a faces param (YAML value)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     clips = materialise(Path(args.mirrors), Path(args.cache))
     model = Path(args.realdata) / "models" / "insightface" / "buffalo_sc" / "det_500m.onnx"
     params = load_params(REPO / "params.yaml")
-    decode_cfg = params["decode"]
+    decode_cfg = {**params["decode"], **({"reader": args.reader} if args.reader else {})}
     faces_cfg = {**params["faces"], "backend": "insightface", "model": str(model),
                  **{k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}}
     fallbacks_off = {"adaptive_max_size": None, "redetect_context": 0, "refine_edges": False}
@@ -211,7 +212,8 @@ def main() -> int:
 
     kinds = {k: summary([r for r in rows if r["kind"] == k]) for k in dict.fromkeys(r["kind"] for r in rows)}
     result = {
-        "command": " ".join(["python benchmarks/bench_wild.py", *(f"--set {kv}" for kv in args.set)]),
+        "command": " ".join(["python benchmarks/bench_wild.py", *([f"--reader {args.reader}"] if args.reader else []),
+                             *(f"--set {kv}" for kv in args.set)]),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load_avg_at_end": os.getloadavg()},
         "unit": "CPU-seconds (user+sys, this process + ffmpeg children), one thread; ratio = decode-only / faces CPU",
         "decode": decode_cfg,

@@ -34,11 +34,11 @@ def decodes(monkeypatch):
     return counts
 
 
-def _setup(tmp_path, realdata, insightface_model):
+def _setup(tmp_path, realdata, insightface_model, reader="ffmpeg"):
     rows = [{"dataset": "d", "video_id": vid, "path": str(realdata / rel), "subject": vid} for vid, rel in CLIPS.items()]
     (tmp_path / "rows.json").write_text(json.dumps(rows))
     # the realdata run's settings (config/realdata.yaml)
-    cfg = {"decode": {"fps": 8, "max_side": 320},
+    cfg = {"decode": {"fps": 8, "max_side": 320, "reader": reader},
            "faces": {"backend": "insightface", "model": str(insightface_model), "det_size": 160, "every_k": 4},
            "crop": {"size": 64}, "clips": {}}
     return rows, cfg
@@ -69,8 +69,9 @@ def _same_store(a, b) -> None:
         assert x.attrs["provenance"] == y.attrs["provenance"]
 
 
-def test_one_decode_per_video_and_a_crop_change_recrops_without_detection(tmp_path, realdata, insightface_model, decodes):
-    rows, cfg = _setup(tmp_path, realdata, insightface_model)
+@pytest.mark.parametrize("reader", ["ffmpeg", "pyav"])  # the CLI's filter-graph split, or two conversions in process
+def test_one_decode_per_video_and_a_crop_change_recrops_without_detection(tmp_path, realdata, insightface_model, decodes, reader):
+    rows, cfg = _setup(tmp_path, realdata, insightface_model, reader)
     names = {vid: os.path.basename(r["path"]) for vid, r in zip(CLIPS, rows)}
 
     # detection and crop both out of date: one decode per video, in the faces job; the clips job decodes none

@@ -1,8 +1,8 @@
 """Decode a video into numpy frames at a target rate and size, with true timestamps.
 
-``decode.reader``: ``pyav`` (default) decodes in this process (:mod:`affectube.video.pyav_reader`: the
-same frames and timestamps as the CLI, no process start-up); ``ffmpeg`` runs the static binary shipped
-by imageio-ffmpeg, whose raw RGB frames stream straight into numpy. No JPEG frame folders on disk.
+``decode.reader``: ``ffmpeg`` (params.yaml's default) runs the static binary shipped by imageio-ffmpeg,
+whose raw RGB frames stream straight into numpy; ``pyav`` decodes in this process
+(:mod:`affectube.video.pyav_reader`: the same frames and timestamps as the CLI, no process start-up). No JPEG frame folders on disk.
 
 Frame rate: frames are kept on a grid of ``1/fps`` seconds anchored at t=0 of the
 source timeline. A source frame at time ``t`` falls into grid slot
@@ -106,7 +106,7 @@ class FrameStream:
         stride: int = 1,
         on_truncated: str = "keep",
         first_chunk: int | None = None,
-        reader: str = "pyav",
+        reader: str = "ffmpeg",
     ):
         self.path = Path(path)
         if reader not in READERS:
@@ -342,7 +342,7 @@ def _read_stderr(pipe, times: list[float], errors: list[str]) -> None:
 
 
 def decode(path: str | os.PathLike, fps: float | None = 25, max_side: int | None = 640, threads: int = 0,
-           on_truncated: str = "keep", reader: str = "pyav") -> Decoded:
+           on_truncated: str = "keep", reader: str = "ffmpeg") -> Decoded:
     """Decode the whole video into memory (see the module doc for rate, size, truncation and errors)."""
     return FrameStream(path, fps=fps, max_side=max_side, threads=threads, on_truncated=on_truncated, reader=reader).read_all()
 
