@@ -38,11 +38,6 @@ def subject_f0(seed: int, subject: int) -> float:
     return float(np.random.default_rng([seed, subject, 7]).uniform(*F0_RANGE))
 
 
-def voice_level(expression: str, amount: np.ndarray) -> np.ndarray:
-    """Loudness in [0, 1] at expression amounts ``amount`` (the face's warp amount)."""
-    return VOICE[expression] * np.clip(np.asarray(amount, np.float64), 0.0, 2.0) / 2.0
-
-
 def synthesize(expression: str, amount: Callable[[np.ndarray], np.ndarray], duration: float, f0: float,
                rng: np.random.Generator, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """float32 mono samples of ``duration`` s: the voice whose loudness and pitch follow ``amount(t)`` (t in s)."""
