@@ -1,8 +1,8 @@
 """One decode per video in a faces shard job: the frames the clips stage would decode again, kept from the faces pass.
 
-With ``decode.reader: pyav`` (the default) the one decode is in this process: every kept frame is converted
+With ``decode.reader: pyav`` the one decode is in this process: every kept frame is converted
 twice, at the analysis size (every k-th) and at the decoded size (:meth:`TeeStream._kept`). With the ffmpeg
-CLI reader: the faces stage decodes every kept frame (``decode.fps``) but converts only every k-th one, at the small
+CLI reader (the default): the faces stage decodes every kept frame (``decode.fps``) but converts only every k-th one, at the small
 analysis size (:class:`affectube.video.decode.FrameStream` with ``stride``/``work_side``); the clips stage
 decodes the same video again at ``decode.max_side``. :class:`TeeStream` is the faces pass's stream with a
 second output from the same ffmpeg process: after the frame-rate selection and ``showinfo`` (one timeline)
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from affectube.video.decode import FrameStream, _read_exact, ffmpeg_exe
+from affectube.video.pyav_reader import to_rgb
 
 log = logging.getLogger(__name__)
 MAX_BUFFER_BYTES = 1 << 30  # decoded frames held per video (the faces shard job's mem_mb is sized for it)
@@ -98,7 +99,7 @@ class TeeStream(FrameStream):
                         pass
                 reader.join()
 
-    def _kept(self, frame, reformatter) -> None:
+    def _kept(self, frame) -> None:
         """PyAV reader: every kept frame at the decoded size, as the clips stage's stream converts it."""
         if self._overflow:
             return
@@ -107,11 +108,11 @@ class TeeStream(FrameStream):
             self._overflow, self._full = True, []
             log.info("%s: over %d MB of decoded frames: not kept (the clips shard job decodes it again)", self.path, self.max_bytes >> 20)
             return
-        if getattr(self, "_reformatter", None) is None:  # its own: swscale contexts are cached per size
+        if self._reformatter is None:  # its own (not the analysis frames'): swscale contexts are cached per size
             from av.video.reformatter import VideoReformatter
 
             self._reformatter = VideoReformatter()
-        self._full.append(self._reformatter.reformat(frame, width=w, height=h, format="rgb24", interpolation="AREA", threads=1).to_ndarray())
+        self._full.append(to_rgb(self._reformatter, frame, h, w))
         self._held += h * w * 3
 
     def _drain(self) -> None:

@@ -214,7 +214,7 @@ class FrameStream:
         else:
             yield from self._run_ffmpeg(slot)
 
-    def _kept(self, frame, reformatter) -> None:
+    def _kept(self, frame) -> None:
         """Called with every kept PyAV frame (``av.VideoFrame``) before the stride: a subclass's second output."""
 
     def _run_ffmpeg(self, slot) -> Iterator[int]:

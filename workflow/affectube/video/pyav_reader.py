@@ -49,6 +49,12 @@ def rescale_near(a: int, b_num: int, b_den: int, c_num: int, c_den: int) -> int:
     return q if num >= 0 else -q
 
 
+def to_rgb(reformatter, frame, h: int, w: int) -> np.ndarray:
+    """One decoded frame as uint8 [h, w, 3] RGB: one swscale area conversion (the CLI's ``scale`` with ``flags=area``).
+    ``reformatter``: an ``av.video.reformatter.VideoReformatter`` kept per output size (it caches its context)."""
+    return reformatter.reformat(frame, width=w, height=h, format="rgb24", interpolation="AREA", threads=1).to_ndarray()
+
+
 def run_pyav(stream, slot) -> Iterator[int]:
     """:meth:`FrameStream._run` for the PyAV reader: write delivered frame k into ``slot(k)``, yield the count."""
     import av
@@ -108,10 +114,9 @@ def run_pyav(stream, slot) -> Iterator[int]:
                         continue
                     nxt = s + 1
                 times.append(round(t, 6))  # to the microsecond: 0.12, not 3600 x 3 x (1/90000) = 0.12000000000000001
-                stream._kept(frame, reformatter)
+                stream._kept(frame)
                 if kept % k == 0:
-                    rgb = reformatter.reformat(frame, width=w, height=h, format="rgb24", interpolation="AREA", threads=1)
-                    np.asarray(slot(count)).reshape(h, w, 3)[...] = rgb.to_ndarray()
+                    np.asarray(slot(count)).reshape(h, w, 3)[...] = to_rgb(reformatter, frame, h, w)
                     count += 1
                     kept += 1
                     yield count
