@@ -64,7 +64,7 @@ def crop_shape(crop_cfg: dict) -> tuple[int, int, int]:
 
 
 def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path | dict, video_id: str, cfg: dict,
-                out: str | Path, frames=None) -> StoreContent:
+                out: str | Path, frames=None, tracks=None) -> StoreContent:
     """Decode ``video`` in blocks, crop each block along its tracks and stream the crops into store ``out``.
 
     ``manifest``: the video's manifest row (a dict) or the dataset manifest (.csv) holding it; either
@@ -77,7 +77,8 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
     Memory holds one decoded block (256 frames) and one chunk of crops, whatever the video's length.
     ``frames``: the video's frames already decoded with these ``decode`` params (``info`` and blocks of
     (frames, times): :class:`affectube.shards.onepass.FullFrames`, the faces shard job's one decode) instead of
-    decoding it here.
+    decoding it here; ``tracks``: the tracks of ``tracks_path`` as :func:`~affectube.faces.tracks.save_tracks`
+    returned them (the same job just wrote them) instead of reading the file.
     Returns the store's content (metadata; ``frames`` None).
     """
     from affectube.faces.tracks import load_tracks
@@ -91,7 +92,7 @@ def build_store(video: str | Path, tracks_path: str | Path, manifest: str | Path
     for col in ("dataset", "video_id", "path", "subject"):
         if col not in row:
             raise DataError(f"manifest row of video {video_id!r} has no {col!r}")
-    tracks = load_tracks(tracks_path)
+    tracks = load_tracks(tracks_path) if tracks is None else tracks
     session = row.get("session")
     common = dict(
         dataset=str(row["dataset"]),

@@ -106,6 +106,9 @@ class StoreContent:
     source: dict = field(default_factory=dict)
     provenance: str = ""
     error: str = ""
+    # filled by StoreWriter.finish, not stored: the store's row of its shard's store table and the store
+    # file's size and mtime it belongs to (clips/store_table.py), read from the read-back check's open file
+    table: dict | None = None
 
     def arrays(self, n: int, crc: np.ndarray) -> dict[str, np.ndarray]:
         """The per-frame arrays, filled with neutral values where not given, checked for length ``n``."""
@@ -243,15 +246,22 @@ class StoreWriter:
         for name in JSON_ATTRS:
             attrs[name] = json.dumps(to_jsonable(getattr(content, name), fallback=str), sort_keys=True)
         f.attrs.update(attrs)
-        f.attrs["checksum"] = meta_checksum(f)
+        f.attrs["checksum"] = meta_checksum(f, attrs)  # the attributes as written (the read-back below reads them)
         f.flush()
         f.attrs["complete"] = True
         f.close()
         with h5py.File(self.tmp, "r") as back:  # read back: metadata checks, every frame against the crc32 appended
-            check_file(back, self.tmp)
+            back_attrs = read_attrs(back)
+            check_file(back, self.tmp, back_attrs)
             check_frames(back, self.tmp)
+            from affectube.clips.readers import Store
+            from affectube.clips.store_table import table_row
+
+            row = table_row(Store(self.tmp, back, back_attrs), self.path)  # while the file is open and checked
         self._done = True
         self._ctx.__exit__(None, None, None)  # fsync + rename onto the final name
+        st = os.stat(self.path)
+        content.table = {"row": row, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
         return self.path
 
     def _abort(self, exc: BaseException) -> None:
@@ -338,15 +348,25 @@ def meta_checksum(f: h5py.File, attrs: dict | None = None) -> str:
     fr = f["frames"]
     h.update(f"frames:{fr.shape}:{fr.dtype}:{fr.chunks}:{dataset_filters(fr)};".encode())
 
-    def visit(name: str, obj) -> None:
-        if isinstance(obj, h5py.Dataset) and name != "frames":
-            data = obj[...]
+    def visit(raw: bytes, info) -> None:
+        # f.visititems' order and values, through the low-level API (no object per array unless it has attributes)
+        name = raw.decode("utf-8")
+        if info.type == h5py.h5o.TYPE_DATASET and name != "frames":
+            did = h5py.h5d.open(f.id, raw)
+            if did.dtype.kind == "O":  # variable-length data: as the high-level API reads it
+                data = f[name][...]
+            else:
+                data = np.empty(did.shape, did.dtype)
+                if data.size:
+                    did.read(h5py.h5s.ALL, h5py.h5s.ALL, data)
             h.update(f"array:{name}:{data.dtype.str}:{data.shape};".encode())
             h.update(np.ascontiguousarray(data).tobytes())
-        for key in sorted(obj.attrs.keys()):
-            h.update(f"attr:{name}/{key}={_canon(obj.attrs[key])};".encode())
+        if info.num_attrs:
+            obj = f[name]
+            for key in sorted(obj.attrs.keys()):
+                h.update(f"attr:{name}/{key}={_canon(obj.attrs[key])};".encode())
 
-    f.visititems(visit)
+    h5py.h5o.visit(f.id, visit, info=True)
     return h.hexdigest()
 
 

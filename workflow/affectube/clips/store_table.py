@@ -60,22 +60,39 @@ def _layout_json(layout) -> str:
                        "arrays": {k: list(v) for k, v in layout.arrays.items()}}, sort_keys=True)
 
 
-def write_table(stores: list[str], out: str | os.PathLike) -> Path:
-    """Read each store once (:func:`open_store`, ``verify="meta"``) and write their table to ``out`` (atomic)."""
-    from affectube.clips.readers import frame_layout, open_store
-    from affectube.eval.overlap import content_hash
+def table_row(s, path: str | os.PathLike) -> dict:
+    """One store's columns (but ``size``/``mtime_ns``) from the open, verified store ``s``
+    (:class:`~affectube.clips.readers.Store`); ``path``: the store's name in the table."""
+    from affectube.clips.readers import frame_layout
+    from affectube.eval.overlap import content_hash_open
+
+    n = len(s)
+    return {"path": str(path), "dataset": s.dataset, "video_id": s.video_id, "subject": s.subject, "session": s.session,
+            "num_frames": n, "channels": int(s.attrs["frame_shape"][-1]),
+            "labels": json.dumps(s.labels, sort_keys=True), "frame_labels": json.dumps(sorted(s.frame_label_names)),
+            "layout": _layout_json(frame_layout(s.file, s.path) if n else None), "error": s.error or "",
+            "content": content_hash_open(s.file) or ""}  # fmt: skip
+
+
+def write_table(stores: list[str], out: str | os.PathLike, known: dict | None = None) -> Path:
+    """Read each store once (:func:`open_store`, ``verify="meta"``) and write their table to ``out`` (atomic).
+
+    ``known``: store path -> ``{"row", "size", "mtime_ns"}``, rows made by the store's writer from its read-back
+    check (:class:`~affectube.clips.store.StoreWriter`, kept in the clips cache's key file): used instead of
+    opening the store when the file's size and mtime are still those it was written with."""
+    from affectube.clips.readers import open_store
     from affectube.io import atomic_path
 
     cols: dict[str, list] = {k: [] for k in (*STRINGS, *RAGGED, "num_frames", "channels", "size", "mtime_ns", "content")}
     for path in stores:
         st = os.stat(path)
-        with open_store(path, verify="meta") as s:
-            n = len(s)
-            row = {"path": str(path), "dataset": s.dataset, "video_id": s.video_id, "subject": s.subject, "session": s.session,
-                   "num_frames": n, "channels": int(s.attrs["frame_shape"][-1]),
-                   "labels": json.dumps(s.labels, sort_keys=True), "frame_labels": json.dumps(sorted(s.frame_label_names)),
-                   "layout": _layout_json(frame_layout(s.file, path) if n else None), "error": s.error or ""}  # fmt: skip
-        row.update(size=st.st_size, mtime_ns=st.st_mtime_ns, content=content_hash(path) or "")
+        rec = (known or {}).get(str(path))
+        if rec and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns and set(rec["row"]) == set(cols) - {"size", "mtime_ns"}:
+            row = {**rec["row"], "path": str(path)}
+        else:
+            with open_store(path, verify="meta") as s:
+                row = table_row(s, path)
+        row.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
         for k, v in row.items():
             cols[k].append(v)
     arrays = {"version": np.int64(VERSION)}

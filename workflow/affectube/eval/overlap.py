@@ -33,8 +33,13 @@ def content_hash(path: str | Path) -> str | None:
     import h5py
 
     with h5py.File(path, "r") as f:
-        crc = np.asarray(f["frame_crc32"][...], dtype="<u4")
-        shape = np.asarray(f["frames"].shape[1:], dtype="<i8")
+        return content_hash_open(f)
+
+
+def content_hash_open(f) -> str | None:
+    """:func:`content_hash` of a store already open (an ``h5py.File``)."""
+    crc = np.asarray(f["frame_crc32"][...], dtype="<u4")
+    shape = np.asarray(f["frames"].shape[1:], dtype="<i8")
     if not len(crc):
         return None
     h = hashlib.sha256()

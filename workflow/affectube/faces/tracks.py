@@ -78,13 +78,17 @@ class Tracks:
         return cls(**{k: getattr(arrays, k) for k in [*ARRAYS, "frame_size"]}, meta=meta)
 
 
-def save_tracks(path: str | os.PathLike, tracks: Tracks) -> None:
+def save_tracks(path: str | os.PathLike, tracks: Tracks) -> Tracks:
+    """Write ``tracks`` (atomic); returns them as :func:`load_tracks` will read them back (the file's dtypes, the
+    meta through JSON), for a caller that goes on with them in the same process."""
     data = {k: np.asarray(getattr(tracks, k), dtype) for k, (dtype, _) in ARRAYS.items()}
     data["frame_size"] = np.asarray(tracks.frame_size, np.int32)
-    data["meta"] = np.asarray(json.dumps(to_jsonable(tracks.meta, fallback=str), sort_keys=True))
+    meta = json.dumps(to_jsonable(tracks.meta, fallback=str), sort_keys=True)
+    data["meta"] = np.asarray(meta)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **data)
+    return Tracks(**{k: data[k] for k in ARRAYS}, frame_size=data["frame_size"], meta=json.loads(meta))
 
 
 def load_tracks(path: str | os.PathLike) -> Tracks:

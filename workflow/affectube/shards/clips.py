@@ -50,25 +50,28 @@ def clips_cfg(raw: dict) -> dict:
     return {k: raw[k] for k in ("decode", "crop", "clips") if k in raw}
 
 
-def build_cached(row: dict, faces_dir: Path, stage_dir: Path, cfg: dict, frames=None, by: str | None = None):
+def build_cached(row: dict, faces_dir: Path, stage_dir: Path, cfg: dict, frames=None, by: str | None = None, tracks=None):
     """The video's store, built unless fresh: ``(status, store, error)``. ``frames``: the decoded frames (the
-    faces job's one decode) instead of decoding here; ``by``: recorded with the key (``faces-shard``)."""
+    faces job's one decode) instead of decoding here, with ``tracks`` (as saved) instead of reading them back;
+    ``by``: recorded with the key (``faces-shard``)."""
     from affectube.clips.build import build_store
     from affectube.clips.labels import canonical_row
 
-    row = canonical_row(row)
+    row, saved = canonical_row(row), tracks
     vid = str(row["video_id"])
     tracks, out = faces_dir / "tracks" / f"{vid}.npz", stage_dir / f"{vid}.h5"
     key = clips_key(row, tracks, cache.stored_key(faces_dir, vid), cfg)
     if frames is None and cache.is_fresh(stage_dir, vid, out, key):
-        if cache.stored(stage_dir, vid).get("by"):  # built by the faces job's decode: claimed once
-            cache.record(stage_dir, vid, key)
+        rec = cache.stored(stage_dir, vid)
+        if rec.get("by"):  # built by the faces job's decode: claimed once
+            cache.record(stage_dir, vid, key, **({"table": rec["table"]} if "table" in rec else {}))
             return "onepass", str(out), None
         return "cached", str(out), None
     cache.forget(stage_dir, vid)
     out.unlink(missing_ok=True)  # a video that fails now has no (stale) store
-    content = build_store(row["path"], tracks, row, vid, cfg, out, frames=frames)
-    cache.record(stage_dir, vid, key, **({"by": by} if by else {}))
+    content = build_store(row["path"], tracks, row, vid, cfg, out, frames=frames, tracks=saved)
+    # with the store's row of the shard's store table, from the writer's read-back (the table then need not reopen it)
+    cache.record(stage_dir, vid, key, **({"by": by} if by else {}), **({"table": content.table} if content.table else {}))
     return ("failed" if content.error else "ran"), str(out), content.error
 
 
@@ -77,18 +80,26 @@ def run(args: argparse.Namespace) -> int:
     faces_dir, stage_dir = Path(args.faces_dir), Path(args.stage_dir)
     # the shard's store table (what the loader reads instead of opening every store), then its index
     run_shard("clips", args.dataset, args.shard, read_rows(args.rows),
-              lambda row: build_cached(row, faces_dir, stage_dir, cfg), args.out, finish=lambda stores: table(stores, args.out))
+              lambda row: build_cached(row, faces_dir, stage_dir, cfg), args.out,
+              finish=lambda stores: table(stores, args.out, stage_dir))
     return 0
 
 
-def table(stores: list[str], index: str) -> None:
+def table(stores: list[str], index: str, stage_dir: Path | None = None) -> None:
     """Write the shard's store table; a store that cannot be read leaves the shard without one (the loader then
-    opens its stores, and names the bad one), not a failed shard."""
+    opens its stores, and names the bad one), not a failed shard. The rows the stores' writers recorded in
+    ``stage_dir``'s key files are used for stores unchanged since (size and mtime)."""
     from affectube.clips.store_table import table_path, write_table
 
     path = table_path(index)
+    known = {}
+    if stage_dir is not None:
+        for store in stores:
+            rec = cache.stored(stage_dir, Path(store).stem).get("table")
+            if isinstance(rec, dict) and isinstance(rec.get("row"), dict):
+                known[str(store)] = rec
     try:
-        write_table(stores, path)
+        write_table(stores, path, known)
     except Exception as exc:  # noqa: BLE001 - the stores were built (and recorded) already
         path.unlink(missing_ok=True)
         log.warning("%s: no store table written (%s: %s): the loader will open the shard's stores", path, type(exc).__name__, exc)

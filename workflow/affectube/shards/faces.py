@@ -90,12 +90,12 @@ def run(args: argparse.Namespace) -> int:
             meta.update({"path": path, "error": f"{type(exc).__name__}: {exc}"})
             save_tracks(out, Tracks.empty(meta))  # faces-qc lists it; no key: retried next run
             raise
-        save_tracks(out, tracks)
+        tracks = save_tracks(out, tracks)  # as the file holds them
         cache.record(stage_dir, vid, key)
         frames = tee.frames() if tee is not None else None
         if frames is not None:
             try:
-                build_cached(clips_rows[vid], stage_dir, Path(args.clips_dir), store_cfg, frames=frames, by="faces-shard")
+                build_cached(clips_rows[vid], stage_dir, Path(args.clips_dir), store_cfg, frames=frames, by="faces-shard", tracks=tracks)
             except Exception as exc:  # noqa: BLE001 - the clips shard job builds it (and records its error)
                 log.warning("%s: store not built from the faces decode (the clips job will): %s: %s", vid, type(exc).__name__, exc)
             del frames, tee

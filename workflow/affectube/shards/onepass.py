@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from affectube.video.decode import FrameStream, _read_exact, ffmpeg_exe
-from affectube.video.pyav_reader import to_rgb
+from affectube.video.pyav_reader import RGBConverter
 
 log = logging.getLogger(__name__)
 MAX_BUFFER_BYTES = 1 << 30  # decoded frames held per video (the faces shard job's mem_mb is sized for it)
@@ -79,7 +79,7 @@ class TeeStream(FrameStream):
     def __iter__(self):
         self._full, self._overflow, self._complete = [], False, False
         if self.reader == "pyav":  # one decode in this process: every kept frame is converted twice (_kept)
-            self._held, self._reformatter = 0, None
+            self._held, self._to_rgb = 0, None
             yield from super().__iter__()
             self._complete = True
             return
@@ -108,11 +108,9 @@ class TeeStream(FrameStream):
             self._overflow, self._full = True, []
             log.info("%s: over %d MB of decoded frames: not kept (the clips shard job decodes it again)", self.path, self.max_bytes >> 20)
             return
-        if self._reformatter is None:  # its own (not the analysis frames'): swscale contexts are cached per size
-            from av.video.reformatter import VideoReformatter
-
-            self._reformatter = VideoReformatter()
-        self._full.append(to_rgb(self._reformatter, frame, h, w))
+        if self._to_rgb is None:  # its own (not the analysis frames'): a converter per output size
+            self._to_rgb = RGBConverter(h, w, threads=1)
+        self._full.append(self._to_rgb(frame))
         self._held += h * w * 3
 
     def _drain(self) -> None:

@@ -18,8 +18,8 @@ the CLI on real clips):
   frames without a pts follow the previous one by its duration, as the CLI's decoder does;
 - rate: ``select`` keeps the first frame of each ``1/fps`` slot (``floor(t * fps + 0.5)``, stateful);
 - stride: every k-th kept frame is converted (``select=not(mod(n, k))``);
-- size: one swscale conversion to rgb24 at the delivered size with the area filter (the CLI's ``scale``
-  filter with ``flags=area``, which the format negotiation makes do the rgb conversion too);
+- size: the CLI's filters, ``scale=w:h:flags=area`` and rgb24 output, run in a libavfilter graph of this process
+  (:class:`RGBConverter`): the same pixels, bit for bit;
 - damage: a packet the decoder refuses is logged as a warning and skipped (the CLI logs "Error submitting
   packet to decoder" and goes on); a demuxer error ends the stream with the frames decoded so far; the
   caller's truncation check (``decode.on_truncated``) then sees where the frames stop.
@@ -49,17 +49,51 @@ def rescale_near(a: int, b_num: int, b_den: int, c_num: int, c_den: int) -> int:
     return q if num >= 0 else -q
 
 
-def to_rgb(reformatter, frame, h: int, w: int) -> np.ndarray:
-    """One decoded frame as uint8 [h, w, 3] RGB: one swscale area conversion (the CLI's ``scale`` with ``flags=area``).
-    ``reformatter``: an ``av.video.reformatter.VideoReformatter`` kept per output size (it caches its context)."""
-    return reformatter.reformat(frame, width=w, height=h, format="rgb24", interpolation="AREA", threads=1).to_ndarray()
+class RGBConverter:
+    """Decoded frames as uint8 [h, w, 3] RGB, the pixels the CLI delivers (``tests/test_ingest_pyav.py``: bit for bit).
+
+    At the frame's own size: one swscale rgb24 conversion (the CLI's auto-inserted format conversion). Scaled:
+    the CLI's own filters, ``scale=w:h:flags=area`` then ``format=rgb24``, in a libavfilter graph of this process.
+    Not ``VideoReformatter.reformat(..., interpolation="AREA")``: its direct swscale context scales differently
+    from the scale filter (mean 0.5, max 23 levels apart at 160 -> 107 px), enough to move a detector's boxes
+    on small frames. The graph is rebuilt when the frames' size or pixel format changes mid-stream.
+    """
+
+    def __init__(self, h: int, w: int, threads: int = 1):
+        self.h, self.w, self.threads = int(h), int(w), max(0, int(threads))
+        self._reformatter = None
+        self._graph = self._key = None
+
+    def __call__(self, frame) -> np.ndarray:
+        if (frame.width, frame.height) == (self.w, self.h):
+            if self._reformatter is None:
+                from av.video.reformatter import VideoReformatter
+
+                self._reformatter = VideoReformatter()  # caches its swscale context
+            return self._reformatter.reformat(frame, format="rgb24", interpolation="AREA", threads=self.threads).to_ndarray()
+        key = (frame.width, frame.height, frame.format.name)
+        if key != self._key:
+            self._graph, self._key = self._build(frame), key
+        self._graph.push(frame)
+        return self._graph.pull().to_ndarray()
+
+    def _build(self, frame):
+        import av
+
+        graph = av.filter.Graph()
+        src = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
+                               time_base=frame.time_base or "1/25")
+        chain = [src, graph.add("scale", f"{self.w}:{self.h}:flags=area:threads={self.threads}"),
+                 graph.add("format", "rgb24"), graph.add("buffersink")]
+        for a, b in zip(chain, chain[1:]):
+            a.link_to(b)
+        graph.configure()
+        return graph
 
 
 def run_pyav(stream, slot) -> Iterator[int]:
     """:meth:`FrameStream._run` for the PyAV reader: write delivered frame k into ``slot(k)``, yield the count."""
     import av
-    from av.video.reformatter import VideoReformatter
-
     h, w = stream.size
     times: list[float] = []
     errors: list[str] = []
@@ -85,7 +119,7 @@ def run_pyav(stream, slot) -> Iterator[int]:
         offset = rescale_near(int(start), 1, 1_000_000, tb.numerator, tb.denominator) if start is not None else 0
         q2d = tb.numerator / float(tb.denominator)  # av_q2d
         fps, k = stream.fps, stream.stride
-        reformatter = VideoReformatter()
+        to_rgb = RGBConverter(h, w, threads=1)
         nxt = 0.0  # the select filter's ld(0): the next free slot
         last_pts = last_dur = None
         packets = container.demux(video)
@@ -116,7 +150,7 @@ def run_pyav(stream, slot) -> Iterator[int]:
                 times.append(round(t, 6))  # to the microsecond: 0.12, not 3600 x 3 x (1/90000) = 0.12000000000000001
                 stream._kept(frame)
                 if kept % k == 0:
-                    np.asarray(slot(count)).reshape(h, w, 3)[...] = to_rgb(reformatter, frame, h, w)
+                    np.asarray(slot(count)).reshape(h, w, 3)[...] = to_rgb(frame)
                     count += 1
                     kept += 1
                     yield count
