@@ -191,3 +191,33 @@ def test_a_store_the_table_cannot_read_leaves_the_shard_without_a_table(shards, 
     bad.write_bytes(b"not a store")
     table([*stores[:2], str(bad)], indexes[0])  # an old table is not left behind either
     assert not table_path(indexes[0]).exists()
+
+
+@pytest.mark.parametrize("compression", ["none", "lzf"])
+def test_rows_the_writers_recorded_make_the_same_table_and_a_changed_store_is_reopened(tmp_path, monkeypatch, compression):
+    """The clips shard job's table from the rows each StoreWriter made from its read-back (kept in the key files)
+    is the table made by opening every store; a store whose file changed since (size or mtime) is opened again."""
+    import affectube.clips.readers as readers_mod
+    from affectube.clips.store_table import read_table, write_table
+
+    stores, known = [], {}
+    for i, n in enumerate([30, 41, 0]):
+        c = content(f"v{i}", n=n, size=24, subject=f"s{i}", seed=i, valence=0.2 * i)
+        path = write_store(tmp_path / f"v{i}.h5", c, compression, 8 if compression != "none" else 0)
+        assert c.table is not None and c.table["row"]["video_id"] == f"v{i}"
+        stores.append(str(path))
+        known[str(path)] = c.table
+    write_table(stores, tmp_path / "opened.npz")
+    opened = []
+    real_open = readers_mod.open_store
+    monkeypatch.setattr(readers_mod, "open_store", lambda p, **kw: opened.append(str(p)) or real_open(p, **kw))
+    write_table(stores, tmp_path / "known.npz", known)
+    assert opened == []  # every row from the writers
+    a, b = read_table(tmp_path / "opened.npz"), read_table(tmp_path / "known.npz")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    os.utime(stores[1], ns=(os.stat(stores[1]).st_atime_ns, os.stat(stores[1]).st_mtime_ns + 10**9))
+    write_table(stores, tmp_path / "changed.npz", known)
+    assert opened == [stores[1]]
+    assert read_table(tmp_path / "changed.npz")["mtime_ns"][1] == os.stat(stores[1]).st_mtime_ns
