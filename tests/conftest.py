@@ -123,6 +123,7 @@ LONGEST_FIRST = [
     "test_slurm_cluster.py",  # ~360 s
     "test_e2e_grid_words.py",
     "test_demo_learns.py",
+    "test_demo_shards.py",  # the demo again, on shards
     "test_clips_workflow.py",  # ~240 s
     "test_run_isolation.py",  # ~190 s
     "test_dvc_pipeline.py",  # ~130 s

@@ -221,3 +221,26 @@ def test_rows_the_writers_recorded_make_the_same_table_and_a_changed_store_is_re
     write_table(stores, tmp_path / "changed.npz", known)
     assert opened == [stores[1]]
     assert read_table(tmp_path / "changed.npz")["mtime_ns"][1] == os.stat(stores[1]).st_mtime_ns
+
+
+def test_order_video_gives_one_order_whether_stores_come_per_video_or_shard_by_shard(shards, tmp_path, monkeypatch):
+    """Pretraining's ``order="video"``: the same videos in the same order (dataset, then video id) over the stores
+    in any order and over shard indexes whose shards interleave them, with the same items; ``given`` keeps the
+    order they came in."""
+    stores, _ = shards
+    scrambled = [stores[i] for i in (5, 0, 3, 1, 4, 2, 6)]
+    (tmp_path / "other").mkdir()
+    indexes = _shards(tmp_path / "other", scrambled, per=2)  # shards that interleave the videos
+    kw = dict(num_frames=6, sample_stride=2, input_size=16, mode="train", augment=True, seed=3)
+    ref = ClipDataset(stores, **kw, order="video")
+    assert ref.video_ids == sorted(ref.video_ids) == [f"v{i}" for i in range(6)]
+    assert ClipDataset(scrambled, **kw).video_ids == [f"v{i}" for i in (5, 0, 3, 1, 4, 2)]  # given
+    for source in (scrambled, indexes):
+        ds = ClipDataset(source, **kw, order="video")
+        assert ds.video_ids == ref.video_ids and ds.paths == ref.paths, source
+        for i in (0, 4):
+            assert torch.equal(ds[i]["video"], ref[i]["video"])
+    _no_store_opened(monkeypatch)
+    assert isinstance(ClipDataset(indexes, **kw, order="video").entries, EntryTable)  # from the tables, reordered
+    with pytest.raises(ValueError, match="order"):
+        ClipDataset(stores, **kw, order="random")

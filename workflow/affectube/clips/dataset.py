@@ -39,7 +39,10 @@ stores). Given only shard indexes that have their store tables (:mod:`affectube.
 written by ``clips-shard``), the constructor reads those tables and opens no store; the videos are then
 numpy columns (:class:`~affectube.clips.store_table.EntryTable`, a few hundred bytes per video), not
 objects (except with ``event`` or a landmark-guided mask generator: they need each store's timestamps or
-landmarks, read as below). Same videos, same order, same items either way.
+landmarks, read as below). Same videos, same order, same items either way. Order: as the stores are given
+(``order="given"``), or by dataset (in order of first appearance) then video id (``order="video"``,
+pretraining's: the same batches whether a dataset's stores come one per video in manifest order or shard
+by shard from ``data.shard_size``'s indexes).
 
 Workers: otherwise the constructor reads and verifies each store's metadata (:func:`open_store`) and
 closes it again; frames are read through handles opened lazily inside the process that reads
@@ -126,6 +129,7 @@ class ClipDataset(Dataset):
         label: str = "emotion",
         event: bool = False,
         event_jitter: float = 0.0,
+        order: str = "given",
     ):
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
@@ -158,6 +162,10 @@ class ClipDataset(Dataset):
                 log.warning("%s: skipped, the store has no frames (%s)", path, reason)
         else:
             entries = [e for e in (self._entry(p) for p in paths) if e is not None]
+        if order == "video":  # whether the stores came one per video or shard by shard (data.shard_size)
+            entries = _by_video(entries)
+        elif order != "given":
+            raise ValueError(f"order must be 'given' or 'video', got {order!r}")
         if classes is None:  # every emotion of the given stores, before any filter: the same for every fold
             classes = sorted({e for e in _column(entries, "emotion") if e is not None})
         self.classes = list(classes)
@@ -482,6 +490,17 @@ def _column(entries, name: str) -> list:
     if isinstance(entries, EntryTable):
         return entries.column("label" if name == "emotion" else name)
     return [getattr(e, name) for e in entries]
+
+
+def _by_video(entries):
+    """The entries by dataset (in the order the datasets first appear) then video id: one order for the same
+    stores however they were listed (per video in manifest order, or shard by shard)."""
+    datasets, videos = _column(entries, "dataset"), _column(entries, "video_id")
+    rank = {d: i for i, d in enumerate(dict.fromkeys(datasets))}
+    idx = sorted(range(len(videos)), key=lambda i: (rank[datasets[i]], videos[i]))
+    if isinstance(entries, EntryTable):
+        return entries.take(np.asarray(idx, np.int64))
+    return [entries[i] for i in idx]
 
 
 def _where(entries, keep):

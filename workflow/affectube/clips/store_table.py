@@ -1,8 +1,9 @@
 """The store table of a clips shard: what the loader needs of each store, in numpy arrays, in one file.
 
 ``clips-shard`` writes it beside its shard index (``clips/<dataset>/shard-<k>.json`` ->
-``shard-<k>.table.npz``, before the index: :func:`affectube.shards.index.run_shard`), reading each store
-it lists once, while the job has them at hand. :class:`~affectube.clips.dataset.ClipDataset` given shard
+``shard-<k>.table.npz``, before the index: :func:`affectube.shards.index.run_shard`), from the rows the stores'
+writers made from their read-back check (:func:`table_row`, kept in the clips key files), opening only the
+stores whose rows are missing or whose file changed since. :class:`~affectube.clips.dataset.ClipDataset` given shard
 indexes then reads these tables instead of opening every store (issue 17, point 3: a dataset of 1M clips
 opened without 1M file opens) and holds per clip a few numpy columns (:class:`EntryTable`), not a Python
 object: a :class:`~affectube.clips.dataset.VideoEntry` is made when an item is read. The stores are opened

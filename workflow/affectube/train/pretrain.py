@@ -415,6 +415,7 @@ def build_masked_dataset(stores: list[str], pcfg: dict, grid: tuple[int, int, in
         mask_generator=(FaceMaskGenerator(grid, pcfg["mask_ratio"], pcfg["patch"]) if pcfg["masking"] == "face"
                         else TubeMaskGenerator(grid=grid, ratio=pcfg["mask_ratio"])),
         output=output,
+        order="video",  # the same batches whether the stores come per video or from clips shard indexes
     )
     if len(base) == 0:
         raise DataError(

@@ -10,7 +10,8 @@ def clip_dataset(stores, pcfg: dict, datasets=None, output: str = "float", **ove
     from affectube.clips.dataset import ClipDataset
 
     kwargs = dict(num_frames=pcfg["num_frames"], sample_stride=pcfg["sample_stride"], input_size=pcfg["input_size"],
-                  mode="train", augment=pcfg["augment"], seed=pcfg["seed"], datasets=datasets, output=output)
+                  mode="train", augment=pcfg["augment"], seed=pcfg["seed"], datasets=datasets, output=output,
+                  order="video")  # the same batches whether the stores come per video or from clips shard indexes
     kwargs.update(over)
     base = ClipDataset(stores, **kwargs)
     if len(base) == 0:
