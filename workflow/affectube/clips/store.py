@@ -250,13 +250,13 @@ class StoreWriter:
         f.flush()
         f.attrs["complete"] = True
         f.close()
+        from affectube.clips.readers import Store  # (readers and store_table import this module)
+        from affectube.clips.store_table import table_row
+
         with h5py.File(self.tmp, "r") as back:  # read back: metadata checks, every frame against the crc32 appended
             back_attrs = read_attrs(back)
             check_file(back, self.tmp, back_attrs)
             check_frames(back, self.tmp)
-            from affectube.clips.readers import Store
-            from affectube.clips.store_table import table_row
-
             row = table_row(Store(self.tmp, back, back_attrs), self.path)  # while the file is open and checked
         self._done = True
         self._ctx.__exit__(None, None, None)  # fsync + rename onto the final name

@@ -57,10 +57,10 @@ def build_cached(row: dict, faces_dir: Path, stage_dir: Path, cfg: dict, frames=
     from affectube.clips.build import build_store
     from affectube.clips.labels import canonical_row
 
-    row, saved = canonical_row(row), tracks
+    row = canonical_row(row)
     vid = str(row["video_id"])
-    tracks, out = faces_dir / "tracks" / f"{vid}.npz", stage_dir / f"{vid}.h5"
-    key = clips_key(row, tracks, cache.stored_key(faces_dir, vid), cfg)
+    tracks_file, out = faces_dir / "tracks" / f"{vid}.npz", stage_dir / f"{vid}.h5"
+    key = clips_key(row, tracks_file, cache.stored_key(faces_dir, vid), cfg)
     if frames is None and cache.is_fresh(stage_dir, vid, out, key):
         rec = cache.stored(stage_dir, vid)
         if rec.get("by"):  # built by the faces job's decode: claimed once
@@ -69,7 +69,7 @@ def build_cached(row: dict, faces_dir: Path, stage_dir: Path, cfg: dict, frames=
         return "cached", str(out), None
     cache.forget(stage_dir, vid)
     out.unlink(missing_ok=True)  # a video that fails now has no (stale) store
-    content = build_store(row["path"], tracks, row, vid, cfg, out, frames=frames, tracks=saved)
+    content = build_store(row["path"], tracks_file, row, vid, cfg, out, frames=frames, tracks=tracks)
     # with the store's row of the shard's store table, from the writer's read-back (the table then need not reopen it)
     cache.record(stage_dir, vid, key, **({"by": by} if by else {}), **({"table": content.table} if content.table else {}))
     return ("failed" if content.error else "ran"), str(out), content.error
