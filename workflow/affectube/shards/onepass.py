@@ -79,7 +79,7 @@ class TeeStream(FrameStream):
     def __iter__(self):
         self._full, self._overflow, self._complete = [], False, False
         if self.reader == "pyav":  # one decode in this process: every kept frame is converted twice (_kept)
-            self._held, self._to_rgb = 0, None
+            self._held, self._to_rgb = 0, RGBConverter(*self.decoded_size, threads=1)  # its own, not the analysis frames'
             yield from super().__iter__()
             self._complete = True
             return
@@ -108,8 +108,6 @@ class TeeStream(FrameStream):
             self._overflow, self._full = True, []
             log.info("%s: over %d MB of decoded frames: not kept (the clips shard job decodes it again)", self.path, self.max_bytes >> 20)
             return
-        if self._to_rgb is None:  # its own (not the analysis frames'): a converter per output size
-            self._to_rgb = RGBConverter(h, w, threads=1)
         self._full.append(self._to_rgb(frame))
         self._held += h * w * 3
 
